@@ -1,0 +1,83 @@
+"""Helpers the benchmarks share: a scratch PostgreSQL database and a local web server."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def postgres_server() -> str | None:
+    """DATABASE_URL, or the local PostgreSQL, if something answers there."""
+    url = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+    parsed = urlparse(url)
+    if not parsed.scheme.startswith("postgres"):
+        return None
+    try:
+        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 5432), 1):
+            return url
+    except OSError:
+        return None
+
+
+def psql(server: str, sql: str) -> None:
+    url = urlparse(server)
+    subprocess.run(
+        [
+            "psql",
+            "-h",
+            url.hostname or "127.0.0.1",
+            "-p",
+            str(url.port or 5432),
+            "-U",
+            url.username or "postgres",
+            "-d",
+            "postgres",
+            "-qc",
+            sql,
+        ],
+        check=True,
+        capture_output=True,
+    )
+
+
+def fresh_database(server: str, name: str) -> str:
+    """Drop and create database ``name`` on ``server``; returns its URL."""
+    psql(server, f"DROP DATABASE IF EXISTS {name}")
+    psql(server, f"CREATE DATABASE {name}")
+    return urlparse(server)._replace(path=f"/{name}").geturl()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_web_server(env: dict[str, str]) -> tuple[subprocess.Popen, int]:
+    """``manage.py runserver --noreload`` (one process: its RSS is the web process's) on a free
+    port, once it answers."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            http.client.HTTPConnection("127.0.0.1", port, timeout=1).request("GET", "/login/")
+            return server, port
+        except OSError:
+            time.sleep(0.2)
+    server.terminate()
+    raise SystemExit("The web server did not start.")

@@ -1,0 +1,5 @@
+from django.apps import AppConfig
+
+
+class DatasetsAppConfig(AppConfig):
+    name = "datasets_app"

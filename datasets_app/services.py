@@ -1,0 +1,685 @@
+"""Every write of the data stage: datasets, data cards, uploads, versions, recipes, data jobs.
+
+User actions check the actor's role (EDIT_DATA for everything here, DELETE needs a manager) and
+record an audit event. ``*_register`` functions are the system writes the data jobs make when
+they finish: they store files first and create rows in one transaction, so a failed job leaves
+no version behind.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import RestrictedError
+from django.utils import timezone
+
+from datasets_app.columns import ROLES
+from datasets_app.models import (
+    CleaningRecipe,
+    DataCard,
+    DataJob,
+    DataJobKind,
+    Dataset,
+    DatasetSplit,
+    DatasetVersion,
+    Tokenizer,
+)
+from llmhub import storage
+from llmhub.jobs import enqueue_job
+from projects.audit import diff, record_event
+from projects.models import Project
+from projects.permissions import Action
+from projects.services import require
+
+UPLOAD_FORMATS = ("csv", "tsv", "json", "jsonl", "txt", "parquet")
+TEXT_ROLES = ("text", "target", "prompt", "chosen", "rejected", "context", "question")
+
+
+def _input_error(exc: Exception) -> ValidationError:
+    return ValidationError(str(exc))
+
+
+def _require_free_name(
+    model, project: Project, name: str, *, what: str, exclude_pk: int | None = None
+) -> str:
+    """``name`` stripped, if no other ``model`` row of ``project`` has it; else a 400."""
+    name = (name or "").strip()
+    clash = model.objects.filter(project=project, name=name)
+    if exclude_pk is not None:
+        clash = clash.exclude(pk=exclude_pk)
+    if clash.exists():
+        raise ValidationError({"name": f"A {what} named '{name}' already exists in this project."})
+    return name
+
+
+# --- datasets and data cards --------------------------------------------------------------------
+
+
+@transaction.atomic
+def dataset_create(*, actor, project: Project, name: str, description: str = "") -> Dataset:
+    require(actor, project.team, Action.EDIT_DATA)
+    name = _require_free_name(Dataset, project, name, what="dataset")
+    dataset = Dataset(project=project, name=name, description=description, created_by=actor)
+    dataset.full_clean()
+    dataset.save()
+    DataCard.objects.create(dataset=dataset)
+    record_event(
+        actor=actor, team=project.team, project=project, verb="dataset.created", target=dataset
+    )
+    return dataset
+
+
+@transaction.atomic
+def dataset_update(*, actor, dataset: Dataset, **updates: Any) -> Dataset:
+    require(actor, dataset.project.team, Action.EDIT_DATA)
+    unknown = set(updates) - {"name", "description"}
+    if unknown:
+        raise ValidationError(f"These fields cannot be changed: {', '.join(sorted(unknown))}.")
+    if "name" in updates:
+        updates["name"] = _require_free_name(
+            Dataset, dataset.project, updates["name"], what="dataset", exclude_pk=dataset.pk
+        )
+    changes = diff(dataset, updates)
+    for field, value in updates.items():
+        setattr(dataset, field, value)
+    dataset.full_clean()
+    dataset.save()
+    record_event(
+        actor=actor,
+        team=dataset.project.team,
+        project=dataset.project,
+        verb="dataset.updated",
+        target=dataset,
+        changes=changes,
+    )
+    return dataset
+
+
+@transaction.atomic
+def dataset_delete(*, actor, dataset: Dataset) -> None:
+    """Delete a dataset and its versions, unless a training job, model or evaluation uses one
+    of them (lineage must not point at nothing)."""
+    require(actor, dataset.project.team, Action.EDIT_PROJECT)
+    record_event(
+        actor=actor,
+        team=dataset.project.team,
+        project=dataset.project,
+        verb="dataset.deleted",
+        target=dataset,
+    )
+    try:
+        dataset.delete()
+    except RestrictedError as exc:
+        users = sorted({f"{obj._meta.verbose_name} {obj}" for obj in exc.restricted_objects})
+        raise ValidationError(
+            f"{dataset.name} is used by {', '.join(users[:5])}"
+            f"{' and more' if len(users) > 5 else ''}: delete those first."
+        ) from exc
+
+
+DATA_CARD_FIELDS = (
+    "source",
+    "license",
+    "collection_method",
+    "consent",
+    "personal_data",
+    "intended_use",
+    "limitations",
+)
+
+
+@transaction.atomic
+def data_card_update(*, actor, dataset: Dataset, **fields: str) -> DataCard:
+    require(actor, dataset.project.team, Action.EDIT_DATA)
+    unknown = set(fields) - set(DATA_CARD_FIELDS)
+    if unknown:
+        raise ValidationError(f"Unknown data card fields: {', '.join(sorted(unknown))}.")
+    card, _ = DataCard.objects.select_for_update().get_or_create(dataset=dataset)
+    changes = diff(card, fields)
+    for name, value in fields.items():
+        setattr(card, name, (value or "").strip())
+    card.updated_at, card.updated_by = timezone.now(), actor
+    card.full_clean()
+    card.save()
+    record_event(
+        actor=actor,
+        team=dataset.project.team,
+        project=dataset.project,
+        verb="data_card.updated",
+        target=card,
+        changes={k: "changed" for k in changes},
+    )
+    return card
+
+
+# --- uploads ----------------------------------------------------------------------------------
+
+
+def _check_roles(column_roles: dict | None) -> dict:
+    if column_roles is None:
+        return {}
+    if not isinstance(column_roles, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in column_roles.items()
+    ):
+        raise ValidationError({"column_roles": "Give an object mapping role -> column name."})
+    unknown = sorted(set(column_roles) - set(ROLES))
+    if unknown:
+        raise ValidationError(
+            {"column_roles": f"Unknown role(s): {', '.join(unknown)}. Roles: {', '.join(ROLES)}."}
+        )
+    return column_roles
+
+
+@transaction.atomic
+def upload_start(
+    *,
+    actor,
+    dataset: Dataset,
+    uploaded_file,
+    file_format: str | None = None,
+    encoding: str = "utf-8",
+    encoding_errors: str = "strict",
+    txt_mode: str = "lines",
+    chunk_chars: int = 2000,
+    column_roles: dict | None = None,
+) -> DataJob:
+    """Accept an uploaded file and queue its ingestion into a new version.
+
+    Cheap checks run here so the caller gets an immediate 400: the size limit, the file name
+    (no path separators or ``..``), and that the first bytes look like the declared format.
+    Parsing the whole file happens in the ingest job; if it fails, the job fails with the line
+    and reason, and no version is created.
+    """
+    from datasets_app.cleaning.readers import sniff_upload
+    from llmhub.reporting import JobInputError
+
+    require(actor, dataset.project.team, Action.EDIT_DATA)
+    if uploaded_file is None:
+        raise ValidationError({"file": "No file was uploaded."})
+    if uploaded_file.size == 0:
+        raise ValidationError({"file": "The file is empty."})
+    if uploaded_file.size > settings.LLMHUB_MAX_UPLOAD_BYTES:
+        raise ValidationError(
+            {
+                "file": f"The file is {uploaded_file.size:,} bytes; the limit is "
+                f"{settings.LLMHUB_MAX_UPLOAD_BYTES:,} bytes."
+            }
+        )
+    if file_format is not None and file_format not in UPLOAD_FORMATS:
+        raise ValidationError({"file_format": f"Choose one of {', '.join(UPLOAD_FORMATS)}."})
+    if encoding_errors not in ("strict", "replace"):
+        raise ValidationError({"encoding_errors": "Choose 'strict' or 'replace'."})
+    if txt_mode not in ("lines", "chunks"):
+        raise ValidationError({"txt_mode": "Choose 'lines' or 'chunks'."})
+    try:
+        "".encode(encoding)
+    except LookupError:
+        raise ValidationError({"encoding": f"Unknown encoding '{encoding}'."}) from None
+    column_roles = _check_roles(column_roles)
+
+    uploaded_file.seek(0)
+    head = uploaded_file.read(64 * 1024)
+    uploaded_file.seek(0)
+    try:
+        safe_name = sniff_upload(head, filename=uploaded_file.name or "", file_format=file_format)
+    except JobInputError as exc:
+        raise ValidationError({"file": str(exc)}) from exc
+
+    stored = storage.store_upload(uploaded_file, filename=safe_name)
+    try:
+        return _queue_ingest(
+            actor=actor,
+            dataset=dataset,
+            stored=stored,
+            safe_name=safe_name,
+            size_bytes=uploaded_file.size,
+            params={
+                "file_format": file_format,
+                "encoding": encoding,
+                "encoding_errors": encoding_errors,
+                "txt_mode": txt_mode,
+                "chunk_chars": chunk_chars,
+                "column_roles": column_roles,
+            },
+        )
+    except Exception:
+        storage.delete_quietly(stored)  # nothing half-written: no orphaned upload either
+        raise
+
+
+def _queue_ingest(
+    *, actor, dataset: Dataset, stored: str, safe_name: str, size_bytes: int, params: dict
+) -> DataJob:
+    job = DataJob(
+        kind=DataJobKind.INGEST,
+        project=dataset.project,
+        dataset=dataset,
+        created_by=actor,
+        params={"upload": stored, "filename": safe_name, "size_bytes": size_bytes, **params},
+    )
+    job.save()
+    record_event(
+        actor=actor,
+        team=dataset.project.team,
+        project=dataset.project,
+        verb="dataset.uploaded",
+        target=dataset,
+        changes={"file": safe_name, "bytes": size_bytes},
+    )
+    enqueue_job(job)
+    return job
+
+
+# --- versions ---------------------------------------------------------------------------------
+
+
+def default_text_columns(version: DatasetVersion) -> list[str]:
+    """The columns holding text that cleaning should work on, from the version's roles."""
+    string_columns = {c["name"] for c in version.schema if c.get("type") == "string"}
+    columns = [version.column_roles[r] for r in TEXT_ROLES if r in version.column_roles]
+    columns = [c for c in dict.fromkeys(columns) if c in string_columns]
+    return columns or sorted(string_columns)[:1]
+
+
+@transaction.atomic
+def version_register(
+    *,
+    dataset: Dataset,
+    local_path: Path,
+    sha256: str,
+    row_count: int,
+    size_bytes: int,
+    schema: list[dict],
+    column_roles: dict,
+    recipe: dict,
+    parent: DatasetVersion | None,
+    actor,
+    note: str = "",
+    splits: list[dict] | None = None,
+) -> DatasetVersion:
+    """Store a finished table (and its splits) and create the version row (system write)."""
+    name = storage.store_content_addressed(local_path, sha256=sha256)
+    stored_splits = [
+        {**split, "file": storage.store_content_addressed(split["path"], sha256=split["sha256"])}
+        for split in splits or []
+    ]
+    locked = Dataset.objects.select_for_update().get(pk=dataset.pk)
+    last = locked.versions.order_by("-number").values_list("number", flat=True).first() or 0
+    version = DatasetVersion.objects.create(
+        dataset=locked,
+        number=last + 1,
+        parent=parent,
+        file=name,
+        content_sha256=sha256,
+        row_count=row_count,
+        size_bytes=size_bytes,
+        schema=schema,
+        column_roles=column_roles,
+        recipe=recipe,
+        note=note[:255],
+        created_by=actor if getattr(actor, "is_authenticated", False) else None,
+    )
+    for split in stored_splits:
+        DatasetSplit.objects.create(
+            version=version,
+            name=split["name"],
+            file=split["file"],
+            content_sha256=split["sha256"],
+            row_count=split["rows"],
+        )
+    record_event(
+        actor=actor,
+        team=dataset.project.team,
+        project=dataset.project,
+        verb="dataset_version.created",
+        target=version,
+        changes={"recipe": recipe.get("kind")},
+    )
+    return version
+
+
+@transaction.atomic
+def version_remap_roles(*, actor, version: DatasetVersion, column_roles: dict) -> DatasetVersion:
+    """A new version with the same table and other column roles (no data is copied)."""
+    require(actor, version.dataset.project.team, Action.EDIT_DATA)
+    column_roles = _check_roles(column_roles)
+    missing = sorted({c for c in column_roles.values()} - set(version.columns))
+    if missing:
+        raise ValidationError(
+            {
+                "column_roles": f"No column named {', '.join(missing)} in this version. "
+                f"Columns: {', '.join(version.columns)}."
+            }
+        )
+    locked = Dataset.objects.select_for_update().get(pk=version.dataset_id)
+    last = locked.versions.order_by("-number").values_list("number", flat=True).first() or 0
+    new = DatasetVersion.objects.create(
+        dataset=locked,
+        number=last + 1,
+        parent=version,
+        file=version.file,
+        content_sha256=version.content_sha256,
+        row_count=version.row_count,
+        size_bytes=version.size_bytes,
+        schema=version.schema,
+        column_roles=column_roles,
+        recipe={"kind": "remap", "column_roles": column_roles},
+        created_by=actor,
+    )
+    for split in version.splits.all():
+        DatasetSplit.objects.create(
+            version=new,
+            name=split.name,
+            file=split.file,
+            content_sha256=split.content_sha256,
+            row_count=split.row_count,
+        )
+    record_event(
+        actor=actor,
+        team=locked.project.team,
+        project=locked.project,
+        verb="dataset_version.created",
+        target=new,
+        changes={"recipe": "remap"},
+    )
+    return new
+
+
+# --- data jobs --------------------------------------------------------------------------------
+
+
+def _launch(*, actor, version: DatasetVersion, kind: str, params: dict, recipe=None) -> DataJob:
+    job = DataJob(
+        kind=kind,
+        project=version.dataset.project,
+        dataset=version.dataset,
+        source_version=version,
+        params=params,
+        recipe=recipe,
+        created_by=actor,
+    )
+    job.save()
+    record_event(
+        actor=actor,
+        team=version.dataset.project.team,
+        project=version.dataset.project,
+        verb=f"data_job.{kind}_launched",
+        target=job,
+        changes={"version": str(version)},
+    )
+    enqueue_job(job)
+    return job
+
+
+def _check_text_columns(version: DatasetVersion, text_columns: list[str] | None) -> list[str]:
+    columns = text_columns or default_text_columns(version)
+    missing = [c for c in columns if c not in version.columns]
+    if missing:
+        raise ValidationError(
+            {
+                "text_columns": f"No column named {', '.join(missing)}. "
+                f"Columns: {', '.join(version.columns)}."
+            }
+        )
+    if not columns:
+        raise ValidationError({"text_columns": "This version has no text column to work on."})
+    return columns
+
+
+@transaction.atomic
+def profile_launch(
+    *, actor, version: DatasetVersion, tokenizer: Tokenizer | None = None
+) -> DataJob:
+    require(actor, version.dataset.project.team, Action.EDIT_DATA)
+    if tokenizer is not None and tokenizer.project_id != version.dataset.project_id:
+        raise ValidationError({"tokenizer": "The tokenizer belongs to another project."})
+    return _launch(
+        actor=actor,
+        version=version,
+        kind=DataJobKind.PROFILE,
+        params={"tokenizer": tokenizer.pk if tokenizer else None},
+    )
+
+
+def validate_steps(steps: Any) -> list[dict]:
+    from datasets_app.cleaning.recipe import validate_recipe
+    from llmhub.reporting import JobInputError
+
+    if not isinstance(steps, list) or not steps:
+        raise ValidationError({"steps": "Give a non-empty list of steps: [{step, params}, ...]."})
+    try:
+        return validate_recipe(steps)
+    except JobInputError as exc:
+        raise ValidationError({"steps": str(exc)}) from exc
+
+
+@transaction.atomic
+def clean_launch(
+    *,
+    actor,
+    version: DatasetVersion,
+    recipe: CleaningRecipe | None = None,
+    steps: list[dict] | None = None,
+    text_columns: list[str] | None = None,
+    num_proc: int = 1,
+) -> DataJob:
+    """Run a saved recipe (or ad-hoc ``steps``) on ``version``; the job writes a new version."""
+    require(actor, version.dataset.project.team, Action.EDIT_DATA)
+    if (recipe is None) == (steps is None):
+        raise ValidationError("Give either a saved recipe or a list of steps.")
+    if recipe is not None and recipe.project_id != version.dataset.project_id:
+        raise ValidationError({"recipe": "The recipe belongs to another project."})
+    normalized = validate_steps(recipe.steps if recipe is not None else steps)
+    if not 1 <= num_proc <= 16:
+        raise ValidationError({"num_proc": "Must be between 1 and 16."})
+    return _launch(
+        actor=actor,
+        version=version,
+        kind=DataJobKind.CLEAN,
+        recipe=recipe,
+        params={
+            "steps": normalized,
+            "recipe_name": recipe.name if recipe else None,
+            "text_columns": _check_text_columns(version, text_columns),
+            "num_proc": num_proc,
+        },
+    )
+
+
+@transaction.atomic
+def split_launch(
+    *,
+    actor,
+    version: DatasetVersion,
+    ratios: dict[str, float] | None = None,
+    seed: int = 42,
+    stratify_column: str | None = None,
+    by_column: str | None = None,
+) -> DataJob:
+    require(actor, version.dataset.project.team, Action.EDIT_DATA)
+    if ratios is None and by_column is None:
+        ratios = {"train": 0.8, "validation": 0.1, "test": 0.1}
+    if ratios is not None and by_column is not None:
+        raise ValidationError("Split by ratios or by a column, not both.")
+    if ratios is not None:
+        if (
+            not isinstance(ratios, dict)
+            or not ratios
+            or not all(isinstance(v, int | float) and 0 < v < 1 for v in ratios.values())
+        ):
+            raise ValidationError({"ratios": "Give split names with ratios between 0 and 1."})
+        if abs(sum(ratios.values()) - 1) > 1e-6:
+            raise ValidationError(
+                {"ratios": f"The ratios must add up to 1; they add up to {sum(ratios.values()):g}."}
+            )
+    for field, column in (("stratify_column", stratify_column), ("by_column", by_column)):
+        if column is not None and column not in version.columns:
+            raise ValidationError(
+                {field: f"No column named '{column}'. Columns: {', '.join(version.columns)}."}
+            )
+    return _launch(
+        actor=actor,
+        version=version,
+        kind=DataJobKind.SPLIT,
+        params={
+            "ratios": ratios,
+            "seed": seed,
+            "stratify_column": stratify_column,
+            "by_column": by_column,
+        },
+    )
+
+
+TOKENIZER_ALGORITHMS = ("bpe", "wordpiece", "unigram")
+
+
+@transaction.atomic
+def tokenizer_launch(
+    *,
+    actor,
+    version: DatasetVersion,
+    name: str,
+    algorithm: str = "bpe",
+    vocab_size: int = 8000,
+    min_frequency: int = 2,
+    special_tokens: list[str] | None = None,
+    lowercase: bool = False,
+    text_columns: list[str] | None = None,
+) -> DataJob:
+    require(actor, version.dataset.project.team, Action.EDIT_DATA)
+    project = version.dataset.project
+    name = _require_free_name(Tokenizer, project, name, what="tokenizer")
+    if not name:
+        raise ValidationError({"name": "Give the tokenizer a name."})
+    if algorithm not in TOKENIZER_ALGORITHMS:
+        raise ValidationError({"algorithm": f"Choose one of {', '.join(TOKENIZER_ALGORITHMS)}."})
+    if not 100 <= vocab_size <= 1_000_000:
+        raise ValidationError({"vocab_size": "Must be between 100 and 1,000,000."})
+    if min_frequency < 1:
+        raise ValidationError({"min_frequency": "Must be at least 1."})
+    return _launch(
+        actor=actor,
+        version=version,
+        kind=DataJobKind.TOKENIZER,
+        params={
+            "name": name,
+            "algorithm": algorithm,
+            "vocab_size": vocab_size,
+            "min_frequency": min_frequency,
+            "special_tokens": special_tokens,
+            "lowercase": lowercase,
+            "text_columns": _check_text_columns(version, text_columns),
+        },
+    )
+
+
+@transaction.atomic
+def tokenizer_register(*, job: DataJob, local_dir: Path, result: dict, stats: dict) -> Tokenizer:
+    """Store a trained tokenizer directory and its row (system write by the job)."""
+    prefix = storage.unique_prefix("tokenizers", job.project_id, job.pk)
+    files = storage.store_directory(local_dir, prefix=prefix)
+    tokenizer = Tokenizer.objects.create(
+        project=job.project,
+        name=job.params["name"],
+        algorithm=result["algorithm"],
+        vocab_size=result["vocab_size"],
+        special_tokens=result.get("special_tokens", []),
+        source_version=job.source_version,
+        files_prefix=prefix,
+        files=files,
+        stats=stats,
+        created_by=job.created_by,
+    )
+    record_event(
+        actor=job.created_by,
+        team=job.project.team,
+        project=job.project,
+        verb="tokenizer.created",
+        target=tokenizer,
+    )
+    return tokenizer
+
+
+# --- recipes ----------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def recipe_create(
+    *, actor, project: Project, name: str, steps: list[dict], description: str = ""
+) -> CleaningRecipe:
+    require(actor, project.team, Action.EDIT_DATA)
+    name = _require_free_name(CleaningRecipe, project, name, what="recipe")
+    recipe = CleaningRecipe(
+        project=project,
+        name=name,
+        description=description,
+        steps=validate_steps(steps),
+        created_by=actor,
+    )
+    recipe.full_clean()
+    recipe.save()
+    record_event(
+        actor=actor, team=project.team, project=project, verb="recipe.created", target=recipe
+    )
+    return recipe
+
+
+@transaction.atomic
+def recipe_update(*, actor, recipe: CleaningRecipe, **updates: Any) -> CleaningRecipe:
+    require(actor, recipe.project.team, Action.EDIT_DATA)
+    unknown = set(updates) - {"name", "description", "steps"}
+    if unknown:
+        raise ValidationError(f"These fields cannot be changed: {', '.join(sorted(unknown))}.")
+    if "steps" in updates:
+        updates["steps"] = validate_steps(updates["steps"])
+    if "name" in updates:
+        updates["name"] = _require_free_name(
+            CleaningRecipe, recipe.project, updates["name"], what="recipe", exclude_pk=recipe.pk
+        )
+    changes = diff(recipe, updates)
+    for field, value in updates.items():
+        setattr(recipe, field, value)
+    recipe.updated_at = timezone.now()
+    recipe.full_clean()
+    recipe.save()
+    record_event(
+        actor=actor,
+        team=recipe.project.team,
+        project=recipe.project,
+        verb="recipe.updated",
+        target=recipe,
+        changes={k: "changed" for k in changes},
+    )
+    return recipe
+
+
+@transaction.atomic
+def recipe_delete(*, actor, recipe: CleaningRecipe) -> None:
+    require(actor, recipe.project.team, Action.EDIT_DATA)
+    record_event(
+        actor=actor,
+        team=recipe.project.team,
+        project=recipe.project,
+        verb="recipe.deleted",
+        target=recipe,
+    )
+    recipe.delete()
+
+
+def parse_json_field(value: Any, *, field: str) -> Any:
+    """Form and multipart fields carry JSON as text; accept both text and parsed values."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ValidationError(
+                {field: f"Not valid JSON: {exc.msg} at position {exc.pos}."}
+            ) from exc
+    return value

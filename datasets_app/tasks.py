@@ -1,0 +1,221 @@
+"""The data job runner: ingest, profile, clean, split and tokenizer training on the cpu queue.
+
+Each kind materializes its inputs locally, calls the plain runtime in ``datasets_app.cleaning``
+in a scratch directory, then hands the outputs to a ``*_register`` service, which stores files
+and creates rows in one transaction. A failure anywhere leaves no version behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+from datasets_app import services
+from datasets_app.models import DataJob, DataJobKind, Tokenizer
+from llmhub import storage
+from llmhub.jobs import JobContext, enqueue_job, job_runner
+from llmhub.reporting import JobInputError
+
+logger = logging.getLogger(__name__)
+
+
+@job_runner(DataJob)
+def run_data_job(job: DataJob, ctx: JobContext) -> None:
+    """Run one data job of any kind."""
+    handler = {
+        DataJobKind.INGEST: _ingest,
+        DataJobKind.PROFILE: _profile,
+        DataJobKind.CLEAN: _clean,
+        DataJobKind.SPLIT: _split,
+        DataJobKind.TOKENIZER: _tokenizer,
+    }[job.kind]
+    with tempfile.TemporaryDirectory(prefix=f"llmhub-data-{job.pk}-") as scratch:
+        handler(job, ctx, Path(scratch))
+
+
+def _ingest(job: DataJob, ctx: JobContext, scratch: Path) -> None:
+    from datasets_app.cleaning.readers import (
+        convert_to_parquet,
+        infer_column_roles,
+        validate_column_roles,
+    )
+
+    params = job.params
+    output = scratch / "table.parquet"
+    try:
+        ctx.progress(0.02, f"Reading {params['filename']}")
+        result = convert_to_parquet(
+            storage.local_copy(params["upload"]),
+            output=output,
+            file_format=params.get("file_format"),
+            encoding=params.get("encoding", "utf-8"),
+            encoding_errors=params.get("encoding_errors", "strict"),
+            txt_mode=params.get("txt_mode", "lines"),
+            chunk_chars=params.get("chunk_chars", 2000),
+            reporter=ctx,
+        )
+        columns = [c["name"] for c in result.columns]
+        roles = params.get("column_roles") or infer_column_roles(result.columns)
+        validate_column_roles(roles, columns)
+        version = services.version_register(
+            dataset=job.dataset,
+            local_path=output,
+            sha256=result.content_sha256,
+            row_count=result.row_count,
+            size_bytes=result.size_bytes,
+            schema=result.columns,
+            column_roles=roles,
+            recipe={
+                "kind": "upload",
+                "filename": params["filename"],
+                "file_format": params.get("file_format") or "inferred",
+                "encoding": params.get("encoding", "utf-8"),
+                "encoding_errors": params.get("encoding_errors", "strict"),
+            },
+            parent=None,
+            actor=job.created_by,
+            note=f"Uploaded {params['filename']}",
+        )
+    finally:
+        # The raw upload has served its purpose (or failed): never keep half-ingested data.
+        storage.delete_quietly(params["upload"])
+    ctx.record(result_version=version, result={"rows": result.row_count})
+    _queue_profile(job, version)
+
+
+def _queue_profile(job: DataJob, version) -> None:
+    profile = DataJob.objects.create(
+        kind=DataJobKind.PROFILE,
+        project=job.project,
+        dataset=job.dataset,
+        source_version=version,
+        created_by=job.created_by,
+        params={"tokenizer": None},
+    )
+    enqueue_job(profile)
+
+
+def _profile(job: DataJob, ctx: JobContext, scratch: Path) -> None:
+    from datasets_app.cleaning.profile import profile_table
+
+    version = job.source_version
+    tokenizer_dir = None
+    if job.params.get("tokenizer"):
+        tokenizer = Tokenizer.objects.get(pk=job.params["tokenizer"])
+        tokenizer_dir = storage.local_directory(tokenizer.files_prefix, tokenizer.files)
+    ctx.progress(0.05, "Profiling")
+    profile = profile_table(
+        storage.local_copy(version.file),
+        column_roles=version.column_roles,
+        tokenizer_dir=tokenizer_dir,
+        reporter=ctx,
+    )
+    ctx.record(result=profile)
+
+
+def _clean(job: DataJob, ctx: JobContext, scratch: Path) -> None:
+    from datasets_app.cleaning.recipe import run_recipe
+
+    version = job.source_version
+    output = scratch / "cleaned.parquet"
+    report = run_recipe(
+        storage.local_copy(version.file),
+        output=output,
+        steps=job.params["steps"],
+        text_columns=job.params["text_columns"],
+        num_proc=job.params.get("num_proc", 1),
+        reporter=ctx,
+    )
+    report_data = report.to_dict()
+    if report.rows_out == 0:
+        raise JobInputError(
+            "The recipe removed every row; no version was created. See the report of each step."
+        )
+    columns = [c["name"] for c in report.columns]
+    roles = {role: col for role, col in version.column_roles.items() if col in columns}
+    new_version = services.version_register(
+        dataset=job.dataset,
+        local_path=output,
+        sha256=report.content_sha256,
+        row_count=report.rows_out,
+        size_bytes=report.size_bytes,
+        schema=report.columns,
+        column_roles=roles,
+        recipe={
+            "kind": "clean",
+            "recipe": job.params.get("recipe_name"),
+            "steps": job.params["steps"],
+            "text_columns": job.params["text_columns"],
+        },
+        parent=version,
+        actor=job.created_by,
+        note=f"Cleaned with {job.params.get('recipe_name') or 'ad-hoc steps'}: "
+        f"{report.rows_in} -> {report.rows_out} rows",
+    )
+    ctx.record(result=report_data, result_version=new_version)
+    _queue_profile(job, new_version)
+
+
+def _split(job: DataJob, ctx: JobContext, scratch: Path) -> None:
+    from datasets_app.cleaning.splits import split_table
+
+    version = job.source_version
+    params = job.params
+    ctx.progress(0.1, "Splitting")
+    splits = split_table(
+        storage.local_copy(version.file),
+        output_dir=scratch,
+        ratios=params.get("ratios"),
+        seed=params.get("seed", 42),
+        stratify_column=params.get("stratify_column"),
+        by_column=params.get("by_column"),
+    )
+    ctx.progress(0.8, "Storing splits")
+    new_version = services.version_register(
+        dataset=job.dataset,
+        local_path=storage.local_copy(version.file),
+        sha256=version.content_sha256,
+        row_count=version.row_count,
+        size_bytes=version.size_bytes,
+        schema=version.schema,
+        column_roles=version.column_roles,
+        recipe={"kind": "split", **params},
+        parent=version,
+        actor=job.created_by,
+        note="Split into " + ", ".join(f"{name} ({s.rows})" for name, s in splits.items()),
+        splits=[
+            {"name": name, "path": s.path, "sha256": s.sha256, "rows": s.rows}
+            for name, s in splits.items()
+        ],
+    )
+    ctx.record(
+        result_version=new_version,
+        result={"splits": {name: s.rows for name, s in splits.items()}},
+    )
+
+
+def _tokenizer(job: DataJob, ctx: JobContext, scratch: Path) -> None:
+    from datasets_app.cleaning.tokenizer_training import token_stats, train_tokenizer
+
+    version = job.source_version
+    params = job.params
+    source = storage.local_copy(version.file)
+    output_dir = scratch / "tokenizer"
+    result = train_tokenizer(
+        source,
+        output_dir=output_dir,
+        text_columns=params["text_columns"],
+        algorithm=params["algorithm"],
+        vocab_size=params["vocab_size"],
+        min_frequency=params["min_frequency"],
+        special_tokens=params.get("special_tokens"),
+        lowercase=params.get("lowercase", False),
+        reporter=ctx,
+    )
+    ctx.progress(0.85, "Counting tokens")
+    stats = token_stats(source, tokenizer_dir=output_dir, text_columns=params["text_columns"])
+    tokenizer = services.tokenizer_register(
+        job=job, local_dir=output_dir, result=result.to_dict(), stats=stats
+    )
+    ctx.record(result_tokenizer=tokenizer, result={"vocab_size": result.vocab_size, "stats": stats})

@@ -1,0 +1,142 @@
+// Shared page helpers: CSRF-aware fetch and polling of live data.
+(function () {
+  function csrfToken() {
+    const match = document.cookie.match(/(?:^|; )csrftoken=([^;]+)/);
+    return match ? decodeURIComponent(match[1]) : "";
+  }
+  async function api(url, options = {}) {
+    const headers = Object.assign({ "Accept": "application/json" }, options.headers || {});
+    if (options.method && options.method !== "GET") headers["X-CSRFToken"] = csrfToken();
+    if (options.body && !(options.body instanceof FormData)) headers["Content-Type"] = "application/json";
+    const response = await fetch(url, Object.assign({}, options, { headers, credentials: "same-origin" }));
+    const data = response.status === 204 ? null : await response.json().catch(() => null);
+    if (!response.ok) {
+      const message = data && data.error ? data.error.message : response.statusText;
+      throw new Error(message);
+    }
+    return data;
+  }
+  // Calls fn every `ms` until it returns false; stops while the tab is hidden.
+  function poll(fn, ms) {
+    let timer = null;
+    async function tick() {
+      if (document.hidden) { timer = setTimeout(tick, ms); return; }
+      let again = true;
+      try { again = (await fn()) !== false; } catch (e) { console.warn(e); }
+      if (again) timer = setTimeout(tick, ms);
+    }
+    tick();
+    return () => clearTimeout(timer);
+  }
+  window.LLMHub = { api, poll, csrfToken };
+})();
+
+// Draw every element carrying a figure: <div data-figure="id-of-json-script">.
+function drawFigures(root) {
+  if (!window.Plotly) return;
+  (root || document).querySelectorAll("[data-figure]").forEach((el) => {
+    const source = document.getElementById(el.dataset.figure);
+    if (!source) return;
+    const figure = JSON.parse(source.textContent);
+    Plotly.react(el, figure.data, figure.layout, { responsive: true, displaylogo: false });
+  });
+}
+document.addEventListener("DOMContentLoaded", () => drawFigures());
+
+// Job lists: rows with data-job-url poll their API while active and reload the page when
+// one finishes, so new versions and results appear without a manual refresh.
+document.addEventListener("DOMContentLoaded", () => {
+  const rows = Array.from(document.querySelectorAll("[data-job-url][data-job-active='true']"));
+  if (!rows.length) return;
+  LLMHub.poll(async () => {
+    let active = 0;
+    for (const row of rows) {
+      if (row.dataset.jobActive !== "true") continue;
+      const job = await LLMHub.api(row.dataset.jobUrl);
+      const badge = row.querySelector("[data-status]");
+      if (badge) { badge.textContent = job.status.charAt(0).toUpperCase() + job.status.slice(1); }
+      const bar = row.querySelector(".progress > div");
+      if (bar) bar.style.width = Math.round(job.progress * 100) + "%";
+      const message = row.querySelector("[data-job-message]");
+      if (message) message.textContent = job.error || job.progress_message || "";
+      if (job.status === "queued" || job.status === "running") active += 1;
+      else { row.dataset.jobActive = "false"; setTimeout(() => location.reload(), 300); return false; }
+    }
+    return active > 0;
+  }, 2000);
+});
+
+// Cancel buttons on job rows.
+document.addEventListener("click", async (event) => {
+  const button = event.target.closest("[data-cancel-url]");
+  if (!button) return;
+  event.preventDefault();
+  button.disabled = true;
+  try { await LLMHub.api(button.dataset.cancelUrl, { method: "POST" }); location.reload(); }
+  catch (e) { alert(e.message); button.disabled = false; }
+});
+
+// Uploads with a progress bar: the form posts by XMLHttpRequest and follows the redirect.
+document.addEventListener("submit", (event) => {
+  const form = event.target.closest("[data-upload-form]");
+  if (!form) return;
+  event.preventDefault();
+  const box = form.querySelector(".upload-progress");
+  const bar = box.querySelector(".progress > div");
+  const status = form.querySelector("[data-upload-status]");
+  const errors = form.querySelector("[data-upload-errors]");
+  const button = form.querySelector("button[type=submit]");
+  box.hidden = false; errors.hidden = true; button.disabled = true;
+  const xhr = new XMLHttpRequest();
+  xhr.open("POST", form.action);
+  xhr.setRequestHeader("X-Requested-With", "XMLHttpRequest");
+  xhr.setRequestHeader("X-CSRFToken", LLMHub.csrfToken());
+  xhr.upload.onprogress = (e) => {
+    if (!e.lengthComputable) return;
+    const pct = Math.round((e.loaded / e.total) * 100);
+    bar.style.width = pct + "%";
+    status.textContent = `Uploading… ${pct}% (${(e.loaded / 1048576).toFixed(1)} of ${(e.total / 1048576).toFixed(1)} MB)`;
+  };
+  xhr.upload.onload = () => { status.textContent = "Checking the file…"; };
+  xhr.onload = () => {
+    let body = {};
+    try { body = JSON.parse(xhr.responseText); } catch (e) { /* not JSON */ }
+    if (xhr.status === 202 && body.redirect) { window.location = body.redirect; return; }
+    button.disabled = false; box.hidden = true;
+    const messages = body.errors
+      ? Object.entries(body.errors).map(([field, list]) => list.map((e) => (field === "__all__" ? "" : field + ": ") + e.message).join(" "))
+      : [xhr.statusText || "Upload failed"];
+    errors.textContent = messages.join(" "); errors.hidden = false;
+  };
+  xhr.onerror = () => { button.disabled = false; errors.textContent = "The upload was interrupted."; errors.hidden = false; };
+  xhr.send(new FormData(form));
+});
+
+// Row previews: a table filled from the rows API.
+document.addEventListener("DOMContentLoaded", async () => {
+  const holder = document.querySelector("[data-preview-url]");
+  if (!holder) return;
+  try {
+    const page = await LLMHub.api(holder.dataset.previewUrl + "?limit=10");
+    const table = document.createElement("table");
+    table.className = "table preview";
+    const head = table.createTHead().insertRow();
+    page.columns.forEach((c) => { const th = document.createElement("th"); th.textContent = c; head.appendChild(th); });
+    const body = table.createTBody();
+    page.rows.forEach((row) => {
+      const tr = body.insertRow();
+      page.columns.forEach((c) => {
+        const value = row[c];
+        const text = value === null ? "—" : (typeof value === "object" ? JSON.stringify(value) : String(value));
+        const cell = tr.insertCell();
+        cell.textContent = text.length > 160 ? text.slice(0, 160) + "…" : text;
+        if (text.length > 160) cell.title = text;
+      });
+    });
+    const wrap = document.createElement("div"); wrap.className = "table-wrap"; wrap.appendChild(table);
+    holder.replaceChildren(wrap);
+    const note = document.createElement("p"); note.className = "muted";
+    note.textContent = `First ${page.rows.length} of ${page.total.toLocaleString()} rows.`;
+    holder.appendChild(note);
+  } catch (e) { holder.textContent = "Could not load rows: " + e.message; }
+});

@@ -1,0 +1,57 @@
+from django.contrib.auth import views as auth_views
+from django.urls import path
+
+from frontend.views import accounts, data, evaluation, projects, teams, training
+
+urlpatterns = [
+    path("", projects.dashboard, name="dashboard"),
+    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("signup/", accounts.signup, name="signup"),
+    path("account/", accounts.account, name="account"),
+    path("account/tokens/<int:pk>/revoke/", accounts.token_revoke, name="token-revoke"),
+    path("teams/new/", teams.team_create, name="team-create"),
+    path("teams/<slug:slug>/", teams.team_detail, name="team-detail"),
+    path("members/<int:pk>/role/", teams.member_role, name="member-role"),
+    path("members/<int:pk>/remove/", teams.member_remove, name="member-remove"),
+    path("projects/new/", projects.project_create, name="project-create"),
+    path("projects/<int:pk>/", projects.project_detail, name="project-detail"),
+    path("projects/<int:pk>/edit/", projects.project_edit, name="project-edit"),
+    path("projects/<int:pk>/delete/", projects.project_delete, name="project-delete"),
+    path("projects/<int:pk>/activity/", projects.project_activity, name="project-activity"),
+    path("projects/<int:pk>/goals/new/", projects.goal_create, name="goal-create"),
+    path(
+        "projects/<int:pk>/health-checks/", projects.health_check_launch, name="health-check-launch"
+    ),
+    path(
+        "health-checks/<int:pk>/cancel/", projects.health_check_cancel, name="health-check-cancel"
+    ),
+    path("goals/<int:pk>/edit/", projects.goal_edit, name="goal-edit"),
+    path("goals/<int:pk>/delete/", projects.goal_delete, name="goal-delete"),
+    path("projects/<int:pk>/data/", data.data_stage, name="data-stage"),
+    path("projects/<int:pk>/data/upload/", data.dataset_upload, name="dataset-upload"),
+    path("projects/<int:pk>/recipes/new/", data.recipe_edit, name="recipe-create"),
+    path("projects/<int:pk>/recipes/<int:recipe_pk>/", data.recipe_edit, name="recipe-edit"),
+    path("datasets/<int:pk>/", data.dataset_detail, name="dataset-page"),
+    path("versions/<int:pk>/", data.version_detail, name="version-page"),
+    path("versions/<int:pk>/clean/", data.version_clean, name="version-clean"),
+    path("versions/<int:pk>/split/", data.version_split, name="version-split"),
+    path("versions/<int:pk>/tokenizer/", data.version_tokenizer, name="version-tokenizer"),
+    path("versions/<int:pk>/roles/", data.version_roles, name="version-roles"),
+    path("versions/<int:pk>/profile/", data.version_profile, name="version-profile"),
+    path("projects/<int:pk>/train/", training.train_stage, name="train-stage"),
+    path("projects/<int:pk>/train/new/", training.training_launch, name="training-launch"),
+    path("training-jobs/<int:pk>/", training.training_job_detail, name="training-job-page"),
+    path("training-jobs/<int:pk>/cancel/", training.training_job_cancel, name="training-cancel"),
+    path("training-jobs/<int:pk>/resume/", training.training_job_resume, name="training-resume"),
+    path("model-versions/<int:pk>/", training.model_version_detail, name="model-version-page"),
+    path("model-versions/<int:pk>/stage/", training.model_version_stage, name="model-stage"),
+    path("sweeps/<int:pk>/", training.sweep_detail, name="sweep-page"),
+    path("projects/<int:pk>/evaluate/", evaluation.evaluate_stage, name="evaluate-stage"),
+    path("projects/<int:pk>/evaluate/compare/", evaluation.compare, name="evaluate-compare"),
+    path("projects/<int:pk>/evaluate/bias/", evaluation.bias_report_launch, name="bias-launch"),
+    path("evaluation-runs/<int:pk>/", evaluation.evaluation_run_detail, name="evaluation-run-page"),
+    path("evaluation-runs/<int:pk>/slice/", evaluation.evaluation_slice, name="evaluation-slice"),
+    path("bias-reports/<int:pk>/", evaluation.bias_report_detail, name="bias-report-page"),
+    path("projects/<int:pk>/<slug:stage>/", projects.project_stage, name="project-stage"),
+]

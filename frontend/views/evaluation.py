@@ -1,0 +1,240 @@
+"""The Evaluate stage pages: goals against evaluations, runs with their worst cases, side-by-side
+comparisons, and bias reports."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from datasets_app import selectors as data_selectors
+from evaluation import selectors, services
+from evaluation.metrics.catalog import METRICS
+from frontend import charts
+from frontend.forms import BiasReportForm, EvaluationForm
+from frontend.views.helpers import call_service, project_context, run_action
+from projects import selectors as project_selectors
+from training import selectors as training_selectors
+
+
+def _goal_figure(item: dict) -> dict:
+    goal = item["goal"]
+    by_model: dict[str, dict] = {}
+    for point in item["points"]:
+        series = by_model.setdefault(
+            point["model"], {"name": point["model"], "x": [], "y": [], "mode": "lines+markers"}
+        )
+        series["x"].append(point["at"])
+        series["y"].append(point["value"])
+    return charts.lines(
+        list(by_model.values()),
+        title=str(goal),
+        x_title="evaluated at",
+        y_title=goal.metric_label,
+        target=goal.target,
+        height=280,
+    )
+
+
+@login_required
+def evaluate_stage(request: HttpRequest, pk: int) -> HttpResponse:
+    project = project_selectors.get_project_for_user(request.user, pk)
+    models = training_selectors.model_versions_for_user(request.user).filter(
+        registered_model__project=project
+    )
+    versions = data_selectors.versions_for_user(request.user).filter(dataset__project=project)
+    form = EvaluationForm(
+        request.POST or None, models=models, versions=versions, task_type=project.task_type
+    )
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        run = call_service(
+            form,
+            services.evaluation_launch,
+            actor=request.user,
+            model_version=models.get(pk=data["model_version"]),
+            dataset_version=versions.get(pk=data["dataset_version"]),
+            split=data["split"].strip(),
+            metrics=data["metrics"] or None,
+            settings=form.settings(),
+        )
+        if run:
+            messages.success(request, f"Evaluation #{run.pk} queued on the gpu queue.")
+            return redirect("evaluate-stage", pk=project.pk)
+    progress = selectors.goal_progress(project)
+    runs = list(selectors.evaluation_runs_for_user(request.user).filter(project=project)[:50])
+    metric_columns = list(dict.fromkeys(m for run in runs for m in run.metrics))[:5]
+    context = project_context(request, project, "evaluate")
+    context.update(
+        form=form,
+        goals=[
+            {
+                **item,
+                "figure_id": f"goal-{item['goal'].pk}",
+                "figure": _goal_figure(item) if item["points"] else None,
+            }
+            for item in progress
+        ],
+        runs=runs,
+        metric_columns=[
+            (name, METRICS[name].label if name in METRICS else name) for name in metric_columns
+        ],
+        bias_reports=selectors.bias_reports_for_user(request.user).filter(project=project)[:20],
+        bias_form=BiasReportForm(models=models, versions=versions),
+        has_models=models.exists(),
+    )
+    return render(request, "frontend/evaluate/stage.html", context)
+
+
+@login_required
+@require_POST
+def bias_report_launch(request: HttpRequest, pk: int) -> HttpResponse:
+    project = project_selectors.get_project_for_user(request.user, pk)
+    models = training_selectors.model_versions_for_user(request.user).filter(
+        registered_model__project=project
+    )
+    versions = data_selectors.versions_for_user(request.user).filter(dataset__project=project)
+    form = BiasReportForm(request.POST, models=models, versions=versions)
+    if form.is_valid():
+        data = form.cleaned_data
+        report = call_service(
+            form,
+            services.bias_report_launch,
+            actor=request.user,
+            model_version=models.get(pk=data["model_version"]),
+            kind=data["kind"],
+            probe_version=versions.filter(pk=data["probe_version"] or None).first(),
+            params=form.params(),
+        )
+        if report:
+            messages.success(request, f"{report.get_kind_display()} queued.")
+            return redirect("bias-report-page", pk=report.pk)
+    messages.error(request, " ".join(e for errs in form.errors.values() for e in errs))
+    return redirect("evaluate-stage", pk=project.pk)
+
+
+@login_required
+def evaluation_run_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    run = selectors.get_evaluation_run_for_user(request.user, pk)
+    order = request.GET.get("order", "score")
+    if order not in ("index", "score", "-score"):
+        order = "score"
+    search = request.GET.get("q", "").strip()
+    page = Paginator(selectors.examples_of(run, search=search, order=order), 25).get_page(
+        request.GET.get("page")
+    )
+    figure = None
+    if run.results:
+        names = [m for m in run.metrics if run.results.get(m, {}).get("value") is not None]
+        bounded = [m for m in names if m in METRICS and METRICS[m].bounded]
+        if bounded:
+            figure = charts.metric_bars(
+                [{"name": str(run), "values": [run.results[m] for m in bounded]}],
+                [METRICS[m].label for m in bounded],
+                title="Metrics with 95% intervals",
+            )
+    context = project_context(request, run.project, "evaluate")
+    context.update(
+        run=run,
+        page=page,
+        order=order,
+        search=search,
+        figure=figure,
+        columns=run.dataset_version.columns,
+        slices=run.slice_reports.all()[:10],
+    )
+    return render(request, "frontend/evaluate/run.html", context)
+
+
+@login_required
+@require_POST
+def evaluation_slice(request: HttpRequest, pk: int) -> HttpResponse:
+    run = selectors.get_evaluation_run_for_user(request.user, pk)
+    if run_action(
+        request,
+        services.slice_report_launch,
+        actor=request.user,
+        evaluation=run,
+        column=request.POST.get("column", ""),
+        metric=request.POST.get("metric") or None,
+    ):
+        messages.success(request, "Slice report queued.")
+    return redirect("evaluation-run-page", pk=pk)
+
+
+@login_required
+def compare(request: HttpRequest, pk: int) -> HttpResponse:
+    project = project_selectors.get_project_for_user(request.user, pk)
+    try:
+        ids = [int(i) for i in request.GET.getlist("runs") if i]
+    except ValueError:
+        raise Http404("Bad run ids.") from None
+    available = selectors.evaluation_runs_for_user(request.user).filter(
+        project=project, status="succeeded"
+    )
+    found = {run.pk: run for run in available.filter(pk__in=ids)}
+    runs = [found[i] for i in ids if i in found][: selectors.MAX_COMPARED]
+    baseline = request.GET.get("baseline")
+    data = selectors.comparison(
+        runs, baseline_id=int(baseline) if baseline and baseline.isdigit() else None
+    )
+    bars = curves = diff = None
+    if runs:
+        bounded = [
+            row
+            for row in data["metrics"]
+            if row["metric"] in METRICS and METRICS[row["metric"]].bounded
+        ]
+        bars = charts.metric_bars(
+            [
+                {
+                    "name": run["name"] + " · " + run["model"],
+                    "values": [row["values"][i] for row in bounded],
+                }
+                for i, run in enumerate(data["runs"])
+            ],
+            [row["label"] for row in bounded],
+            title="Metrics with 95% intervals",
+        )
+        if data["curves"]:
+            curves = charts.lines(
+                [
+                    {"name": c["name"], "x": c["loss"]["steps"], "y": c["loss"]["values"]}
+                    for c in data["curves"].values()
+                ],
+                title="Training loss of the compared models",
+                y_title="loss",
+            )
+    a, b = request.GET.get("a"), request.GET.get("b")
+    if a and b and a.isdigit() and b.isdigit() and int(a) in found and int(b) in found:
+        diff = selectors.example_diff(found[int(a)], found[int(b)], limit=50)
+    context = project_context(request, project, "evaluate")
+    context.update(
+        runs=runs,
+        data=data,
+        bars=bars,
+        curves=curves,
+        diff=diff,
+        available=available[:100],
+        selected=set(found),
+    )
+    return render(request, "frontend/evaluate/compare.html", context)
+
+
+@login_required
+def bias_report_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    report = get_object_or_404(selectors.bias_reports_for_user(request.user), pk=pk)
+    figure = None
+    groups = (report.report or {}).get("groups") or []
+    if groups:
+        figure = charts.group_bars(
+            groups,
+            title=report.get_kind_display(),
+            ideal=0.5 if report.kind in ("crows_pairs", "winobias") else None,
+        )
+    context = project_context(request, report.project, "evaluate")
+    context.update(report=report, figure=figure)
+    return render(request, "frontend/evaluate/bias.html", context)

@@ -1,0 +1,196 @@
+"""The Train stage pages: jobs and their live curves, the launch form, sweeps, the registry."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from datasets_app import selectors as data_selectors
+from frontend import charts
+from frontend.forms import TrainingLaunchForm
+from frontend.views.helpers import call_service, project_context, run_action
+from llmhub.services import job_cancel
+from projects import selectors as project_selectors
+from training import selectors, services
+from training.models import BaseSource, Stage, TrainingKind, TrainingMethod
+
+
+@login_required
+def train_stage(request: HttpRequest, pk: int) -> HttpResponse:
+    project = project_selectors.get_project_for_user(request.user, pk)
+    context = project_context(request, project, "train")
+    context.update(
+        jobs=selectors.training_jobs_for_user(request.user).filter(project=project)[:50],
+        sweeps=selectors.sweeps_for_user(request.user).filter(project=project)[:10],
+        model_versions=selectors.model_versions_for_user(request.user).filter(
+            registered_model__project=project
+        )[:30],
+        api_base=request.build_absolute_uri("/api/v1/"),
+    )
+    return render(request, "frontend/train/stage.html", context)
+
+
+def _launch_form(request: HttpRequest, project, data=None) -> TrainingLaunchForm:
+    from training.runtime.config import hyperparameter_schema
+    from training.runtime.presets import preset_catalog
+
+    versions = data_selectors.versions_for_user(request.user).filter(dataset__project=project)
+    return TrainingLaunchForm(
+        data,
+        kinds=TrainingKind.choices,
+        base_sources=BaseSource.choices,
+        methods=TrainingMethod.choices,
+        presets=preset_catalog(),
+        model_versions=selectors.model_versions_for_user(request.user).filter(
+            registered_model__project=project
+        ),
+        tokenizers=data_selectors.tokenizers_for_user(request.user).filter(project=project),
+        versions=versions,
+        hyperparameters=hyperparameter_schema(),
+        initial={
+            "name": f"{project.slug}-run",
+            "family": "gpt2",
+            "size": "tiny",
+            "train_split": "train",
+            "eval_split": "validation",
+        },
+    )
+
+
+@login_required
+def training_launch(request: HttpRequest, pk: int) -> HttpResponse:
+    project = project_selectors.get_project_for_user(request.user, pk)
+    form = _launch_form(request, project, request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        source = data["base_source"]
+        job = call_service(
+            form,
+            services.training_job_launch,
+            actor=request.user,
+            project=project,
+            name=data["name"],
+            kind=data["kind"],
+            method=data["method"],
+            base_source=source,
+            model_spec={"family": data["family"], "size": data["size"]}
+            if source == BaseSource.RANDOM
+            else None,
+            base_model_version=selectors.model_versions_for_user(request.user)
+            .filter(pk=data["base_model_version"] or None)
+            .first(),
+            base_path=data["base_path"],
+            hub_model_id=data["hub_model_id"],
+            tokenizer=data_selectors.tokenizers_for_user(request.user)
+            .filter(pk=data["tokenizer"] or None)
+            .first(),
+            train_version=data_selectors.versions_for_user(request.user)
+            .filter(pk=data["train_version"])
+            .first(),
+            train_split=data["train_split"].strip(),
+            eval_split=data["eval_split"].strip(),
+            hyperparameters=form.hyperparameters(),
+        )
+        if job:
+            messages.success(request, f"{job.name} queued on the gpu queue.")
+            return redirect("training-job-page", pk=job.pk)
+    context = project_context(request, project, "train")
+    context.update(form=form, estimate_url=reverse("training-job-estimate"))
+    return render(request, "frontend/train/launch.html", context)
+
+
+@login_required
+def training_job_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    job = selectors.get_training_job_for_user(request.user, pk)
+    context = project_context(request, job.project, "train")
+    context.update(
+        job=job,
+        checkpoints=job.checkpoints.all()[:20],
+        curves_url=reverse("training-job-curves", args=[job.pk]),
+        job_url=reverse("training-job-detail", args=[job.pk]),
+    )
+    return render(request, "frontend/train/job.html", context)
+
+
+@login_required
+@require_POST
+def training_job_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    job = selectors.get_training_job_for_user(request.user, pk)
+    if run_action(request, job_cancel, actor=request.user, job=job):
+        messages.success(
+            request, "Cancel requested: the job stops within seconds and keeps its last checkpoint."
+        )
+    return redirect("training-job-page", pk=pk)
+
+
+@login_required
+@require_POST
+def training_job_resume(request: HttpRequest, pk: int) -> HttpResponse:
+    job = selectors.get_training_job_for_user(request.user, pk)
+    try:
+        resumed = services.training_job_resume(actor=request.user, job=job)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+        return redirect("training-job-page", pk=pk)
+    messages.success(request, "Resumed from the last checkpoint.")
+    return redirect("training-job-page", pk=resumed.pk)
+
+
+@login_required
+def model_version_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    version = selectors.get_model_version_for_user(request.user, pk)
+    context = project_context(request, version.project, "train")
+    context.update(
+        version=version,
+        lineage=selectors.lineage_of(version),
+        stage_choices=Stage.choices,
+        siblings=selectors.model_versions_for_user(request.user).filter(
+            registered_model=version.registered_model
+        ),
+    )
+    return render(request, "frontend/train/model_version.html", context)
+
+
+@login_required
+@require_POST
+def model_version_stage(request: HttpRequest, pk: int) -> HttpResponse:
+    version = selectors.get_model_version_for_user(request.user, pk)
+    stage = request.POST.get("stage", "")
+    if run_action(
+        request, services.model_version_set_stage, actor=request.user, version=version, stage=stage
+    ):
+        messages.success(request, f"{version} is now {stage}.")
+    return redirect("model-version-page", pk=pk)
+
+
+@login_required
+def sweep_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    sweep = get_object_or_404(selectors.sweeps_for_user(request.user), pk=pk)
+    trials = selectors.sweep_ranking(sweep)
+    finished = [t for t in trials if sweep.metric in t.final_metrics]
+    figure = None
+    if len(finished) >= 2:
+        names = list(sweep.search_space)
+        dimensions = [
+            {
+                "label": name,
+                "values": [float(t.hyperparameters.get(name, 0) or 0) for t in finished],
+            }
+            for name in names
+        ] + [{"label": sweep.metric, "values": [t.final_metrics[sweep.metric] for t in finished]}]
+        figure = charts.parallel_coordinates(
+            dimensions,
+            color=[t.final_metrics[sweep.metric] for t in finished],
+            title=f"Trials by {sweep.metric}",
+            color_title=sweep.metric,
+        )
+    context = project_context(request, sweep.project, "train")
+    context.update(
+        sweep=sweep, trials=trials, figure=figure, best=finished[0] if finished else None
+    )
+    return render(request, "frontend/train/sweep.html", context)

@@ -1,0 +1,1 @@
+"""Shared REST API building blocks: error shape, pagination, scoped viewsets, strict serializers."""

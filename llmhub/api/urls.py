@@ -1,0 +1,37 @@
+"""The /api/v1/ routes of every app, on one router."""
+
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import DefaultRouter
+
+from datasets_app.api import views as data_views
+from evaluation.api import views as evaluation_views
+from projects.api import views as project_views
+from training.api import views as training_views
+
+router = DefaultRouter()
+router.register("teams", project_views.TeamViewSet, basename="team")
+router.register("members", project_views.MemberViewSet, basename="member")
+router.register("projects", project_views.ProjectViewSet, basename="project")
+router.register("goals", project_views.GoalViewSet, basename="goal")
+router.register("activity", project_views.ActivityViewSet, basename="activity")
+router.register("tokens", project_views.ApiTokenViewSet, basename="token")
+router.register("health-checks", project_views.HealthCheckViewSet, basename="health-check")
+router.register("datasets", data_views.DatasetViewSet, basename="dataset")
+router.register("dataset-versions", data_views.VersionViewSet, basename="dataset-version")
+router.register("recipes", data_views.RecipeViewSet, basename="recipe")
+router.register("tokenizers", data_views.TokenizerViewSet, basename="tokenizer")
+router.register("data-jobs", data_views.DataJobViewSet, basename="data-job")
+router.register("training-jobs", training_views.TrainingJobViewSet, basename="training-job")
+router.register("sweeps", training_views.SweepViewSet, basename="sweep")
+router.register("models", training_views.RegisteredModelViewSet, basename="registered-model")
+router.register("model-versions", training_views.ModelVersionViewSet, basename="model-version")
+router.register("evaluation-runs", evaluation_views.EvaluationRunViewSet, basename="evaluation-run")
+router.register("bias-reports", evaluation_views.BiasReportViewSet, basename="bias-report")
+
+urlpatterns = [
+    path("me/", project_views.MeView.as_view(), name="me"),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("", include(router.urls)),
+]

@@ -1,0 +1,79 @@
+"""The Celery app and every Celery setting (queues, acknowledgement, time limits) in one place.
+
+Two queues: ``cpu`` for data work, ``gpu`` for training and evaluation, so a GPU machine runs
+``celery -A llmhub worker -Q gpu``. Tasks are acknowledged late and re-delivered if their worker
+dies; job rows make the tasks idempotent (a job is claimed once, see ``llmhub.jobs``).
+
+The broker is the filesystem under ``var/broker`` unless REDIS_URL (or CELERY_BROKER_URL) is set.
+Results are not stored: a job's outcome lives on its row.
+"""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+from kombu import Queue
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "llmhub.settings")
+
+app = Celery("llmhub")
+
+
+def _configure(app: Celery) -> None:
+    from django.conf import settings
+
+    transport_options: dict = {}
+    if settings.CELERY_BROKER_URL.startswith("filesystem://"):
+        folders = {
+            "data_folder_in": settings.BROKER_DIR / "queue",
+            "data_folder_out": settings.BROKER_DIR / "queue",
+            "control_folder": settings.BROKER_DIR / "control",
+            "processed_folder": settings.BROKER_DIR / "processed",
+        }
+        for folder in folders.values():
+            folder.mkdir(parents=True, exist_ok=True)
+        transport_options = {key: str(path) for key, path in folders.items()}
+        transport_options["store_processed"] = False
+    elif settings.CELERY_BROKER_PREFIX:
+        # Lets several test runs (or deployments) share one Redis without taking each
+        # other's messages.
+        transport_options = {"global_keyprefix": settings.CELERY_BROKER_PREFIX}
+
+    app.conf.update(
+        broker_url=settings.CELERY_BROKER_URL,
+        broker_transport_options=transport_options,
+        broker_connection_retry_on_startup=True,
+        task_ignore_result=True,
+        result_backend=None,
+        task_serializer="json",
+        accept_content=["json"],
+        task_queues=(Queue("cpu"), Queue("gpu")),
+        task_default_queue="cpu",
+        # Late acknowledgement + reject on worker loss: a task whose worker dies goes back to
+        # the queue; the job row's atomic claim makes running it twice harmless.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        # Hard stop far beyond any sane job; jobs report their own progress and can be
+        # cancelled, this only catches a hung process.
+        task_time_limit=7 * 24 * 3600,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        beat_schedule={
+            "sweep-stale-jobs": {
+                "task": "llmhub.sweep_stale_jobs",
+                "schedule": float(settings.JOB_SWEEP_INTERVAL_SECONDS),
+                "options": {"queue": "cpu", "expires": settings.JOB_SWEEP_INTERVAL_SECONDS},
+            }
+        },
+        beat_schedule_filename=str(settings.VAR_DIR / "celerybeat-schedule"),
+    )
+
+
+@app.on_configure.connect
+def _on_configure(sender: Celery, **kwargs) -> None:
+    _configure(sender)
+
+
+app.autodiscover_tasks(["llmhub", "projects", "datasets_app", "training", "evaluation", "serving"])

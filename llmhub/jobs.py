@@ -1,0 +1,397 @@
+"""Running jobs: registration, enqueueing, execution, heartbeat, cancellation and the sweep.
+
+A job kind is a concrete subclass of :class:`llmhub.models.Job` plus a runner function::
+
+    @job_runner(ProjectHealthCheck)
+    def run_project_health_check(job: ProjectHealthCheck, ctx: JobContext) -> None:
+        ...
+
+``job_runner`` turns the function into a Celery task (on the kind's queue) that takes a job id.
+:func:`execute_job` claims the row atomically (queued -> running; a duplicate delivery finds
+nothing to claim and does nothing), starts a heartbeat thread, runs the function with a
+:class:`JobContext` (a ``llmhub.reporting.Reporter`` backed by the row), and records the outcome:
+``JobCancelled`` -> cancelled, ``JobInputError`` -> failed with its message, any other exception
+-> failed with the exception and its traceback kept. The heartbeat thread also writes progress,
+the log tail and buffered metric points, so the runtime never waits on the database.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TypeVar
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from llmhub.models import Job, JobStatus
+from llmhub.reporting import JobCancelled, JobInputError
+
+logger = logging.getLogger(__name__)
+
+J = TypeVar("J", bound=Job)
+RunnerFn = Callable[[J, "JobContext"], None]
+
+LOG_TAIL_LINES = 400
+
+
+@dataclass(frozen=True)
+class RegisteredRunner:
+    model: type[Job]
+    function: Callable
+    task: object  # the Celery task
+    queue: str
+
+
+_RUNNERS: dict[type[Job], RegisteredRunner] = {}
+
+
+def job_runner(model: type[J], *, queue: str | None = None) -> Callable[[RunnerFn], object]:
+    """Register ``fn(job, ctx)`` as the runner of ``model`` and return its Celery task."""
+    from llmhub.celery import app
+
+    def decorator(fn: RunnerFn) -> object:
+        task_name = f"{model._meta.app_label}.{fn.__name__}"
+
+        @app.task(name=task_name, bind=True, acks_late=True, ignore_result=True)
+        def task(self, job_id: int) -> None:
+            execute_job(model, job_id, fn, task_id=self.request.id or "")
+
+        task.__doc__ = fn.__doc__
+        _RUNNERS[model] = RegisteredRunner(model, fn, task, queue or model.queue)
+        return task
+
+    return decorator
+
+
+def registered_job_models() -> list[type[Job]]:
+    return list(_RUNNERS)
+
+
+def runner_for(model: type[Job]) -> RegisteredRunner:
+    try:
+        return _RUNNERS[model]
+    except KeyError:
+        raise LookupError(f"No runner is registered for {model.__name__}") from None
+
+
+# --- enqueueing -------------------------------------------------------------------------------
+
+
+def enqueue_job(job: Job) -> None:
+    """Send ``job`` to its queue once the current transaction commits (ids only).
+
+    If the broker cannot be reached the job fails with that reason: it is never run in the web
+    process instead.
+    """
+    runner = runner_for(type(job))
+    model, job_id = type(job), job.pk
+
+    def send() -> None:
+        try:
+            result = runner.task.apply_async(args=[job_id], queue=runner.queue)
+        except Exception as exc:
+            logger.exception("Could not enqueue %s %s", model.__name__, job_id)
+            model.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(
+                status=JobStatus.FAILED,
+                error=f"Could not reach the job queue ({type(exc).__name__}: {exc}).",
+                finished_at=timezone.now(),
+            )
+            return
+        model.objects.filter(pk=job_id).update(celery_task_id=result.id or "")
+
+    transaction.on_commit(send)
+
+
+# --- execution --------------------------------------------------------------------------------
+
+
+class JobContext:
+    """The runtime's view of its job row: a ``Reporter`` whose writes are batched.
+
+    ``progress`` and ``metrics`` only touch memory; :meth:`flush` (called by the heartbeat thread,
+    and once at the end) writes them. ``should_stop`` reflects a cancel request seen by the
+    heartbeat.
+    """
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self._model = type(job)
+        self._lock = threading.Lock()
+        self._progress: tuple[float, str] | None = None
+        self._metric_points: list[tuple[int, dict, float | None]] = []
+        self._log_lines: deque[str] = deque(
+            job.log.splitlines()[-LOG_TAIL_LINES:], maxlen=LOG_TAIL_LINES
+        )
+        self._log_dirty = False
+        self._stop = threading.Event()
+        if job.cancel_requested_at is not None:
+            self._stop.set()
+        self.success_callbacks: list[Callable[[], None]] = []
+
+    # Reporter protocol
+    def progress(self, fraction: float, message: str = "") -> None:
+        fraction = min(max(float(fraction), 0.0), 1.0)
+        with self._lock:
+            self._progress = (fraction, message[:255])
+
+    def metrics(self, step: int, values: dict[str, float], *, epoch: float | None = None) -> None:
+        with self._lock:
+            self._metric_points.append((int(step), dict(values), epoch))
+
+    def should_stop(self) -> bool:
+        return self._stop.is_set()
+
+    # Used by the log handler and the heartbeat.
+    def append_log(self, line: str) -> None:
+        with self._lock:
+            self._log_lines.append(line)
+            self._log_dirty = True
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def record(self, **fields) -> None:
+        """Store the job's own outputs (results, device, produced objects) on its row: the one
+        way runners write to their job, so no runner writes job rows by hand."""
+        self._model.objects.filter(pk=self.job.pk).update(**fields)
+
+    def after_success(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once the job is recorded as succeeded (e.g. to update what reads
+        succeeded jobs); its errors are logged, the job stays succeeded."""
+        self.success_callbacks.append(callback)
+
+    def flush(self) -> None:
+        """Write buffered progress, log tail and metric points; check for a cancel request."""
+        with self._lock:
+            progress, self._progress = self._progress, None
+            points, self._metric_points = self._metric_points, []
+            log_text = "\n".join(self._log_lines) if self._log_dirty else None
+            self._log_dirty = False
+        fields: dict = {"heartbeat_at": timezone.now()}
+        if progress is not None:
+            fields["progress"], fields["progress_message"] = progress
+        if log_text is not None:
+            fields["log"] = log_text
+        if points:
+            self._model.write_metric_points(self.job.pk, points)
+        # Only a running row is touched: a swept or finished job is not revived by a late beat.
+        self._model.objects.filter(pk=self.job.pk, status=JobStatus.RUNNING).update(**fields)
+        cancel_requested = (
+            self._model.objects.filter(pk=self.job.pk)
+            .values_list("cancel_requested_at", flat=True)
+            .first()
+        )
+        if cancel_requested is not None:
+            self._stop.set()
+
+
+class _JobLogHandler(logging.Handler):
+    """Copies log records of the running job's thread onto its row (the last lines)."""
+
+    def __init__(self, ctx: JobContext) -> None:
+        super().__init__(level=logging.INFO)
+        self.ctx = ctx
+        self.thread_id = threading.get_ident()
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread != self.thread_id or record.name.startswith("django.db"):
+            return
+        try:
+            self.ctx.append_log(self.format(record))
+        except Exception:  # logging must never break the job
+            self.handleError(record)
+
+
+class _Heartbeat(threading.Thread):
+    def __init__(self, ctx: JobContext, interval: float) -> None:
+        super().__init__(name=f"heartbeat-{ctx.job.pk}", daemon=True)
+        self.ctx = ctx
+        self.interval = interval
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self.stopped.wait(self.interval):
+                try:
+                    self.ctx.flush()
+                except Exception:
+                    logger.exception("Heartbeat of job %s failed", self.ctx.job.pk)
+        finally:
+            connection.close()
+
+
+def worker_identity() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def execute_job(
+    model: type[J],
+    job_id: int,
+    fn: RunnerFn,
+    *,
+    task_id: str = "",
+    heartbeat: bool = True,
+) -> JobStatus | None:
+    """Claim and run one job; returns its final status, or None if it was not ours to run."""
+    now = timezone.now()
+    claimed = model.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(
+        status=JobStatus.RUNNING,
+        started_at=now,
+        heartbeat_at=now,
+        finished_at=None,
+        worker_host=worker_identity(),
+        attempts=F("attempts") + 1,
+        **({"celery_task_id": task_id} if task_id else {}),
+    )
+    if not claimed:
+        # Already running elsewhere, finished, cancelled while queued, or deleted: a redelivered
+        # message must not run the job twice.
+        logger.info("%s %s is not queued; nothing to do", model.__name__, job_id)
+        return None
+
+    job = model.objects.get(pk=job_id)
+    ctx = JobContext(job)
+    handler = _JobLogHandler(ctx)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    previous_level = root.level
+    if root.level > logging.INFO or root.level == logging.NOTSET:
+        root.setLevel(logging.INFO)
+    beat = _Heartbeat(ctx, settings.JOB_HEARTBEAT_SECONDS) if heartbeat else None
+    if beat:
+        beat.start()
+
+    status, error, trace = JobStatus.SUCCEEDED, "", ""
+    try:
+        logger.info("Started %s on %s", job, job.worker_host)
+        fn(job, ctx)
+    except JobCancelled:
+        status, error = JobStatus.CANCELLED, "Cancelled on request."
+    except JobInputError as exc:
+        status, error = JobStatus.FAILED, str(exc) or type(exc).__name__
+    except Exception as exc:
+        status = JobStatus.FAILED
+        error = f"The job crashed: {type(exc).__name__}: {exc}"
+        trace = traceback.format_exc()
+        logger.exception("%s crashed", job)
+    finally:
+        if beat:
+            beat.stopped.set()
+            beat.join()
+        root.removeHandler(handler)
+        root.setLevel(previous_level)
+
+    if status == JobStatus.SUCCEEDED:
+        ctx.progress(1.0, "Done")
+    elif status == JobStatus.FAILED:
+        ctx.append_log(f"FAILED: {error}")
+    try:
+        ctx.flush()
+    except Exception:
+        logger.exception("Final flush of %s failed", job)
+    finished = model.objects.filter(pk=job_id, status=JobStatus.RUNNING).update(
+        status=status, error=error[:10_000], traceback=trace, finished_at=timezone.now()
+    )
+    if not finished:
+        logger.warning("%s was changed by someone else while running (swept?)", job)
+        return model.objects.filter(pk=job_id).values_list("status", flat=True).first()
+    if status == JobStatus.SUCCEEDED:
+        for callback in ctx.success_callbacks:
+            try:
+                callback()
+            except Exception:
+                logger.exception("A success callback of %s failed", job)
+    return status
+
+
+def run_job_inline(job: Job) -> JobStatus | None:
+    """Run a queued job in this process, without the heartbeat thread: for management
+    commands and tests that must not depend on a worker."""
+    runner = runner_for(type(job))
+    return execute_job(type(job), job.pk, runner.function, heartbeat=False)
+
+
+# --- cancellation and the stale-heartbeat sweep -----------------------------------------------
+
+
+def request_cancel(job: Job) -> JobStatus:
+    """Cancel a queued job at once, or ask a running one to stop; returns the status after.
+
+    The caller checks permissions (see ``llmhub.services.job_cancel``).
+    """
+    model, now = type(job), timezone.now()
+    if model.objects.filter(pk=job.pk, status=JobStatus.QUEUED).update(
+        status=JobStatus.CANCELLED,
+        cancel_requested_at=now,
+        finished_at=now,
+        error="Cancelled before it started.",
+    ):
+        return JobStatus.CANCELLED
+    model.objects.filter(pk=job.pk, status=JobStatus.RUNNING, cancel_requested_at=None).update(
+        cancel_requested_at=now
+    )
+    return model.objects.filter(pk=job.pk).values_list("status", flat=True).get()
+
+
+def sweep_stale_jobs(*, now=None) -> dict[str, int]:
+    """Fail (or re-queue, while attempts remain) running jobs whose heartbeat went stale.
+
+    Returns counts ``{"failed": n, "requeued": m}``. Safe to run concurrently: every change is
+    a conditional update on the stale row.
+    """
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=settings.JOB_STALE_AFTER_SECONDS)
+    counts = {"failed": 0, "requeued": 0}
+    for model in registered_job_models():
+        stale = model.sweepable().filter(status=JobStatus.RUNNING, heartbeat_at__lt=cutoff)
+        for job in stale.only("id", "attempts", "heartbeat_at", "worker_host", "log"):
+            when = timezone.localtime(job.heartbeat_at).strftime("%Y-%m-%d %H:%M:%S %Z")
+            reason = (
+                f"The worker running this job ({job.worker_host or 'unknown host'}) stopped"
+                f" responding: no heartbeat since {when}."
+            )
+            same_row = model.objects.filter(
+                pk=job.pk, status=JobStatus.RUNNING, heartbeat_at=job.heartbeat_at
+            )
+            if job.attempts < model.max_attempts:
+                with transaction.atomic():
+                    if same_row.update(
+                        status=JobStatus.QUEUED,
+                        progress_message=f"Re-queued: {reason}",
+                        log=(job.log + f"\nRe-queued to resume: {reason}").strip(),
+                        worker_host="",
+                    ):
+                        counts["requeued"] += 1
+                        enqueue_job(job)
+            elif same_row.update(
+                status=JobStatus.FAILED,
+                error=reason
+                + (f" It was started {job.attempts} times." if job.attempts > 1 else ""),
+                finished_at=now,
+            ):
+                counts["failed"] += 1
+    if counts["failed"] or counts["requeued"]:
+        logger.warning("Swept stale jobs: %s", counts)
+    return counts
+
+
+def wait_until(predicate: Callable[[], bool], *, timeout: float, interval: float = 0.2) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` seconds pass (tests, benchmarks)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()

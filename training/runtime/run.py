@@ -1,0 +1,687 @@
+"""Training with the transformers ``Trainer``: pre-training (causal or masked LM) and fine-tuning
+(instructions, seq2seq, classification, extractive QA), fully or with LoRA (peft).
+
+``train(config, reporter=..., checkpoint_callback=...)`` prepares the data for the job kind,
+builds or loads the model, and runs the Trainer with a callback that forwards every log line to
+the reporter (loss, learning rate, gradient norm, evaluation loss, tokens per second), reports
+progress, and stops within a step when the reporter asks, saving a checkpoint first. Each
+checkpoint the Trainer finishes writing is handed to ``checkpoint_callback`` (the worker uploads
+it); the final model is saved with safetensors into ``output_dir/model`` together with its
+tokenizer, as one plain directory (LoRA adapters are merged into it and also kept apart in
+``output_dir/adapter``).
+
+Several GPUs: with ``LLMHUB_TRAINING_PROCESSES=N`` the worker runs each job under
+``torchrun --nproc_per_node N`` (``launch.py``); the Trainer then trains data-parallel over the N
+GPUs (NCCL), or N CPU processes (gloo). Only rank 0 reports, checkpoints and saves, and every rank
+stops at the same step when cancelled (``_stop_everywhere``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmhub.reporting import JobCancelled, JobInputError, Reporter
+from training.runtime.config import TrainingConfig, required_roles
+
+logger = logging.getLogger("llmhub.runtime.training")
+
+SEPARATOR = "\n"  # between an instruction (prompt/text) and its response in SFT examples
+LM_KINDS = ("pretrain_clm", "pretrain_mlm", "sft_causal", "seq2seq")
+DEFAULT_LORA_TARGETS = {
+    "gpt2": ["c_attn"],
+    "llama": ["q_proj", "v_proj"],
+    "bert": ["query", "value"],
+    "roberta": ["query", "value"],
+    "bart": ["q_proj", "v_proj"],
+    "t5": ["q", "v"],
+}
+
+
+@dataclass
+class TrainResult:
+    global_step: int
+    metrics: dict[str, float]
+    model_dir: Path
+    parameters: int
+    trainable_parameters: int
+    device: str
+    precision: str
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["model_dir"] = str(self.model_dir)
+        return data
+
+
+# --- data -----------------------------------------------------------------------------------
+
+
+def _read_rows(path: Path, roles: dict[str, str], kind: str) -> dict[str, list]:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    columns = table.column_names
+    for alternatives in required_roles(kind):
+        if not any(role in roles and roles[role] in columns for role in alternatives):
+            names = " or ".join(repr(r) for r in alternatives)
+            raise JobInputError(
+                f"The data has no {names} column for a {kind} job (roles: "
+                f"{json.dumps(roles)}; columns: {', '.join(columns)})."
+            )
+    data = {
+        role: table.column(column).to_pylist()
+        for role, column in roles.items()
+        if column in columns
+    }
+    if table.num_rows == 0:
+        raise JobInputError("The training data has no rows.")
+    return data
+
+
+def _source_text(data: dict[str, list], i: int, *, model_kind: str) -> str:
+    """The model's input for row ``i``, built exactly as evaluation builds it, so a fine-tuned
+    model is scored on the inputs it was trained on."""
+    from evaluation.runtime.evaluate_model import build_input
+
+    row = {role: values[i] for role, values in data.items()}
+    task = (
+        "qa"
+        if {"context", "question"} <= set(data) and not ({"text", "prompt"} & set(data))
+        else "generation"
+    )
+    return build_input(row, {role: role for role in data}, task, model_kind=model_kind)
+
+
+def _target_text(data: dict[str, list], i: int) -> str | None:
+    target = data.get("target", [None] * (i + 1))[i]
+    if isinstance(target, str):
+        return target
+    answers = data.get("answers", [None] * (i + 1))[i] or {}
+    texts = answers.get("text") if isinstance(answers, dict) else None
+    return texts[0] if texts else None
+
+
+def _pack(tokenizer, texts: list[str], block: int) -> list[list[int]]:
+    """Concatenate tokenized documents (each with its special tokens) into equal blocks."""
+    ids: list[int] = []
+    for start in range(0, len(texts), 1000):
+        for row in tokenizer(texts[start : start + 1000], add_special_tokens=True)["input_ids"]:
+            ids.extend(row)
+    if len(ids) < 2:
+        raise JobInputError("The training text is empty after tokenization.")
+    if len(ids) < block:
+        return [ids]
+    return [ids[i : i + block] for i in range(0, len(ids) - block + 1, block)]
+
+
+def _texts(data: dict[str, list], role: str) -> list[str]:
+    return [t if isinstance(t, str) else "" for t in data[role]]
+
+
+def prepare_dataset(
+    kind: str,
+    data: dict[str, list],
+    tokenizer,
+    *,
+    max_len: int,
+    label2id: dict[str, int] | None = None,
+):
+    """A ``datasets.Dataset`` of model inputs for ``kind``."""
+    import datasets
+
+    if kind in ("pretrain_clm", "pretrain_mlm"):
+        texts = [t for t in _texts(data, "text") if t.strip()]
+        blocks = _pack(tokenizer, texts, max_len)
+        rows = {"input_ids": blocks, "attention_mask": [[1] * len(b) for b in blocks]}
+        if kind == "pretrain_clm":
+            rows["labels"] = [list(b) for b in blocks]
+        return datasets.Dataset.from_dict(rows)
+    if kind == "sft_causal":
+        input_ids, labels = [], []
+        for i in range(len(next(iter(data.values())))):
+            source = _source_text(data, i, model_kind="causal_lm")
+            target = _target_text(data, i)
+            if target is not None:
+                prompt_ids = tokenizer(source + SEPARATOR, add_special_tokens=False)["input_ids"]
+                answer_ids = tokenizer(target, add_special_tokens=False)["input_ids"]
+                bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+                eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+                ids = (bos + prompt_ids + answer_ids + eos)[:max_len]
+                masked = len(bos) + len(prompt_ids)
+                label = ([-100] * masked + ids[masked:])[:max_len]
+            else:
+                ids = tokenizer(source, truncation=True, max_length=max_len)["input_ids"]
+                label = list(ids)
+            if len(ids) > 1 and any(v != -100 for v in label):
+                input_ids.append(ids)
+                labels.append(label)
+        if not input_ids:
+            raise JobInputError(
+                "No usable examples: every row is empty or its prompt fills "
+                "the whole sequence length."
+            )
+        return datasets.Dataset.from_dict({"input_ids": input_ids, "labels": labels})
+    if kind == "seq2seq":
+        rows = len(next(iter(data.values())))
+        sources = [_source_text(data, i, model_kind="seq2seq") for i in range(rows)]
+        targets = [_target_text(data, i) or "" for i in range(rows)]
+        keep = [i for i in range(len(sources)) if sources[i] and targets[i]]
+        encoded = tokenizer([sources[i] for i in keep], truncation=True, max_length=max_len)
+        labels = tokenizer(
+            text_target=[targets[i] for i in keep], truncation=True, max_length=max_len
+        )["input_ids"]
+        return datasets.Dataset.from_dict(
+            {
+                "input_ids": encoded["input_ids"],
+                "attention_mask": encoded["attention_mask"],
+                "labels": labels,
+            }
+        )
+    if kind == "classification":
+        keep = [i for i, label in enumerate(data["label"]) if label is not None]
+        encoded = tokenizer(
+            [_texts(data, "text")[i] for i in keep], truncation=True, max_length=max_len
+        )
+        unknown = {str(data["label"][i]) for i in keep} - set(label2id or {})
+        if unknown:
+            raise JobInputError(f"Labels not seen in training: {', '.join(sorted(unknown))}.")
+        return datasets.Dataset.from_dict(
+            {
+                "input_ids": encoded["input_ids"],
+                "attention_mask": encoded["attention_mask"],
+                "labels": [label2id[str(data["label"][i])] for i in keep],
+            }
+        )
+    return _prepare_qa(data, tokenizer, max_len)
+
+
+def _prepare_qa(data: dict[str, list], tokenizer, max_len: int):
+    """SQuAD-style features: question + context windows with answer start/end token positions."""
+    import datasets
+
+    if not getattr(tokenizer, "is_fast", False):
+        raise JobInputError("Extractive QA needs a fast tokenizer (with offsets).")
+    stride = max(8, max_len // 4)
+    encoded = tokenizer(
+        _texts(data, "question"),
+        _texts(data, "context"),
+        truncation="only_second",
+        max_length=max_len,
+        stride=stride,
+        return_overflowing_tokens=True,
+        return_offsets_mapping=True,
+        padding="max_length",
+    )
+    starts, ends = [], []
+    for feature, offsets in enumerate(encoded["offset_mapping"]):
+        example = encoded["overflow_to_sample_mapping"][feature]
+        answers = data["answers"][example] or {}
+        texts, answer_starts = answers.get("text") or [], answers.get("answer_start") or []
+        sequence_ids = encoded.sequence_ids(feature)
+        if not texts or not answer_starts:
+            starts.append(0)
+            ends.append(0)
+            continue
+        start_char = answer_starts[0]
+        end_char = start_char + len(texts[0])
+        context_tokens = [i for i, s in enumerate(sequence_ids) if s == 1]
+        if (
+            not context_tokens
+            or offsets[context_tokens[0]][0] > start_char
+            or offsets[context_tokens[-1]][1] < end_char
+        ):
+            starts.append(0)
+            ends.append(0)
+            continue
+        start = next(i for i in context_tokens if offsets[i][1] > start_char)
+        end = next(i for i in reversed(context_tokens) if offsets[i][0] < end_char)
+        starts.append(start)
+        ends.append(max(end, start))
+    return datasets.Dataset.from_dict(
+        {
+            "input_ids": encoded["input_ids"],
+            "attention_mask": encoded["attention_mask"],
+            "start_positions": starts,
+            "end_positions": ends,
+        }
+    )
+
+
+# --- model ----------------------------------------------------------------------------------
+
+
+def _auto_class(kind: str):
+    import transformers
+
+    return {
+        "pretrain_clm": transformers.AutoModelForCausalLM,
+        "sft_causal": transformers.AutoModelForCausalLM,
+        "pretrain_mlm": transformers.AutoModelForMaskedLM,
+        "seq2seq": transformers.AutoModelForSeq2SeqLM,
+        "classification": transformers.AutoModelForSequenceClassification,
+        "qa": transformers.AutoModelForQuestionAnswering,
+    }[kind]
+
+
+def _load_tokenizer(config: TrainingConfig):
+    from transformers import AutoTokenizer
+
+    source = config.tokenizer_dir or config.base_model_dir or config.hub_model_id
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(source))
+    except (OSError, ValueError) as exc:
+        raise JobInputError(f"Cannot load a tokenizer from {source}: {exc}") from exc
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise JobInputError("The tokenizer has neither a pad nor an end-of-text token.")
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _build_model(config: TrainingConfig, tokenizer, label2id: dict[str, int] | None):
+    from training.runtime.presets import build_config
+
+    auto = _auto_class(config.kind)
+    labels = {}
+    if label2id is not None:
+        labels = {
+            "num_labels": len(label2id),
+            "label2id": label2id,
+            "id2label": {i: label for label, i in label2id.items()},
+        }
+    if config.model_spec is not None:
+        model_config = build_config(
+            config.model_spec,
+            vocab_size=len(tokenizer),
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            **labels,
+        )
+        import transformers
+
+        transformers.set_seed(config.seed)
+        model = auto.from_config(model_config)
+    else:
+        source = str(config.base_model_dir or config.hub_model_id)
+        try:
+            model = auto.from_pretrained(source, ignore_mismatched_sizes=bool(labels), **labels)
+        except (OSError, ValueError) as exc:
+            raise JobInputError(f"Cannot load a {config.kind} model from {source}: {exc}") from exc
+    embeddings = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > embeddings:
+        raise JobInputError(
+            f"The tokenizer has {len(tokenizer):,} tokens but the model's embedding has "
+            f"{embeddings:,}: use the model's own tokenizer or a smaller vocabulary."
+        )
+    if getattr(model.config, "pad_token_id", None) is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    positions = _max_positions(model.config)
+    if positions is not None and config.max_seq_length > positions:
+        raise JobInputError(
+            f"max_seq_length {config.max_seq_length} is above the model's "
+            f"maximum of {positions} positions."
+        )
+    return model
+
+
+def _max_positions(model_config) -> int | None:
+    for name in ("n_positions", "max_position_embeddings"):
+        value = getattr(model_config, name, None)
+        if isinstance(value, int):
+            return value - 2 if model_config.model_type == "roberta" else value
+    return None
+
+
+def _apply_lora(model, config: TrainingConfig):
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    task = {
+        "pretrain_clm": TaskType.CAUSAL_LM,
+        "sft_causal": TaskType.CAUSAL_LM,
+        "seq2seq": TaskType.SEQ_2_SEQ_LM,
+        "classification": TaskType.SEQ_CLS,
+        "qa": TaskType.QUESTION_ANS,
+        "pretrain_mlm": None,
+    }[config.kind]
+    targets = [t.strip() for t in config.lora_target_modules.split(",") if t.strip()]
+    targets = targets or DEFAULT_LORA_TARGETS.get(model.config.model_type)
+    lora = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=targets,
+        task_type=task,
+    )
+    try:
+        return get_peft_model(model, lora)
+    except ValueError as exc:
+        raise JobInputError(f"LoRA cannot wrap this model: {exc}") from exc
+
+
+# --- the Trainer callback -------------------------------------------------------------------
+
+
+class _TokenCounter:
+    """Wraps a data collator to count the real (non-padding) tokens it hands the model."""
+
+    def __init__(self, collator) -> None:
+        self.collator = collator
+        self.tokens = 0
+
+    def __call__(self, features):
+        batch = self.collator(features)
+        mask = batch.get("attention_mask")
+        self.tokens += int(mask.sum()) if mask is not None else int(batch["input_ids"].numel())
+        return batch
+
+
+def _make_callback(
+    reporter: Reporter,
+    counter: _TokenCounter,
+    checkpoint_callback: Callable[[Path, int], None] | None,
+    config: TrainingConfig,
+):
+    from transformers import TrainerCallback
+
+    class LLMHubCallback(TrainerCallback):
+        def __init__(self) -> None:
+            self.cancelled = False
+            self.started = time.perf_counter()
+            self.start_tokens = 0
+            self.last_checkpoint: Path | None = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.started = time.perf_counter()
+            self.start_tokens = counter.tokens
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.max_steps and state.is_world_process_zero:
+                reporter.progress(
+                    state.global_step / state.max_steps,
+                    f"step {state.global_step}/{state.max_steps}",
+                )
+            if _stop_everywhere(reporter.should_stop()):
+                self.cancelled = True
+                control.should_save = True
+                control.should_training_stop = True
+            return control
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not state.is_world_process_zero:
+                return
+            values = {
+                k: float(v)
+                for k, v in (logs or {}).items()
+                if isinstance(v, int | float) and k != "epoch" and math.isfinite(v)
+            }
+            elapsed = time.perf_counter() - self.started
+            if elapsed > 0 and "loss" in values:
+                values["tokens_per_second"] = (counter.tokens - self.start_tokens) / elapsed
+            if "eval_loss" in values and config.kind in LM_KINDS:
+                values["eval_perplexity"] = math.exp(min(values["eval_loss"], 50))
+            if values:
+                reporter.metrics(state.global_step, values, epoch=state.epoch)
+
+        def on_save(self, args, state, control, **kwargs):
+            path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if not state.is_world_process_zero or not path.is_dir():
+                return
+            # The checkpoint describes itself; the worker uploads it only now, complete.
+            (path / "llmhub_checkpoint.json").write_text(
+                json.dumps(
+                    {
+                        "step": state.global_step,
+                        "epoch": state.epoch,
+                        "kind": config.kind,
+                        "method": config.method,
+                        "best_metric": state.best_metric,
+                        "hyperparameters": {
+                            k: getattr(config, k)
+                            for k in (
+                                "learning_rate",
+                                "batch_size",
+                                "max_seq_length",
+                                "num_epochs",
+                                "max_steps",
+                                "seed",
+                                "precision",
+                            )
+                        },
+                    },
+                    indent=2,
+                )
+            )
+            self.last_checkpoint = path
+            if checkpoint_callback is not None:
+                checkpoint_callback(path, state.global_step)
+
+    return LLMHubCallback()
+
+
+# --- train ----------------------------------------------------------------------------------
+
+
+def _device_and_precision(config: TrainingConfig) -> tuple[str, dict[str, bool]]:
+    import torch
+
+    cuda = torch.cuda.is_available()
+    device = f"cuda:{torch.cuda.current_device()}" if cuda else "cpu"
+    if config.precision == "fp16" and not cuda:
+        raise JobInputError("fp16 needs a CUDA GPU; this worker has none. Use fp32 or bf16.")
+    if config.precision == "bf16" and cuda and not torch.cuda.is_bf16_supported():
+        raise JobInputError(
+            f"{torch.cuda.get_device_name()} does not support bf16; use fp16 or fp32."
+        )
+    return device, {
+        "bf16": config.precision == "bf16",
+        "fp16": config.precision == "fp16",
+        "use_cpu": not cuda,
+    }
+
+
+def train(
+    config: TrainingConfig,
+    *,
+    reporter: Reporter,
+    checkpoint_callback: Callable[[Path, int], None] | None = None,
+) -> TrainResult:
+    """Run one training job; see the module docstring."""
+    import torch
+    import transformers
+    from transformers import (
+        DataCollatorForLanguageModeling,
+        DataCollatorForSeq2Seq,
+        DataCollatorWithPadding,
+        PrinterCallback,
+        Trainer,
+        TrainingArguments,
+        default_data_collator,
+    )
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    device, precision_flags = _device_and_precision(config)
+    reporter.progress(0.0, "Preparing data")
+    tokenizer = _load_tokenizer(config)
+    roles = config.column_roles
+    train_rows = _read_rows(config.train_path, roles, config.kind)
+    label2id = None
+    if config.kind == "classification":
+        labels = sorted({str(v) for v in train_rows["label"] if v is not None})
+        if len(labels) < 2:
+            raise JobInputError(f"Classification needs at least two labels; found {labels}.")
+        label2id = {label: i for i, label in enumerate(labels)}
+    train_set = prepare_dataset(
+        config.kind, train_rows, tokenizer, max_len=config.max_seq_length, label2id=label2id
+    )
+    eval_set = None
+    if config.eval_path is not None:
+        eval_rows = _read_rows(config.eval_path, roles, config.kind)
+        eval_set = prepare_dataset(
+            config.kind, eval_rows, tokenizer, max_len=config.max_seq_length, label2id=label2id
+        )
+    reporter.progress(0.02, "Building the model")
+    model = _build_model(config, tokenizer, label2id)
+    if config.method == "lora":
+        model = _apply_lora(model, config)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+    if config.kind == "pretrain_mlm":
+        if tokenizer.mask_token is None:
+            raise JobInputError("Masked LM pre-training needs a tokenizer with a mask token.")
+        collator = DataCollatorForLanguageModeling(
+            tokenizer, mlm=True, mlm_probability=config.mlm_probability
+        )
+    elif config.kind == "pretrain_clm" or config.kind == "qa":
+        collator = default_data_collator
+    elif config.kind == "classification":
+        collator = DataCollatorWithPadding(tokenizer)
+    else:
+        collator = DataCollatorForSeq2Seq(
+            tokenizer, model=model if config.kind == "seq2seq" else None, label_pad_token_id=-100
+        )
+    counter = _TokenCounter(collator)
+
+    do_eval_steps = eval_set is not None and config.eval_steps > 0
+    args = TrainingArguments(
+        output_dir=str(config.output_dir / "checkpoints"),
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_steps,
+        weight_decay=config.weight_decay,
+        num_train_epochs=config.num_epochs,
+        max_steps=config.max_steps if config.max_steps > 0 else -1,
+        logging_steps=config.logging_steps,
+        logging_first_step=True,
+        eval_strategy="steps" if do_eval_steps else "no",
+        eval_steps=config.eval_steps if do_eval_steps else None,
+        save_strategy="steps" if config.save_steps > 0 else "no",
+        save_steps=config.save_steps if config.save_steps > 0 else 500,
+        save_total_limit=2,
+        seed=config.seed,
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+        **precision_flags,
+    )
+    callback = _make_callback(reporter, counter, checkpoint_callback, config)
+    compute_metrics = _accuracy if config.kind == "classification" else None
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        data_collator=counter,
+        processing_class=tokenizer,
+        callbacks=[callback],
+        compute_metrics=compute_metrics,
+    )
+    # The reporter carries the logs; the Trainer's own printing would only fill worker logs.
+    trainer.remove_callback(PrinterCallback)
+    reporter.progress(0.03, "Training")
+    try:
+        output = trainer.train(
+            resume_from_checkpoint=str(config.resume_from_checkpoint)
+            if config.resume_from_checkpoint
+            else None
+        )
+    except torch.cuda.OutOfMemoryError as exc:
+        raise JobInputError(_oom_message(device, config)) from exc
+    except RuntimeError as exc:
+        if "out of memory" in str(exc).lower():
+            raise JobInputError(_oom_message(device, config)) from exc
+        raise
+    if callback.cancelled:
+        logger.info("Stopped on request at step %s", trainer.state.global_step)
+        raise JobCancelled
+    metrics = dict(output.metrics)
+    if eval_set is not None:
+        reporter.progress(0.97, "Evaluating")
+        evaluated = trainer.evaluate()
+        metrics.update(evaluated)
+        if config.kind in LM_KINDS and "eval_loss" in evaluated:
+            metrics["eval_perplexity"] = math.exp(min(evaluated["eval_loss"], 50))
+        reporter.metrics(
+            trainer.state.global_step,
+            {
+                k: float(v)
+                for k, v in evaluated.items()
+                if isinstance(v, int | float) and k != "epoch"
+            },
+            epoch=trainer.state.epoch,
+        )
+    elapsed = metrics.get("train_runtime") or 0
+    if elapsed:
+        metrics["tokens_per_second"] = counter.tokens / elapsed
+    if config.kind in LM_KINDS and "train_loss" in metrics:
+        metrics["train_perplexity"] = math.exp(min(metrics["train_loss"], 50))
+    model_dir = _save_final(trainer, tokenizer, config)
+    parameters = sum(p.numel() for p in trainer.model.parameters())
+    return TrainResult(
+        global_step=trainer.state.global_step,
+        metrics={k: float(v) for k, v in metrics.items() if isinstance(v, int | float)},
+        model_dir=model_dir,
+        parameters=parameters,
+        trainable_parameters=trainable,
+        device=device,
+        precision=config.precision,
+    )
+
+
+def _accuracy(eval_prediction) -> dict[str, float]:
+    import numpy as np
+
+    logits, labels = eval_prediction.predictions, eval_prediction.label_ids
+    if isinstance(logits, tuple):
+        logits = logits[0]
+    return {"accuracy": float((np.argmax(logits, axis=-1) == labels).mean())}
+
+
+def _oom_message(device: str, config: TrainingConfig) -> str:
+    return (
+        f"Out of memory on {device} with batch size {config.batch_size} and sequence length "
+        f"{config.max_seq_length}. Try a smaller batch size or sequence length, gradient "
+        "accumulation to keep the effective batch, bf16, or LoRA."
+    )
+
+
+def _stop_everywhere(requested: bool) -> bool:
+    """In a multi-process run every rank must stop at the same step, or the others wait forever
+    in the next gradient exchange: stop if any rank was asked to."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return requested
+    import torch
+
+    flag = torch.tensor([1 if requested else 0])
+    if dist.get_backend() == "nccl":
+        flag = flag.cuda()
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
+
+
+def _save_final(trainer, tokenizer, config: TrainingConfig) -> Path:
+    model_dir = config.output_dir / "model"
+    if not trainer.is_world_process_zero():
+        return model_dir  # rank 0 writes the model; the others only trained
+    model = trainer.model
+    if config.method == "lora":
+        model.save_pretrained(str(config.output_dir / "adapter"))
+        model = model.merge_and_unload()
+    model.save_pretrained(str(model_dir))
+    tokenizer.save_pretrained(str(model_dir))
+    return model_dir

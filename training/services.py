@@ -1,0 +1,653 @@
+"""Every write of the training stage: launching, resuming and cancelling training jobs, sweeps,
+tracking external runs, checkpoints, and the model registry.
+
+Everything that can be known before launch is checked here, so a bad request is a 400 with a
+message rather than a failed job: hyperparameters in range, a dataset version with the columns
+the job kind needs, a tokenizer that fits the base model, a base model that exists.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from datasets_app.models import DatasetVersion, Tokenizer
+from llmhub import storage
+from llmhub.jobs import enqueue_job
+from llmhub.models import JobStatus
+from projects.audit import record_event
+from projects.models import Project
+from projects.permissions import Action
+from projects.services import require
+from training.models import (
+    BaseSource,
+    Checkpoint,
+    ModelVersion,
+    RegisteredModel,
+    Stage,
+    Sweep,
+    TrainingJob,
+    TrainingKind,
+    TrainingMethod,
+)
+
+
+def _error(field: str | None, message: str) -> ValidationError:
+    return ValidationError({field: message} if field else message)
+
+
+# --- checks shared by launch, sweeps and resume -------------------------------------------------
+
+
+def _check_roles(kind: str, version: DatasetVersion, roles: dict[str, str]) -> None:
+    from training.runtime.config import required_roles
+
+    for options in required_roles(kind):
+        if not any(role in roles and roles[role] in version.columns for role in options):
+            label = " or ".join(f"'{o}'" for o in options)
+            raise _error(
+                "train_version",
+                f"A {TrainingKind(kind).label} job needs a {label} column; {version} has roles "
+                f"{json.dumps(roles) if roles else '(none)'} over columns "
+                f"{', '.join(version.columns)}. Map the roles on the version page first.",
+            )
+
+
+def _check_split(version: DatasetVersion, split: str, field: str) -> None:
+    if not split:
+        return
+    names = [s.name for s in version.splits.all()]
+    if split not in names:
+        have = f"its splits are {', '.join(names)}" if names else "it has no splits"
+        raise _error(field, f"{version} has no '{split}' split; {have}.")
+
+
+def _read_local_config(path: Path) -> dict:
+    config_file = path / "config.json"
+    if not path.is_dir():
+        raise _error("base_path", f"No directory at {path}.")
+    if not config_file.is_file():
+        raise _error("base_path", f"{path} is not a model directory: it has no config.json.")
+    try:
+        return json.loads(config_file.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise _error("base_path", f"{config_file} cannot be read: {exc}") from exc
+
+
+def _model_limits(config: dict) -> tuple[int | None, int | None]:
+    """(vocabulary size, maximum positions) of a transformers config, where it says."""
+    vocab = config.get("vocab_size")
+    for key in ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length"):
+        if isinstance(config.get(key), int):
+            return vocab, config[key]
+    return vocab, None
+
+
+def _validate_hyperparameters(hyperparameters: dict, *, method: str) -> dict:
+    from llmhub.reporting import JobInputError
+    from training.runtime.config import validate_hyperparameters
+
+    if not isinstance(hyperparameters, dict):
+        raise _error("hyperparameters", "Give an object of hyperparameter -> value.")
+    try:
+        return validate_hyperparameters(hyperparameters)
+    except JobInputError as exc:
+        raise _error("hyperparameters", str(exc)) from exc
+
+
+def _estimate(spec: dict, *, hyperparameters: dict, method: str, kind: str | None = None) -> dict:
+    from llmhub.reporting import JobInputError
+    from training.runtime.presets import estimate_from_dict
+
+    try:
+        return estimate_from_dict(
+            spec,
+            seq_len=hyperparameters["max_seq_length"],
+            batch_size=hyperparameters["batch_size"],
+            precision=hyperparameters["precision"],
+            method=method,
+        )
+    except JobInputError as exc:
+        raise _error("model_spec", str(exc)) from exc
+
+
+def _prepare(
+    *,
+    project: Project,
+    kind: str,
+    method: str,
+    base_source: str,
+    model_spec: dict | None,
+    base_model_version: ModelVersion | None,
+    base_path: str,
+    hub_model_id: str,
+    tokenizer: Tokenizer | None,
+    train_version: DatasetVersion | None,
+    train_split: str,
+    eval_split: str,
+    hyperparameters: dict,
+) -> dict[str, Any]:
+    """Validate a launch request; returns the fields of the job to create."""
+    if kind not in TrainingKind.values:
+        raise _error("kind", f"Unknown kind '{kind}'. Kinds: {', '.join(TrainingKind.values)}.")
+    if method not in TrainingMethod.values:
+        raise _error("method", "Choose 'full' or 'lora'.")
+    if base_source not in BaseSource.values:
+        raise _error("base_source", f"Choose one of {', '.join(BaseSource.values)}.")
+    if train_version is None:
+        raise _error("train_version", "Choose the dataset version to train on.")
+    if train_version.dataset.project_id != project.pk:
+        raise _error("train_version", "The dataset version belongs to another project.")
+    if tokenizer is not None and tokenizer.project_id != project.pk:
+        raise _error("tokenizer", "The tokenizer belongs to another project.")
+    _check_split(train_version, train_split, "train_split")
+    _check_split(train_version, eval_split, "eval_split")
+    roles = dict(train_version.column_roles)
+    _check_roles(kind, train_version, roles)
+    hyperparameters = _validate_hyperparameters(hyperparameters, method=method)
+
+    vocab, max_positions, spec = None, None, dict(model_spec or {})
+    if base_source == BaseSource.RANDOM:
+        if tokenizer is None:
+            raise _error(
+                "tokenizer",
+                "A model from random weights needs a tokenizer trained on "
+                "your data (Data tab -> a version -> Train a tokenizer).",
+            )
+        if method == TrainingMethod.LORA:
+            raise _error(
+                "method",
+                "LoRA adapts a trained base model; from random weights "
+                "train all weights (method 'full').",
+            )
+        spec["vocab_size"] = tokenizer.vocab_size
+        estimate = _estimate(spec, hyperparameters=hyperparameters, method=method, kind=kind)
+        max_positions = estimate.get("max_positions")
+    else:
+        if base_source == BaseSource.MODEL_VERSION:
+            if base_model_version is None:
+                raise _error("base_model_version", "Choose the model version to start from.")
+            if base_model_version.project.pk != project.pk:
+                raise _error("base_model_version", "The model version belongs to another project.")
+            config = base_model_version.config
+            tokenizer = tokenizer or base_model_version.tokenizer
+        elif base_source == BaseSource.LOCAL_DIR:
+            config = _read_local_config(Path(base_path))
+        else:
+            if not hub_model_id.strip():
+                raise _error("hub_model_id", "Give the hub model id to download.")
+            config = {}
+        vocab, max_positions = _model_limits(config)
+        if tokenizer is not None and vocab is not None and tokenizer.vocab_size > vocab:
+            raise _error(
+                "tokenizer",
+                f"The tokenizer has {tokenizer.vocab_size:,} tokens but the base model's "
+                f"embedding has {vocab:,}: ids past {vocab - 1} would have no embedding. Use "
+                "the base model's own tokenizer or a smaller vocabulary.",
+            )
+        estimate = {}
+        if config:
+            estimate = _estimate({"config": config}, hyperparameters=hyperparameters, method=method)
+    if max_positions and hyperparameters["max_seq_length"] > max_positions:
+        raise _error(
+            "hyperparameters",
+            f"max_seq_length {hyperparameters['max_seq_length']} is above the model's maximum "
+            f"of {max_positions} positions.",
+        )
+    return {
+        "kind": kind,
+        "method": method,
+        "base_source": base_source,
+        "base_model_version": base_model_version
+        if base_source == BaseSource.MODEL_VERSION
+        else None,
+        "base_path": base_path if base_source == BaseSource.LOCAL_DIR else "",
+        "hub_model_id": hub_model_id if base_source == BaseSource.HUB else "",
+        "model_spec": spec if base_source == BaseSource.RANDOM else {},
+        "tokenizer": tokenizer,
+        "train_version": train_version,
+        "train_split": train_split,
+        "eval_split": eval_split,
+        "column_roles": roles,
+        "hyperparameters": hyperparameters,
+        "estimate": estimate,
+    }
+
+
+# --- launch, resume, external runs ------------------------------------------------------------
+
+
+@transaction.atomic
+def training_job_launch(
+    *,
+    actor,
+    project: Project,
+    name: str,
+    kind: str,
+    train_version: DatasetVersion | None,
+    method: str = TrainingMethod.FULL,
+    base_source: str = BaseSource.RANDOM,
+    model_spec: dict | None = None,
+    base_model_version: ModelVersion | None = None,
+    base_path: str = "",
+    hub_model_id: str = "",
+    tokenizer: Tokenizer | None = None,
+    train_split: str = "",
+    eval_split: str = "",
+    hyperparameters: dict | None = None,
+    sweep: Sweep | None = None,
+) -> TrainingJob:
+    """Validate and queue a training job on the gpu queue."""
+    require(actor, project.team, Action.RUN_JOBS)
+    fields = _prepare(
+        project=project,
+        kind=kind,
+        method=method,
+        base_source=base_source,
+        model_spec=model_spec,
+        base_model_version=base_model_version,
+        base_path=base_path,
+        hub_model_id=hub_model_id,
+        tokenizer=tokenizer,
+        train_version=train_version,
+        train_split=train_split,
+        eval_split=eval_split,
+        hyperparameters=hyperparameters or {},
+    )
+    job = TrainingJob(
+        project=project,
+        name=(name or "").strip() or f"{kind} run",
+        created_by=actor,
+        sweep=sweep,
+        **fields,
+    )
+    job.full_clean(exclude=["model_version"])
+    job.save()
+    record_event(
+        actor=actor,
+        team=project.team,
+        project=project,
+        verb="training_job.launched",
+        target=job,
+        changes={"kind": kind},
+    )
+    enqueue_job(job)
+    return job
+
+
+@transaction.atomic
+def training_job_resume(*, actor, job: TrainingJob) -> TrainingJob:
+    """Queue a new job that continues ``job`` from its last checkpoint."""
+    require(actor, job.project.team, Action.RUN_JOBS)
+    if job.external:
+        raise ValidationError("An external run is resumed by its own script.")
+    if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
+        raise ValidationError(
+            f"Only a failed or cancelled job can be resumed; this one {job.status}."
+        )
+    if not job.checkpoints.exists():
+        raise ValidationError("This job saved no checkpoint to resume from; launch it again.")
+    resumed = TrainingJob.objects.get(pk=job.pk)
+    resumed.pk = resumed.id = None
+    resumed._state.adding = True
+    for field, value in {
+        "status": JobStatus.QUEUED,
+        "progress": 0.0,
+        "progress_message": "",
+        "error": "",
+        "traceback": "",
+        "log": "",
+        "worker_host": "",
+        "celery_task_id": "",
+        "attempts": 0,
+        "cancel_requested_at": None,
+        "heartbeat_at": None,
+        "started_at": None,
+        "finished_at": None,
+        "created_at": timezone.now(),
+        "created_by": actor,
+        "resumed_from": job,
+        "final_metrics": {},
+        "model_version": None,
+        "device": "",
+        "precision_used": "",
+        "name": job.name if "(resumed)" in job.name else f"{job.name} (resumed)",
+    }.items():
+        setattr(resumed, field, value)
+    resumed.save()
+    record_event(
+        actor=actor,
+        team=job.project.team,
+        project=job.project,
+        verb="training_job.resumed",
+        target=resumed,
+        changes={"from": job.pk},
+    )
+    enqueue_job(resumed)
+    return resumed
+
+
+@transaction.atomic
+def external_run_start(
+    *,
+    actor,
+    project: Project,
+    name: str,
+    kind: str = TrainingKind.SFT_CAUSAL,
+    hyperparameters: dict | None = None,
+    train_version: DatasetVersion | None = None,
+) -> TrainingJob:
+    """Track a run that trains outside LLMHub: its script posts metrics and finishes it."""
+    require(actor, project.team, Action.RUN_JOBS)
+    if kind not in TrainingKind.values:
+        raise _error("kind", f"Unknown kind '{kind}'.")
+    if train_version is not None and train_version.dataset.project_id != project.pk:
+        raise _error("train_version", "The dataset version belongs to another project.")
+    now = timezone.now()
+    job = TrainingJob.objects.create(
+        project=project,
+        name=(name or "external run").strip(),
+        kind=kind,
+        external=True,
+        hyperparameters=hyperparameters or {},
+        train_version=train_version,
+        created_by=actor,
+        status=JobStatus.RUNNING,
+        started_at=now,
+        heartbeat_at=now,
+        attempts=1,
+        worker_host="external",
+    )
+    record_event(
+        actor=actor,
+        team=project.team,
+        project=project,
+        verb="training_job.external_started",
+        target=job,
+    )
+    return job
+
+
+MAX_POINTS_PER_REQUEST = 100_000
+
+
+def metrics_ingest(*, actor, job: TrainingJob, points: list[dict]) -> int:
+    """Store a batch of metric points, ``[{"step", "name", "value", "epoch"?}, ...]``, from an
+    external script (or any client). Returns how many were stored."""
+    from training.metrics_store import write_points
+
+    require(actor, job.project.team, Action.RUN_JOBS)
+    if job.status != JobStatus.RUNNING:
+        raise ValidationError(f"The run is {job.status}; metrics go to running runs only.")
+    if len(points) > MAX_POINTS_PER_REQUEST:
+        raise ValidationError(f"At most {MAX_POINTS_PER_REQUEST:,} points per request.")
+    rows = []
+    for index, point in enumerate(points):
+        try:
+            step, name, value = int(point["step"]), str(point["name"]), float(point["value"])
+            epoch = point.get("epoch")
+            epoch = None if epoch is None else float(epoch)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValidationError(
+                {
+                    "points": f"Point {index} needs a step (integer), a name and a numeric value: "
+                    f"{exc}"
+                }
+            ) from exc
+        if step < 0 or not name or len(name) > 60:
+            raise ValidationError(
+                {"points": f"Point {index}: step must be >= 0 and the name 1-60 characters."}
+            )
+        rows.append((step, name, value, epoch))
+    with transaction.atomic():
+        stored = write_points(job.pk, rows)
+        latest = max((r[0] for r in rows), default=0)
+        TrainingJob.objects.filter(pk=job.pk, global_step__lt=latest).update(global_step=latest)
+        TrainingJob.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now())
+    return stored
+
+
+@transaction.atomic
+def external_run_finish(
+    *,
+    actor,
+    job: TrainingJob,
+    status: str = JobStatus.SUCCEEDED,
+    final_metrics: dict | None = None,
+    error: str = "",
+) -> TrainingJob:
+    require(actor, job.project.team, Action.RUN_JOBS)
+    if not job.external:
+        raise ValidationError("Only external runs are finished by API; cancel a job instead.")
+    if status not in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED):
+        raise _error("status", "Finish as succeeded, failed or cancelled.")
+    updated = TrainingJob.objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(
+        status=status,
+        finished_at=timezone.now(),
+        final_metrics=final_metrics or {},
+        error=error,
+        progress=1.0 if status == JobStatus.SUCCEEDED else job.progress,
+    )
+    if not updated:
+        raise ValidationError(f"The run already {job.status}.")
+    job.refresh_from_db()
+    record_event(
+        actor=actor,
+        team=job.project.team,
+        project=job.project,
+        verb="training_job.external_finished",
+        target=job,
+        changes={"status": status},
+    )
+    return job
+
+
+# --- sweeps -----------------------------------------------------------------------------------
+
+MAX_TRIALS = 64
+
+
+def _trial_params(search_space: dict, *, method: str, max_trials: int, seed: int) -> list[dict]:
+    if not isinstance(search_space, dict) or not search_space:
+        raise _error("search_space", "Give hyperparameter -> values to search.")
+    if method == "grid":
+        for name, values in search_space.items():
+            if not isinstance(values, list) or not values:
+                raise _error("search_space", f"'{name}': a grid needs a list of values.")
+        names = list(search_space)
+        combos = list(itertools.product(*(search_space[n] for n in names)))
+        if len(combos) > max_trials:
+            raise _error(
+                "search_space",
+                f"The grid has {len(combos)} combinations; max_trials is {max_trials}.",
+            )
+        return [dict(zip(names, combo, strict=True)) for combo in combos]
+    rng = random.Random(seed)
+    trials = []
+    for _ in range(max_trials):
+        trial = {}
+        for name, space in search_space.items():
+            if isinstance(space, list) and space:
+                trial[name] = rng.choice(space)
+            elif isinstance(space, dict) and {"min", "max"} <= set(space):
+                low, high = float(space["min"]), float(space["max"])
+                if low >= high:
+                    raise _error("search_space", f"'{name}': min must be below max.")
+                if space.get("log"):
+                    import math
+
+                    trial[name] = math.exp(rng.uniform(math.log(low), math.log(high)))
+                else:
+                    trial[name] = rng.uniform(low, high)
+                if space.get("integer"):
+                    trial[name] = round(trial[name])
+            else:
+                raise _error("search_space", f"'{name}': give a list or {{min, max, log}}.")
+        trials.append(trial)
+    return trials
+
+
+@transaction.atomic
+def sweep_launch(
+    *,
+    actor,
+    project: Project,
+    name: str,
+    base: dict,
+    search_space: dict,
+    method: str = "grid",
+    max_trials: int = 8,
+    metric: str = "eval_loss",
+    direction: str = "minimize",
+    seed: int = 0,
+) -> Sweep:
+    """Create a sweep and one training job per trial (``base`` holds the launch arguments)."""
+    require(actor, project.team, Action.RUN_JOBS)
+    if method not in ("grid", "random"):
+        raise _error("method", "Choose 'grid' or 'random'.")
+    if direction not in ("minimize", "maximize"):
+        raise _error("direction", "Choose 'minimize' or 'maximize'.")
+    if not 1 <= max_trials <= MAX_TRIALS:
+        raise _error("max_trials", f"Between 1 and {MAX_TRIALS}.")
+    trials = _trial_params(search_space, method=method, max_trials=max_trials, seed=seed)
+    sweep = Sweep.objects.create(
+        project=project,
+        name=(name or "sweep").strip(),
+        method=method,
+        search_space=search_space,
+        max_trials=len(trials),
+        metric=metric,
+        direction=direction,
+        seed=seed,
+        created_by=actor,
+    )
+    base_hp = dict(base.pop("hyperparameters", None) or {})
+    for index, trial in enumerate(trials, start=1):
+        training_job_launch(
+            actor=actor,
+            project=project,
+            name=f"{sweep.name} #{index}",
+            sweep=sweep,
+            hyperparameters={**base_hp, **trial},
+            **base,
+        )
+    record_event(
+        actor=actor,
+        team=project.team,
+        project=project,
+        verb="sweep.launched",
+        target=sweep,
+        changes={"trials": len(trials)},
+    )
+    return sweep
+
+
+# --- checkpoints and the registry (system writes made by the training runner) -----------------
+
+
+@transaction.atomic
+def checkpoint_register(*, job: TrainingJob, local_dir: Path, step: int) -> Checkpoint:
+    prefix = storage.unique_prefix("checkpoints", job.pk, f"step-{step}")
+    files = storage.store_directory(local_dir, prefix=prefix)
+    size = sum(p.stat().st_size for p in Path(local_dir).rglob("*") if p.is_file())
+    checkpoint, _ = Checkpoint.objects.update_or_create(
+        job=job,
+        step=step,
+        defaults={"files_prefix": prefix, "files": files, "size_bytes": size},
+    )
+    return checkpoint
+
+
+def registered_model_for(job: TrainingJob) -> RegisteredModel:
+    name = (
+        job.hyperparameters.get("register_as")
+        or (job.sweep.name if job.sweep_id else "")
+        or job.name.removesuffix(" (resumed)")
+    )
+    model, _ = RegisteredModel.objects.get_or_create(project=job.project, name=name[:120])
+    return model
+
+
+@transaction.atomic
+def model_version_register(
+    *,
+    job: TrainingJob,
+    model_dir: Path,
+    metrics: dict,
+    parameters: int,
+) -> ModelVersion:
+    """Store the trained model directory and create its version (lineage: data -> job -> model)."""
+    registered = RegisteredModel.objects.select_for_update().get(pk=registered_model_for(job).pk)
+    number = (
+        registered.versions.order_by("-number").values_list("number", flat=True).first() or 0
+    ) + 1
+    prefix = storage.unique_prefix("models", job.project_id, registered.pk, f"v{number}")
+    files = storage.store_directory(model_dir, prefix=prefix)
+    config_path = Path(model_dir) / "config.json"
+    config = json.loads(config_path.read_text()) if config_path.exists() else {}
+    version = ModelVersion.objects.create(
+        registered_model=registered,
+        number=number,
+        task_kind=job.kind,
+        architecture=(config.get("architectures") or [""])[0],
+        files_prefix=prefix,
+        files=files,
+        config=config,
+        hyperparameters=job.hyperparameters,
+        metrics=metrics,
+        parameters=parameters,
+        size_bytes=sum(p.stat().st_size for p in Path(model_dir).rglob("*") if p.is_file()),
+        dataset_version=job.train_version,
+        tokenizer=job.tokenizer,
+        parent=job.base_model_version,
+        created_by=job.created_by,
+    )
+    TrainingJob.objects.filter(pk=job.pk).update(model_version=version)
+    record_event(
+        actor=job.created_by,
+        team=job.project.team,
+        project=job.project,
+        verb="model_version.registered",
+        target=version,
+    )
+    return version
+
+
+@transaction.atomic
+def model_version_set_stage(*, actor, version: ModelVersion, stage: str) -> ModelVersion:
+    """Move a version to a stage; promoting to production archives the previous one."""
+    project = version.project
+    require(actor, project.team, Action.EDIT_PROJECT)
+    if stage not in Stage.values:
+        raise _error("stage", f"Choose one of {', '.join(Stage.values)}.")
+    version = ModelVersion.objects.select_for_update().get(pk=version.pk)
+    previous = version.stage
+    if stage == Stage.PRODUCTION:
+        ModelVersion.objects.filter(
+            registered_model=version.registered_model, stage=Stage.PRODUCTION
+        ).exclude(pk=version.pk).update(stage=Stage.ARCHIVED)
+    version.stage = stage
+    version.save(update_fields=["stage"])
+    record_event(
+        actor=actor,
+        team=project.team,
+        project=project,
+        verb="model_version.staged",
+        target=version,
+        changes={"stage": [previous, stage]},
+    )
+    return version
+
+
+def estimate_for(
+    *, model_spec: dict, hyperparameters: dict, method: str, kind: str | None = None
+) -> dict:
+    """Parameters, memory and FLOPs per token of a spec (no launch; for forms)."""
+    return _estimate(model_spec, hyperparameters=hyperparameters, method=method, kind=kind)
