@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from playwright.sync_api import expect
 
 from projects.models import Goal, Project
 
@@ -45,7 +46,8 @@ def test_new_user_defines_a_project_with_two_goals(page, tmp_path) -> None:
     page.select_option("#id_metric", "accuracy")
     page.fill("#id_target", "90")
     page.click("button:has-text('Save goal')")
-    assert "for 85% write 0.85" in page.content()
+    # Wait for the re-rendered form: reading the page mid-navigation would see nothing.
+    expect(page.locator(".field .errors")).to_contain_text("for 85% write 0.85")
 
     page.click("nav >> text=Projects")
     card = page.locator("[data-project='ticket-routing']")

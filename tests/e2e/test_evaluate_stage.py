@@ -1,5 +1,5 @@
-"""A manager evaluates two fine-tuned classifiers on the test split, sees which meets the F1
-goal, compares them on one page, and reads a bias report for a tiny causal LM."""
+"""A manager evaluates two fine-tuned intent classifiers on a held-out split, sees which meets
+the F1 goal, compares them on one page, and reads a bias report for a tiny causal LM."""
 
 from __future__ import annotations
 
@@ -27,36 +27,42 @@ pytestmark = [
 ]
 
 
-def _poems_ready(world):
-    """All of Poem Sentiment, split by its own train/dev column, with a WordPiece tokenizer."""
+def _intents_ready(world):
+    """Four well-separated Banking77 intents, split by their own train/dev column, with a
+    WordPiece tokenizer. (Poem Sentiment was too hard for a tiny BERT: some runs learned only
+    the class prior, and the goal assertion below flaked.)"""
     engineer = world.users["engineer"]
-    dataset = data_services.dataset_create(actor=engineer, project=world.project, name="poems-full")
+    dataset = data_services.dataset_create(
+        actor=engineer, project=world.project, name="bank-intents"
+    )
     data_services.upload_start(
         actor=engineer,
         dataset=dataset,
-        uploaded_file=SimpleUploadedFile("poems.csv", (FIXTURES / "poems_full.csv").read_bytes()),
+        uploaded_file=SimpleUploadedFile(
+            "intents.csv", (FIXTURES / "banking_four_intents.csv").read_bytes()
+        ),
     )
     assert wait_until(lambda: DatasetVersion.objects.filter(dataset=dataset).exists(), timeout=60)
     v1 = DatasetVersion.objects.get(dataset=dataset)
     data_services.split_launch(actor=engineer, version=v1, by_column="split")
     data_services.tokenizer_launch(
-        actor=engineer, version=v1, name="poem-wp", algorithm="wordpiece", vocab_size=2000
+        actor=engineer, version=v1, name="intent-wp", algorithm="wordpiece", vocab_size=2000
     )
     assert wait_until(
         lambda: (
-            Tokenizer.objects.filter(name="poem-wp").exists()
+            Tokenizer.objects.filter(name="intent-wp").exists()
             and DatasetVersion.objects.filter(dataset=dataset, number=2).exists()
         ),
         timeout=60,
     )
     return DatasetVersion.objects.get(dataset=dataset, number=2), Tokenizer.objects.get(
-        name="poem-wp"
+        name="intent-wp"
     )
 
 
 def test_manager_evaluates_compares_and_reads_a_bias_report(page, world, celery_worker) -> None:
     engineer = world.users["engineer"]
-    poems, tokenizer = _poems_ready(world)
+    intents, tokenizer = _intents_ready(world)
     prepared = prepare(world)
     for name, steps in (("barely-trained", 3), ("trained", 300)):
         training_services.training_job_launch(
@@ -66,7 +72,7 @@ def test_manager_evaluates_compares_and_reads_a_bias_report(page, world, celery_
             kind="classification",
             model_spec={"family": "bert", "size": "tiny"},
             tokenizer=tokenizer,
-            train_version=poems,
+            train_version=intents,
             train_split="train",
             hyperparameters={**TINY, "max_steps": steps, "batch_size": 16, "max_seq_length": 48},
         )
@@ -89,7 +95,7 @@ def test_manager_evaluates_compares_and_reads_a_bias_report(page, world, celery_
         actor=world.users["manager"],
         project=world.project,
         metric="f1_macro",
-        target=0.3,
+        target=0.5,
         split="validation",
     )
 
@@ -97,7 +103,7 @@ def test_manager_evaluates_compares_and_reads_a_bias_report(page, world, celery_
     page.goto(f"/projects/{world.project.pk}/evaluate/")
     for name in ("barely-trained", "trained"):
         page.select_option("#id_model_version", str(jobs[name].model_version_id))
-        page.select_option("#id_dataset_version", str(poems.pk))
+        page.select_option("#id_dataset_version", str(intents.pk))
         page.fill("#id_split", "dev")
         page.check("input[name=metrics][value=f1_macro]")
         page.check("input[name=metrics][value=accuracy]")
@@ -112,7 +118,7 @@ def test_manager_evaluates_compares_and_reads_a_bias_report(page, world, celery_
     runs = {r.model_version_id: r for r in EvaluationRun.objects.all()}
     trained = runs[jobs["trained"].model_version_id].value("f1_macro")
     barely = runs[jobs["barely-trained"].model_version_id].value("f1_macro")
-    assert trained >= 0.3 > barely, (
+    assert trained >= 0.5 > barely, (
         trained,
         barely,
         {
@@ -122,7 +128,7 @@ def test_manager_evaluates_compares_and_reads_a_bias_report(page, world, celery_
         {r.pk: r.model_version_id for r in runs.values()},
     )
     progress = page.inner_text("#goals-progress")
-    assert "F1 (macro) >= 0.3 on validation" in progress
+    assert "F1 (macro) >= 0.5 on validation" in progress
     # The latest evaluated model is the trained one: it meets the goal, and is the best so far.
     assert goal.status == "met" and "Met" in progress
     assert "best so far: trained v1" in progress
