@@ -28,7 +28,7 @@ pytestmark = [
 
 
 def _intents_ready(world):
-    """Four well-separated Banking77 intents, split by their own train/dev column, with a
+    """Four well-separated Banking77 intents, split by their own train/test column, with a
     WordPiece tokenizer. (Poem Sentiment was too hard for a tiny BERT: some runs learned only
     the class prior, and the goal assertion below flaked.)"""
     engineer = world.users["engineer"]
@@ -96,7 +96,7 @@ def test_manager_evaluates_compares_and_reads_a_bias_report(page, world, celery_
         project=world.project,
         metric="f1_macro",
         target=0.5,
-        split="validation",
+        split="test",
     )
 
     _login(page, world.users["manager"])
@@ -104,7 +104,7 @@ def test_manager_evaluates_compares_and_reads_a_bias_report(page, world, celery_
     for name in ("barely-trained", "trained"):
         page.select_option("#id_model_version", str(jobs[name].model_version_id))
         page.select_option("#id_dataset_version", str(intents.pk))
-        page.fill("#id_split", "dev")
+        page.fill("#id_split", "test")
         page.check("input[name=metrics][value=f1_macro]")
         page.check("input[name=metrics][value=accuracy]")
         with page.expect_navigation():
@@ -128,7 +128,7 @@ def test_manager_evaluates_compares_and_reads_a_bias_report(page, world, celery_
         {r.pk: r.model_version_id for r in runs.values()},
     )
     progress = page.inner_text("#goals-progress")
-    assert "F1 (macro) >= 0.5 on validation" in progress
+    assert "F1 (macro) >= 0.5 on test" in progress
     # The latest evaluated model is the trained one: it meets the goal, and is the best so far.
     assert goal.status == "met" and "Met" in progress
     assert "best so far: trained v1" in progress
