@@ -124,7 +124,10 @@ def parallel_coordinates(
             dimensions=list(dimensions),
         )
     )
-    fig.update_layout(**_layout(title, height=360))
+    layout = _layout(title, height=380)
+    # Parcoords draws axis names and top ticks above the plot area: leave room under the title.
+    layout["margin"].update(t=90, l=70)
+    fig.update_layout(**layout)
     return fig.to_plotly_json()
 
 

@@ -193,6 +193,32 @@ class TrainingLaunchForm(forms.Form):
     )
     eval_split = forms.CharField(required=False, initial="validation")
     method = forms.ChoiceField(choices=(), initial="full")
+    # An optional sweep: when a search space is given, one job per trial is launched.
+    sweep_space = forms.CharField(
+        required=False,
+        label="Search space",
+        widget=forms.Textarea(attrs={"rows": 3, "placeholder": "learning_rate: 0.001, 0.003"}),
+        help_text="One hyperparameter a line: a list of values (name: 1, 2, 3), or for random "
+        "search a range (name: 1e-5 .. 1e-3 log). Leave empty to launch a single job.",
+    )
+    sweep_method = forms.ChoiceField(
+        choices=(("grid", "Grid"), ("random", "Random")), initial="grid", label="Search"
+    )
+    sweep_max_trials = forms.IntegerField(
+        min_value=1, max_value=64, initial=8, label="Max trials", required=False
+    )
+    sweep_metric = forms.CharField(
+        max_length=60,
+        initial="eval_loss",
+        required=False,
+        label="Rank by",
+        help_text="A final metric of the trials, e.g. eval_loss or train_loss.",
+    )
+    sweep_direction = forms.ChoiceField(
+        choices=(("minimize", "Lowest is best"), ("maximize", "Highest is best")),
+        initial="minimize",
+        label="Best is",
+    )
 
     def __init__(
         self,
@@ -242,6 +268,7 @@ class TrainingLaunchForm(forms.Form):
         ]
         self.hyperparameter_names = []
         self.lora_names = []
+        self.hyperparameter_specs = {spec["name"]: spec for spec in hyperparameters}
         for spec in hyperparameters:
             self.fields[f"hp_{spec['name']}"] = _hyperparameter_field(spec)
             self.hyperparameter_names.append(spec["name"])
@@ -255,11 +282,97 @@ class TrainingLaunchForm(forms.Form):
             if self.cleaned_data.get(f"hp_{name}") not in (None, "")
         }
 
+    def clean_sweep_space(self) -> dict:
+        """Parse the search space text into the dict ``training.services.sweep_launch`` takes."""
+        space: dict = {}
+        lines = (line.strip() for line in self.cleaned_data["sweep_space"].splitlines())
+        for number, line in enumerate(lines, start=1):
+            if not line or line.startswith("#"):
+                continue
+            name, colon, values = (part.strip() for part in line.partition(":"))
+            if not colon or not values:
+                raise forms.ValidationError(f"Line {number}: write 'name: values'.")
+            spec = self.hyperparameter_specs.get(name)
+            if spec is None:
+                raise forms.ValidationError(
+                    f"Line {number}: '{name}' is not a hyperparameter; choose from "
+                    + ", ".join(self.hyperparameter_names)
+                    + "."
+                )
+            if name in space:
+                raise forms.ValidationError(f"Line {number}: '{name}' is given twice.")
+            space[name] = _sweep_values(values, spec, line_number=number)
+        return space
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        if cleaned.get("sweep_space"):
+            if cleaned.get("sweep_method") == "grid" and any(
+                isinstance(v, dict) for v in cleaned["sweep_space"].values()
+            ):
+                self.add_error("sweep_space", "A range needs random search; a grid takes lists.")
+            if not cleaned.get("sweep_max_trials"):
+                self.add_error("sweep_max_trials", "How many trials at most?")
+            if not (cleaned.get("sweep_metric") or "").strip():
+                self.add_error("sweep_metric", "Which metric ranks the trials?")
+        return cleaned
+
+    def sweep_fields(self):
+        return [
+            self[name]
+            for name in ("sweep_method", "sweep_max_trials", "sweep_metric", "sweep_direction")
+        ]
+
     def hyperparameter_fields(self):
         return [self[f"hp_{n}"] for n in self.hyperparameter_names if n not in self.lora_names]
 
     def lora_fields(self):
         return [self[f"hp_{n}"] for n in self.lora_names]
+
+
+def _sweep_values(text: str, spec: dict, *, line_number: int) -> list | dict:
+    """``1, 2, 3`` -> a list of values of the hyperparameter's type; ``low .. high [log]`` ->
+    a range for random search. Range checks are the service's (the same as for one job)."""
+    kind = spec.get("type")
+
+    def parse(raw: str):
+        raw = raw.strip()
+        if spec.get("choices") or kind not in ("int", "float"):
+            return raw
+        try:
+            number = float(raw)
+        except ValueError:
+            raise forms.ValidationError(
+                f"Line {line_number}: '{raw}' is not a number ({spec['name']})."
+            ) from None
+        if kind == "int":
+            if not number.is_integer():
+                raise forms.ValidationError(
+                    f"Line {line_number}: {spec['name']} takes whole numbers, not {raw}."
+                )
+            return int(number)
+        return number
+
+    if ".." in text:
+        body = text.strip()
+        log = body.endswith("log")
+        low, _, high = body.removesuffix("log").partition("..")
+        if kind not in ("int", "float"):
+            raise forms.ValidationError(
+                f"Line {line_number}: {spec['name']} is not numeric; list its values instead."
+            )
+        space = {"min": parse(low), "max": parse(high), "log": log}
+        if kind == "int":
+            space["integer"] = True
+        return space
+    values = [parse(v) for v in text.split(",") if v.strip()]
+    if spec.get("choices"):
+        unknown = [v for v in values if v not in spec["choices"]]
+        if unknown:
+            raise forms.ValidationError(
+                f"Line {line_number}: {spec['name']} is one of {', '.join(spec['choices'])}."
+            )
+    return values
 
 
 def _hyperparameter_field(spec: dict) -> forms.Field:

@@ -516,6 +516,11 @@ def sweep_launch(
         raise _error("direction", "Choose 'minimize' or 'maximize'.")
     if not 1 <= max_trials <= MAX_TRIALS:
         raise _error("max_trials", f"Between 1 and {MAX_TRIALS}.")
+    if metric.startswith("eval_") and not base.get("eval_split"):
+        # Without an eval split no trial reports it, and the sweep could never pick a best.
+        raise _error(
+            "metric", f"{metric} is measured on an eval split: name one, or rank by train_loss."
+        )
     trials = _trial_params(search_space, method=method, max_trials=max_trials, seed=seed)
     sweep = Sweep.objects.create(
         project=project,

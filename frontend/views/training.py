@@ -68,40 +68,69 @@ def training_launch(request: HttpRequest, pk: int) -> HttpResponse:
     form = _launch_form(request, project, request.POST or None)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
-        source = data["base_source"]
-        job = call_service(
-            form,
-            services.training_job_launch,
-            actor=request.user,
-            project=project,
-            name=data["name"],
-            kind=data["kind"],
-            method=data["method"],
-            base_source=source,
-            model_spec={"family": data["family"], "size": data["size"]}
-            if source == BaseSource.RANDOM
-            else None,
-            base_model_version=selectors.model_versions_for_user(request.user)
-            .filter(pk=data["base_model_version"] or None)
-            .first(),
-            base_path=data["base_path"],
-            hub_model_id=data["hub_model_id"],
-            tokenizer=data_selectors.tokenizers_for_user(request.user)
-            .filter(pk=data["tokenizer"] or None)
-            .first(),
-            train_version=data_selectors.versions_for_user(request.user)
-            .filter(pk=data["train_version"])
-            .first(),
-            train_split=data["train_split"].strip(),
-            eval_split=data["eval_split"].strip(),
-            hyperparameters=form.hyperparameters(),
-        )
-        if job:
-            messages.success(request, f"{job.name} queued on the gpu queue.")
-            return redirect("training-job-page", pk=job.pk)
+        launch = _launch_arguments(request, data, form.hyperparameters())
+        if data["sweep_space"]:
+            sweep = call_service(
+                form,
+                services.sweep_launch,
+                actor=request.user,
+                project=project,
+                name=data["name"],
+                base=launch,
+                search_space=data["sweep_space"],
+                method=data["sweep_method"],
+                max_trials=data["sweep_max_trials"],
+                metric=data["sweep_metric"].strip(),
+                direction=data["sweep_direction"],
+            )
+            if sweep:
+                messages.success(
+                    request, f"{sweep.name}: {sweep.max_trials} trials queued on the gpu queue."
+                )
+                return redirect("sweep-page", pk=sweep.pk)
+        else:
+            job = call_service(
+                form,
+                services.training_job_launch,
+                actor=request.user,
+                project=project,
+                name=data["name"],
+                **launch,
+            )
+            if job:
+                messages.success(request, f"{job.name} queued on the gpu queue.")
+                return redirect("training-job-page", pk=job.pk)
     context = project_context(request, project, "train")
     context.update(form=form, estimate_url=reverse("training-job-estimate"))
     return render(request, "frontend/train/launch.html", context)
+
+
+def _launch_arguments(request: HttpRequest, data: dict, hyperparameters: dict) -> dict:
+    """The launch form's choices as ``training_job_launch`` keyword arguments (less the actor,
+    project and name), each object looked up within the user's teams."""
+    source = data["base_source"]
+    return {
+        "kind": data["kind"],
+        "method": data["method"],
+        "base_source": source,
+        "model_spec": {"family": data["family"], "size": data["size"]}
+        if source == BaseSource.RANDOM
+        else None,
+        "base_model_version": selectors.model_versions_for_user(request.user)
+        .filter(pk=data["base_model_version"] or None)
+        .first(),
+        "base_path": data["base_path"],
+        "hub_model_id": data["hub_model_id"],
+        "tokenizer": data_selectors.tokenizers_for_user(request.user)
+        .filter(pk=data["tokenizer"] or None)
+        .first(),
+        "train_version": data_selectors.versions_for_user(request.user)
+        .filter(pk=data["train_version"])
+        .first(),
+        "train_split": data["train_split"].strip(),
+        "eval_split": data["eval_split"].strip(),
+        "hyperparameters": hyperparameters,
+    }
 
 
 @login_required

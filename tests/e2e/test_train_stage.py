@@ -33,18 +33,24 @@ def _upload(page, project_id: int, name: str, path: Path, txt_mode: str | None =
     page.wait_for_selector("#versions a:has-text('v1')", timeout=60_000)
 
 
-def _launch(page, project_id: int, fields: dict[str, str], selects: dict[str, str]) -> None:
+def _launch(
+    page, project_id: int, fields: dict[str, str], selects: dict[str, str], sweep_space: str = ""
+) -> None:
     page.goto(f"/projects/{project_id}/train/new/")
     for name, value in selects.items():
         page.select_option(f"#id_{name}", value)
     for name, value in fields.items():
         page.fill(f"#id_{name}", value)
+    if sweep_space:
+        page.click("#sweep summary")
+        page.fill("#id_sweep_space", sweep_space)
+        page.fill("#id_sweep_metric", "train_loss")
     page.wait_for_function(
         "() => document.querySelector('[data-estimate=parameters]').textContent !== '—'"
     )
     _shot(page, f"launch-{fields['name']}.png")
     page.click("button:has-text('Launch on the gpu queue')")
-    page.wait_for_url("**/training-jobs/*/")
+    page.wait_for_url("**/sweeps/*/" if sweep_space else "**/training-jobs/*/")
 
 
 def test_engineer_trains_two_models_and_finds_them_in_the_registry(
@@ -61,6 +67,14 @@ def test_engineer_trains_two_models_and_finds_them_in_the_registry(
     assert wait_until(lambda: Tokenizer.objects.filter(name="bard-bpe").exists(), timeout=60)
 
     tokenizer = Tokenizer.objects.get(name="bard-bpe")
+    pretraining = {
+        "kind": "pretrain_clm",
+        "base_source": "random",
+        "family": "gpt2",
+        "size": "tiny",
+        "tokenizer": str(tokenizer.pk),
+        "train_version": str(corpus.pk),
+    }
     _launch(
         page,
         project,
@@ -73,14 +87,7 @@ def test_engineer_trains_two_models_and_finds_them_in_the_registry(
             "hp_max_seq_length": "32",
             "hp_learning_rate": "0.003",
         },
-        {
-            "kind": "pretrain_clm",
-            "base_source": "random",
-            "family": "gpt2",
-            "size": "tiny",
-            "tokenizer": str(tokenizer.pk),
-            "train_version": str(corpus.pk),
-        },
+        pretraining,
     )
     # The loss chart fills while the job runs, without reloading the page.
     page.wait_for_function(
@@ -140,3 +147,28 @@ def test_engineer_trains_two_models_and_finds_them_in_the_registry(
     lineage = page.inner_text("#lineage")
     assert "poems v1" in lineage and "poems v2" in lineage and "poem-sentiment" in lineage
     _shot(page, "model.png")
+
+    # A learning-rate sweep from the same form: two trials, ranked on the sweep page.
+    _launch(
+        page,
+        project,
+        {
+            "name": "bard-lr",
+            "train_split": "",
+            "eval_split": "",
+            "hp_max_steps": "15",
+            "hp_max_seq_length": "32",
+        },
+        pretraining,
+        sweep_space="learning_rate: 0.0001, 0.003",
+    )
+    assert "2 trials queued" in page.inner_text(".messages .success")
+    assert wait_until(
+        lambda: TrainingJob.objects.filter(sweep__name="bard-lr", status="succeeded").count() == 2,
+        timeout=120,
+    ), celery_worker.log()
+    page.reload()
+    page.wait_for_selector("[data-figure=sweep-figure] .main-svg")
+    best = TrainingJob.objects.get(name="bard-lr #2")  # the faster learner wins in 15 steps
+    assert f"best: {best.name}" in page.inner_text("main")
+    _shot(page, "sweep.png")

@@ -11,7 +11,7 @@ from django.utils import timezone
 from llmhub.jobs import run_job_inline, runner_for, sweep_stale_jobs
 from llmhub.models import JobStatus
 from tests.training.conftest import TINY
-from training.models import Checkpoint, ModelVersion, TrainingJob
+from training.models import Checkpoint, ModelVersion, Sweep, TrainingJob
 
 
 def run_training() -> list[TrainingJob]:
@@ -229,6 +229,7 @@ def test_a_sweep_creates_children_and_ranks_them(world, api, prepared) -> None:
             "project": world.project.pk,
             "name": "big",
             "search_space": {"seed": list(range(100))},
+            "metric": "train_loss",
             "base": {
                 "project": world.project.pk,
                 "kind": "pretrain_clm",
@@ -238,6 +239,26 @@ def test_a_sweep_creates_children_and_ranks_them(world, api, prepared) -> None:
         },
     )
     assert too_big.status_code == 400 and "100 combinations" in too_big.json()["error"]["message"]
+    # The default metric, eval_loss, needs an eval split: without one no trial could be ranked.
+    unrankable = client.post(
+        "/api/v1/sweeps/",
+        {
+            "project": world.project.pk,
+            "name": "unrankable",
+            "search_space": {"seed": [1, 2]},
+            "base": {
+                "project": world.project.pk,
+                "kind": "pretrain_clm",
+                "train_version": prepared.corpus.pk,
+                "tokenizer": prepared.tokenizer.pk,
+            },
+        },
+    )
+    assert unrankable.status_code == 400
+    assert unrankable.json()["error"]["fields"]["metric"] == [
+        "eval_loss is measured on an eval split: name one, or rank by train_loss."
+    ]
+    assert Sweep.objects.count() == 1
 
 
 def test_resume_rules_and_stale_training_jobs_are_requeued_once(
