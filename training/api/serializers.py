@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from datasets_app.selectors import tokenizers_for_user, versions_for_user
@@ -111,11 +112,24 @@ class MetricPointSerializer(serializers.Serializer):
     epoch = serializers.FloatField(required=False, allow_null=True)
 
 
+@extend_schema_field(MetricPointSerializer(many=True))
+class MetricPointsField(serializers.Field):
+    """A non-empty list of points. ``training.services.metrics_ingest`` checks each point (and
+    says which one is wrong); checking 100,000 dicts field by field here too cost more time
+    than storing them."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, list) or not data:
+            raise serializers.ValidationError("Give a non-empty list of points.")
+        return data
+
+    def to_representation(self, value):
+        return value
+
+
 class MetricBatchSerializer(StrictSerializer):
-    points = serializers.ListField(
-        child=serializers.DictField(),
-        allow_empty=False,
-        help_text='[{"step": 1, "name": "loss", "value": 2.3}, ...] (up to 100,000).',
+    points = MetricPointsField(
+        help_text='[{"step": 1, "name": "loss", "value": 2.3}, ...] (up to 100,000).'
     )
 
 
