@@ -1,10 +1,11 @@
 """Benchmark: metric points written through the batch metrics API into PostgreSQL, and the
 latency of fetching a 100,000-point curve downsampled for a chart.
 
-Starts the web server on a scratch PostgreSQL database (DATABASE_URL's server, default
-postgres@127.0.0.1:5432; the database ``llmhub_bench_metrics`` is created and dropped), opens an
-external run, posts batches of points with a bearer token over HTTP, then fetches the 100,000-
-point loss curve (downsampled to at most 2,000 points keeping each bucket's extremes) repeatedly.
+Starts the web server (gunicorn with one worker, as in production) on a scratch PostgreSQL
+database (DATABASE_URL's server, default postgres@127.0.0.1:5432; the database
+``llmhub_bench_metrics`` is created and dropped), opens an external run, posts batches of
+points with a bearer token over HTTP, then fetches the 100,000-point loss curve (downsampled to
+at most 2,000 points keeping each bucket's extremes) repeatedly.
 
     .venv/bin/python bench/metric_ingest.py
     .venv/bin/python bench/metric_ingest.py --points 50000 --batch 5000
@@ -90,7 +91,7 @@ def main() -> None:
             text=True,
         ).stdout.split()
         project_id, token = int(out[-2]), out[-1]
-        server, port = start_web_server(env)
+        server, port = start_web_server(env, gunicorn=True)
         run, _ = _request(
             port,
             "POST",

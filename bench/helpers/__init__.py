@@ -61,12 +61,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_web_server(env: dict[str, str]) -> tuple[subprocess.Popen, int]:
-    """``manage.py runserver --noreload`` (one process: its RSS is the web process's) on a free
-    port, once it answers."""
+def start_web_server(
+    env: dict[str, str], *, gunicorn: bool = False
+) -> tuple[subprocess.Popen, int]:
+    """The web server on a free port, once it answers: ``manage.py runserver --noreload`` (one
+    process: its RSS is the web process's), or with ``gunicorn`` what production runs (one sync
+    worker), for latencies that should not include the development server's."""
     port = free_port()
+    if gunicorn:
+        command = [sys.executable, "-m", "gunicorn", "llmhub.wsgi", "--workers", "1"]
+        command += ["--bind", f"127.0.0.1:{port}"]
+    else:
+        command = [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"]
     server = subprocess.Popen(
-        [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
+        command,
         cwd=REPO,
         env=env,
         stdout=subprocess.DEVNULL,
