@@ -307,10 +307,6 @@ class TrainingLaunchForm(forms.Form):
     def clean(self) -> dict:
         cleaned = super().clean()
         if cleaned.get("sweep_space"):
-            if cleaned.get("sweep_method") == "grid" and any(
-                isinstance(v, dict) for v in cleaned["sweep_space"].values()
-            ):
-                self.add_error("sweep_space", "A range needs random search; a grid takes lists.")
             if not cleaned.get("sweep_max_trials"):
                 self.add_error("sweep_max_trials", "How many trials at most?")
             if not (cleaned.get("sweep_metric") or "").strip():

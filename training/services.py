@@ -460,7 +460,10 @@ def _trial_params(search_space: dict, *, method: str, max_trials: int, seed: int
     if method == "grid":
         for name, values in search_space.items():
             if not isinstance(values, list) or not values:
-                raise _error("search_space", f"'{name}': a grid needs a list of values.")
+                raise _error(
+                    "search_space",
+                    f"'{name}': a grid needs a list of values; a range needs random search.",
+                )
         names = list(search_space)
         combos = list(itertools.product(*(search_space[n] for n in names)))
         if len(combos) > max_trials:

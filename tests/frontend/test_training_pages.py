@@ -93,7 +93,7 @@ def test_random_search_takes_ranges(launch) -> None:
         ({"sweep_space": "batch_size: 8, 2.5"}, "batch_size takes whole numbers, not 2.5"),
         ({"sweep_space": "precision: fp8"}, "precision is one of fp32, bf16, fp16"),
         ({"sweep_space": "seed: 1\nseed: 2"}, "Line 2: &#x27;seed&#x27; is given twice"),
-        ({"sweep_space": "learning_rate: 1e-4 .. 1e-2"}, "A range needs random search"),
+        ({"sweep_space": "learning_rate: 1e-4 .. 1e-2"}, "a range needs random search"),
         ({"sweep_space": "learning_rate: -1, 0.1"}, "learning_rate must be positive"),
         ({"sweep_space": "seed: " + ", ".join(map(str, range(9)))}, "9 combinations"),
         (
