@@ -304,6 +304,11 @@ def execute_job(
     finished = model.objects.filter(pk=job_id, status=JobStatus.RUNNING).update(
         status=status, error=error[:10_000], traceback=trace, finished_at=timezone.now()
     )
+    job.status = status
+    if status == JobStatus.FAILED:
+        logger.warning("Finished %s: %s", job, error)
+    else:
+        logger.info("Finished %s", job)
     if not finished:
         logger.warning("%s was changed by someone else while running (swept?)", job)
         return model.objects.filter(pk=job_id).values_list("status", flat=True).first()

@@ -42,13 +42,17 @@ def test_manager_prepares_data_in_the_browser(page, world, celery_worker) -> Non
     _shot(page, "version.png")
     assert "document" in page.inner_text("#profile")
 
-    page.click("text=Create one")
+    # Each form below is filled only once its page has loaded: the version page has a "name"
+    # field of its own (the tokenizer's), so filling too early would type into the old page.
+    with page.expect_navigation():
+        page.click("text=Create one")
     page.fill("#id_name", "standard")
-    page.click("button:has-text('Save recipe')")
-    page.click("#versions a:has-text('v1')") if page.locator("#versions").count() else None
+    with page.expect_navigation():
+        page.click("button:has-text('Save recipe')")
     v1 = DatasetVersion.objects.get(number=1)
     page.goto(f"/versions/{v1.pk}/")
-    page.click("button:has-text('Run recipe')")
+    with page.expect_navigation():
+        page.click("button:has-text('Run recipe')")
     assert wait_until(lambda: DatasetVersion.objects.filter(number=2).exists(), timeout=60), (
         celery_worker.log()
     )
@@ -58,17 +62,21 @@ def test_manager_prepares_data_in_the_browser(page, world, celery_worker) -> Non
     assert "strip_html" in report and "near_dedupe" in report
     _shot(page, "cleaned.png")
 
-    page.click("button:has-text('Split')")
+    with page.expect_navigation():
+        page.click("button:has-text('Split')")
+    assert "Splitting started" in page.inner_text(".messages")
+    assert wait_until(
+        lambda: DatasetVersion.objects.filter(recipe__kind="split").exists(), timeout=60
+    ), celery_worker.log()
+    page.goto(f"/versions/{v2.pk}/")
     page.fill("#id_name", "sci-bpe")
     page.fill("#id_vocab_size", "400")
-    page.click("button:has-text('Train')")
-    assert wait_until(
-        lambda: (
-            Tokenizer.objects.filter(name="sci-bpe").exists()
-            and DatasetVersion.objects.filter(recipe__kind="split").exists()
-        ),
-        timeout=90,
-    ), celery_worker.log()
+    with page.expect_navigation():
+        page.click("button:has-text('Train')")
+    assert "Tokenizer training started" in page.inner_text(".messages")
+    assert wait_until(lambda: Tokenizer.objects.filter(name="sci-bpe").exists(), timeout=60), (
+        celery_worker.log()
+    )
 
     page.goto(f"/datasets/{v1.dataset_id}/")
     for field, value in (

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from datasets_app.models import DatasetVersion, Tokenizer
+from datasets_app.models import DataJob, DatasetVersion, Tokenizer
 from llmhub.jobs import wait_until
 from tests.e2e.test_data_stage import _login, _shot
 from training.models import ModelVersion, TrainingJob
@@ -31,6 +31,10 @@ def _upload(page, project_id: int, name: str, path: Path, txt_mode: str | None =
     page.click("form[data-upload-form] button:has-text('Upload')")
     page.wait_for_url("**/datasets/*/")
     page.wait_for_selector("#versions a:has-text('v1')", timeout=60_000)
+    # The profile job follows the ingest: let it finish, as a person would before going on.
+    assert wait_until(
+        lambda: not DataJob.objects.filter(status__in=("queued", "running")).exists(), timeout=60
+    )
 
 
 def _launch(

@@ -28,7 +28,38 @@
     tick();
     return () => clearTimeout(timer);
   }
-  window.LLMHub = { api, poll, csrfToken };
+  // Pages reload themselves when a job they follow finishes, so new versions and results
+  // appear. A reload must never throw away what someone is typing or submitting: once a form
+  // on the page has been edited, offer the reload instead of doing it.
+  let formEdited = false;
+  let submitting = false;
+  const markEdited = (event) => { if (event.target.closest && event.target.closest("form")) formEdited = true; };
+  document.addEventListener("input", markEdited);
+  document.addEventListener("change", markEdited);
+  document.addEventListener("submit", () => { submitting = true; });
+  function refresh(message) {
+    if (submitting) return;
+    if (!formEdited) { location.reload(); return; }
+    if (document.getElementById("refresh-notice")) return;
+    const notice = document.createElement("li");
+    notice.id = "refresh-notice";
+    notice.className = "info";
+    notice.textContent = message + " ";
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "btn btn-sm";
+    button.textContent = "Reload";
+    button.addEventListener("click", () => location.reload());
+    notice.appendChild(button);
+    let list = document.querySelector("ul.messages");
+    if (!list) {
+      list = document.createElement("ul");
+      list.className = "messages";
+      document.querySelector("main").prepend(list);
+    }
+    list.appendChild(notice);
+  }
+  window.LLMHub = { api, poll, csrfToken, refresh };
 })();
 
 // Draw every element carrying a figure: <div data-figure="id-of-json-script">.
@@ -43,7 +74,7 @@ function drawFigures(root) {
 }
 document.addEventListener("DOMContentLoaded", () => drawFigures());
 
-// Job lists: rows with data-job-url poll their API while active and reload the page when
+// Job lists: rows with data-job-url poll their API while active and refresh the page when
 // one finishes, so new versions and results appear without a manual refresh.
 document.addEventListener("DOMContentLoaded", () => {
   const rows = Array.from(document.querySelectorAll("[data-job-url][data-job-active='true']"));
@@ -60,7 +91,11 @@ document.addEventListener("DOMContentLoaded", () => {
       const message = row.querySelector("[data-job-message]");
       if (message) message.textContent = job.error || job.progress_message || "";
       if (job.status === "queued" || job.status === "running") active += 1;
-      else { row.dataset.jobActive = "false"; setTimeout(() => location.reload(), 300); return false; }
+      else {
+        row.dataset.jobActive = "false";
+        setTimeout(() => LLMHub.refresh("A job on this page has finished."), 300);
+        return false;
+      }
     }
     return active > 0;
   }, 2000);

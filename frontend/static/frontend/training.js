@@ -50,7 +50,7 @@
     draw(curves);
     status(job);
     const active = job.status === "queued" || job.status === "running";
-    if (wasActive && !active) { setTimeout(() => location.reload(), 500); return false; }
+    if (wasActive && !active) { setTimeout(() => LLMHub.refresh("The job has finished."), 500); return false; }
     wasActive = active;
     return active;
   }, 2000);
