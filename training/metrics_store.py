@@ -1,10 +1,15 @@
 """Writing and reading metric curves fast.
 
 Writes: PostgreSQL gets the points through binary COPY (one round trip per batch, far faster
-than INSERT); other databases through ``bulk_create``. Reads: a chart needs at most ~2,000 points,
-so long curves are downsampled in the database into buckets that keep each bucket's first,
-minimum, maximum and last point: spikes and the overall shape survive, and only a few thousand
-rows cross the wire whatever the curve's length.
+than INSERT); other databases through ``bulk_create``. Each batch also updates the curve's
+rollups: per block of steps, at block sizes of 16, 128, 1,024, 8,192 and 65,536 steps, the
+number of points and the first, last, lowest and highest point (``MetricRollup``).
+
+Reads: a chart needs at most ~2,000 points. A short curve comes back whole. A long one is
+downsampled into buckets that keep each bucket's first, lowest, highest and last point, so
+spikes and the overall shape survive; the buckets are built from the finest rollup level with
+at most ``ROLLUP_READ_BLOCKS`` blocks, so a read costs the same for a curve of 100,000 points
+as for one of 100 million.
 """
 
 from __future__ import annotations
@@ -14,13 +19,105 @@ from collections.abc import Iterable
 from django.db import connection
 from django.utils import timezone
 
-from training.models import MetricPoint
+from training.models import MetricPoint, MetricRollup
 
 MAX_CHART_POINTS = 2000
+# Block sizes of the rollup levels, finest first. Each level has 1/8 of the rows of the one
+# before; the finest bounds a read of a dense curve to span/16 rows.
+ROLLUP_BLOCK_STEPS = (16, 128, 1024, 8192, 65536)
+# A read takes the finest level with at most this many blocks in the curve's span.
+ROLLUP_READ_BLOCKS = 2000
+# Curves up to this many points are downsampled from the points themselves (finer buckets than
+# the 16-step blocks give for a short run).
+RAW_DOWNSAMPLE_LIMIT = 8000
+
+# A block: (points, first_step, first_value, last_step, last_value, min_step, min_value,
+# max_step, max_value).
+Block = tuple[int, int, float, int, float, int, float, int, float]
+
+
+def _merge(a: Block, b: Block) -> Block:
+    first = a[1:3] if a[1] <= b[1] else b[1:3]
+    last = b[3:5] if b[3] >= a[3] else a[3:5]
+    low = a[5:7] if a[6] <= b[6] else b[5:7]
+    high = a[7:9] if a[8] >= b[8] else b[7:9]
+    return (a[0] + b[0], *first, *last, *low, *high)
+
+
+def rollup_blocks(
+    rows: Iterable[tuple[int, str, float, float | None]],
+) -> dict[tuple[str, int, int], Block]:
+    """The rollup blocks of ``(step, name, value, epoch)`` points, keyed by (name, level,
+    block). Pure: the write path and the migration that filled the table both use it."""
+    finest: dict[tuple[str, int], Block] = {}
+    size = ROLLUP_BLOCK_STEPS[0]
+    for step, name, value, _epoch in rows:
+        key = (name, step // size)
+        point = (1, step, value, step, value, step, value, step, value)
+        held = finest.get(key)
+        finest[key] = point if held is None else _merge(held, point)
+    blocks = {(name, 0, block): b for (name, block), b in finest.items()}
+    level_blocks = finest
+    for level in range(1, len(ROLLUP_BLOCK_STEPS)):
+        ratio = ROLLUP_BLOCK_STEPS[level] // ROLLUP_BLOCK_STEPS[level - 1]
+        coarser: dict[tuple[str, int], Block] = {}
+        for (name, block), b in level_blocks.items():
+            key = (name, block // ratio)
+            held = coarser.get(key)
+            coarser[key] = b if held is None else _merge(held, b)
+        blocks.update({(name, level, block): b for (name, block), b in coarser.items()})
+        level_blocks = coarser
+    return blocks
+
+
+_ROLLUP_COLUMNS = (
+    "job_id, name, level, block, points, first_step, first_value, last_step, last_value, "
+    "min_step, min_value, max_step, max_value"
+)
+
+
+def _upsert_rollups(job_id: int, blocks: dict[tuple[str, int, int], Block]) -> None:
+    """Merge blocks into the stored ones: one statement per 1,000 blocks, in key order so that
+    concurrent writers to the same curve lock rows in the same order."""
+    table = MetricRollup._meta.db_table
+    current = f"{table}."
+    merge = f"""
+        ON CONFLICT (job_id, name, level, block) DO UPDATE SET
+        points = {current}points + excluded.points,
+        first_step = CASE WHEN excluded.first_step < {current}first_step
+            THEN excluded.first_step ELSE {current}first_step END,
+        first_value = CASE WHEN excluded.first_step < {current}first_step
+            THEN excluded.first_value ELSE {current}first_value END,
+        last_step = CASE WHEN excluded.last_step >= {current}last_step
+            THEN excluded.last_step ELSE {current}last_step END,
+        last_value = CASE WHEN excluded.last_step >= {current}last_step
+            THEN excluded.last_value ELSE {current}last_value END,
+        min_step = CASE WHEN excluded.min_value < {current}min_value
+            THEN excluded.min_step ELSE {current}min_step END,
+        min_value = CASE WHEN excluded.min_value < {current}min_value
+            THEN excluded.min_value ELSE {current}min_value END,
+        max_step = CASE WHEN excluded.max_value > {current}max_value
+            THEN excluded.max_step ELSE {current}max_step END,
+        max_value = CASE WHEN excluded.max_value > {current}max_value
+            THEN excluded.max_value ELSE {current}max_value END
+    """
+    keys = sorted(blocks)
+    with connection.cursor() as cursor:
+        for start in range(0, len(keys), 1000):
+            chunk = keys[start : start + 1000]
+            values = ", ".join(
+                ["(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(chunk)
+            )
+            params = [item for key in chunk for item in (job_id, *key, *blocks[key])]
+            cursor.execute(
+                f"INSERT INTO {table} ({_ROLLUP_COLUMNS}) VALUES {values} {merge}",  # noqa: S608
+                params,
+            )
 
 
 def write_points(job_id: int, points: Iterable[tuple[int, str, float, float | None]]) -> int:
-    """Store ``(step, name, value, epoch)`` points of one job; returns how many."""
+    """Store ``(step, name, value, epoch)`` points of one job and update the curve's rollups;
+    returns how many were stored. Call it inside a transaction to keep the two in step."""
     rows = [
         (int(step), str(name)[:60], float(value), epoch)
         for step, name, value, epoch in points
@@ -50,14 +147,15 @@ def write_points(job_id: int, points: Iterable[tuple[int, str, float, float | No
             ],
             batch_size=2000,
         )
+    _upsert_rollups(job_id, rollup_blocks(rows))
     return len(rows)
 
 
 def metric_names(job_ids: list[int]) -> dict[int, list[str]]:
     names: dict[int, set[str]] = {job_id: set() for job_id in job_ids}
-    # order_by() clears Meta.ordering, whose "step" would otherwise join the DISTINCT.
+    # The coarsest rollup level has a row or two per curve, where the points have thousands.
     pairs = (
-        MetricPoint.objects.filter(job_id__in=job_ids)
+        MetricRollup.objects.filter(job_id__in=job_ids, level=len(ROLLUP_BLOCK_STEPS) - 1)
         .order_by()
         .values_list("job_id", "name")
         .distinct()
@@ -67,87 +165,81 @@ def metric_names(job_ids: list[int]) -> dict[int, list[str]]:
     return {job_id: sorted(values) for job_id, values in names.items()}
 
 
-def _all_points(points) -> tuple[list[int], list[float]]:
-    steps, values = [], []
-    for step, value in points.order_by("step").values_list("step", "value"):
-        steps.append(step)
-        values.append(value)
-    return steps, values
+BLOCK_FIELDS = (
+    "points",
+    "first_step",
+    "first_value",
+    "last_step",
+    "last_value",
+    "min_step",
+    "min_value",
+    "max_step",
+    "max_value",
+)
+
+
+def _rollups(job_id: int, name: str, level: int) -> list[Block]:
+    return list(
+        MetricRollup.objects.filter(job_id=job_id, name=name, level=level)
+        .order_by("block")
+        .values_list(*BLOCK_FIELDS)
+    )
+
+
+def _raw_points(job_id: int, name: str) -> Iterable[tuple[int, float]]:
+    return (
+        MetricPoint.objects.filter(job_id=job_id, name=name)
+        .order_by("step")
+        .values_list("step", "value")
+    )
+
+
+def _downsample(blocks: Iterable[Block], first: int, span: int, buckets: int) -> dict:
+    """Group step-ordered blocks into ``buckets`` equal step ranges and keep each range's
+    first, lowest, highest and last point."""
+    merged: dict[int, Block] = {}
+    for b in blocks:
+        bucket = ((b[1] - first) * buckets) // span
+        held = merged.get(bucket)
+        merged[bucket] = b if held is None else _merge(held, b)
+    chosen = {p for b in merged.values() for p in (b[1:3], b[3:5], b[5:7], b[7:9])}
+    ordered = sorted(chosen)
+    return {"steps": [p[0] for p in ordered], "values": [p[1] for p in ordered]}
 
 
 def curve(job_id: int, name: str, *, max_points: int = MAX_CHART_POINTS) -> dict:
     """The curve of one metric: ``{"steps": [...], "values": [...], "total": n}``, downsampled
     to at most ``max_points`` points that keep the extremes."""
-    points = MetricPoint.objects.filter(job_id=job_id, name=name)
-    # The bounds come from the (job, name, step) index: two lookups, no scan.
-    first = points.order_by("step").values_list("step", flat=True).first()
-    if first is None:
+    coarsest = _rollups(job_id, name, len(ROLLUP_BLOCK_STEPS) - 1)
+    if not coarsest:
         return {"steps": [], "values": [], "total": 0}
-    last = points.order_by("-step").values_list("step", flat=True).first()
+    total = sum(b[0] for b in coarsest)
+    if total <= max_points:
+        steps, values = [], []
+        for step, value in _raw_points(job_id, name):
+            steps.append(step)
+            values.append(value)
+        return {"steps": steps, "values": values, "total": total}
+    first = min(b[1] for b in coarsest)
+    span = max(b[3] for b in coarsest) - first + 1
     # Four points per bucket (first, min, max, last) -> max_points // 4 buckets.
     buckets = max(max_points // 4, 1)
-    span = max(last - first + 1, 1)
-    if connection.vendor == "postgresql":
-        return _downsample_postgresql(points, job_id, name, first, buckets, span, max_points)
-    total = points.count()
-    if total <= max_points:
-        steps, values = _all_points(points)
-        return {"steps": steps, "values": values, "total": total}
-    table = MetricPoint._meta.db_table
-    sql = f"""
-        WITH b AS (
-            SELECT step, value, ((step - %s) * %s) / %s AS bucket
-            FROM {table} WHERE job_id = %s AND name = %s
-        ), ranked AS (
-            SELECT step, value,
-                   ROW_NUMBER() OVER (PARTITION BY bucket ORDER BY step) AS first_rank,
-                   ROW_NUMBER() OVER (PARTITION BY bucket ORDER BY step DESC) AS last_rank,
-                   ROW_NUMBER() OVER (PARTITION BY bucket ORDER BY value, step) AS min_rank,
-                   ROW_NUMBER() OVER (PARTITION BY bucket ORDER BY value DESC, step) AS max_rank
-            FROM b
+    if total <= RAW_DOWNSAMPLE_LIMIT:
+        blocks = (
+            (1, step, value, step, value, step, value, step, value)
+            for step, value in _raw_points(job_id, name)
         )
-        SELECT step, value FROM ranked
-        WHERE first_rank = 1 OR last_rank = 1 OR min_rank = 1 OR max_rank = 1
-        ORDER BY step
-    """  # noqa: S608 - only our own table name is interpolated
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [first, buckets, span, job_id, name])
-        rows = cursor.fetchall()
-    return {"steps": [r[0] for r in rows], "values": [r[1] for r in rows], "total": total}
-
-
-def _downsample_postgresql(
-    points, job_id: int, name: str, first: int, buckets: int, span: int, max_points: int
-) -> dict:
-    """One hash-aggregate pass: per bucket, min/max of [value, step] arrays give the extremes
-    with their steps, min/max of [step, value] the first and last points, and the counts add up
-    to the total."""
-    table = MetricPoint._meta.db_table
-    sql = f"""
-        SELECT count(*), min(ARRAY[step::float8, value]), max(ARRAY[step::float8, value]),
-               min(ARRAY[value, step::float8]), max(ARRAY[value, step::float8])
-        FROM {table} WHERE job_id = %s AND name = %s
-        GROUP BY ((step - %s) * %s) / %s
-    """  # noqa: S608 - only our own table name is interpolated
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [job_id, name, first, buckets, span])
-        rows = cursor.fetchall()
-    total = sum(row[0] for row in rows)
-    if total <= max_points:
-        steps, values = _all_points(points)
-        return {"steps": steps, "values": values, "total": total}
-    chosen: set[tuple[int, float]] = set()
-    for _count, head, tail, low, high in rows:
-        chosen.update(
-            {
-                (int(head[0]), head[1]),
-                (int(tail[0]), tail[1]),
-                (int(low[1]), low[0]),
-                (int(high[1]), high[0]),
-            }
+    else:
+        level = next(
+            (
+                level
+                for level, size in enumerate(ROLLUP_BLOCK_STEPS)
+                if span / size <= ROLLUP_READ_BLOCKS
+            ),
+            len(ROLLUP_BLOCK_STEPS) - 1,
         )
-    ordered = sorted(chosen)
-    return {"steps": [p[0] for p in ordered], "values": [p[1] for p in ordered], "total": total}
+        blocks = _rollups(job_id, name, level)
+    return {**_downsample(blocks, first, span, buckets), "total": total}
 
 
 SUMMARY_POINTS = 500

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from django.conf import settings
-from django.db import models
+from django.db import models, transaction
 from django.utils import timezone
 
 from llmhub.models import Job
@@ -161,16 +161,17 @@ class TrainingJob(Job):
     def write_metric_points(cls, job_id: int, points: list[tuple[int, dict, float | None]]) -> None:
         from training.metrics_store import write_points
 
-        write_points(
-            job_id,
-            [
-                (step, name, value, epoch)
-                for step, values, epoch in points
-                for name, value in values.items()
-            ],
-        )
-        latest = max(step for step, _values, _epoch in points)
-        cls.objects.filter(pk=job_id, global_step__lt=latest).update(global_step=latest)
+        with transaction.atomic():
+            write_points(
+                job_id,
+                [
+                    (step, name, value, epoch)
+                    for step, values, epoch in points
+                    for name, value in values.items()
+                ],
+            )
+            latest = max(step for step, _values, _epoch in points)
+            cls.objects.filter(pk=job_id, global_step__lt=latest).update(global_step=latest)
 
 
 class MetricPoint(models.Model):
@@ -193,6 +194,39 @@ class MetricPoint(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name}@{self.step}={self.value:g}"
+
+
+class MetricRollup(models.Model):
+    """A summary of one block of a curve: how many points it holds and its first, last, lowest
+    and highest point. Kept at several block sizes (``metrics_store.ROLLUP_BLOCK_STEPS``) as
+    points arrive, so a chart of a curve of any length reads a few hundred summaries instead of
+    every point."""
+
+    job = models.ForeignKey(
+        TrainingJob, on_delete=models.CASCADE, related_name="metric_rollups", db_index=False
+    )
+    name = models.CharField(max_length=60)
+    level = models.PositiveSmallIntegerField()
+    block = models.PositiveIntegerField(help_text="step // the level's block size")
+    points = models.PositiveIntegerField()
+    first_step = models.PositiveIntegerField()
+    first_value = models.FloatField()
+    last_step = models.PositiveIntegerField()
+    last_value = models.FloatField()
+    min_step = models.PositiveIntegerField()
+    min_value = models.FloatField()
+    max_step = models.PositiveIntegerField()
+    max_value = models.FloatField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["job", "name", "level", "block"], name="metric_rollup_block"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} level {self.level} block {self.block} ({self.points} points)"
 
 
 class Checkpoint(models.Model):

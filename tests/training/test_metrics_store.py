@@ -44,3 +44,86 @@ def test_metric_names_are_listed_once_each(world) -> None:
     write_points(job.pk, [(s, name, 1.0, None) for s in range(50) for name in ("loss", "lr")])
     assert metric_names([job.pk]) == {job.pk: ["loss", "lr"]}
     assert set(summarize(job.pk)) == {"loss", "lr"}
+
+
+def _stored_rollups(job_id: int) -> dict:
+    from training.metrics_store import BLOCK_FIELDS
+    from training.models import MetricRollup
+
+    return {
+        (r["name"], r["level"], r["block"]): tuple(r[f] for f in BLOCK_FIELDS)
+        for r in MetricRollup.objects.filter(job_id=job_id).values()
+    }
+
+
+def test_rollups_of_batches_in_any_order_equal_those_of_all_points_at_once(world) -> None:
+    from training.metrics_store import rollup_blocks
+
+    job = _job(world)
+    points = [(s, "loss", math.cos(s / 7) * (1 + s % 13), None) for s in range(5_000)]
+    points += [(s, "lr", 1e-3 * (1 - s / 5_000), None) for s in range(0, 5_000, 10)]
+    # Later steps first, and a batch boundary inside a block at every level.
+    for batch in (points[3_001:], points[1_000:3_001], points[:1_000]):
+        write_points(job.pk, batch)
+    stored = _stored_rollups(job.pk)
+    assert stored == rollup_blocks(points)
+    coarsest = stored[("loss", 4, 0)]
+    assert coarsest[0] == 5_000 and coarsest[1] == 0 and coarsest[3] == 4_999
+    assert coarsest[6] == min(v for _s, n, v, _e in points if n == "loss")
+    assert stored[("lr", 0, 0)] == (
+        2,
+        0,
+        1e-3,
+        10,
+        1e-3 * (1 - 10 / 5_000),
+        10,
+        1e-3 * 0.998,
+        0,
+        1e-3,
+    )
+
+
+def test_medium_curves_are_downsampled_from_their_points(world) -> None:
+    job = _job(world)
+    write_points(job.pk, [(s, "loss", (s * 7_919 % 1_000) / 1_000, None) for s in range(5_000)])
+    write_points(job.pk, [(2_500, "loss", 50.0, None)])  # a second value at a logged step
+    result = curve(job.pk, "loss")
+    assert result["total"] == 5_001
+    # Finer than the rollups' 16-step blocks: every bucket gives up to four points.
+    assert 1_500 < len(result["steps"]) <= 2_000
+    assert max(result["values"]) == 50.0 and result["steps"][-1] == 4_999
+
+
+def test_sparse_curves_over_many_steps_read_a_coarse_rollup_level(
+    world, django_assert_max_num_queries
+) -> None:
+    job = _job(world)
+    # 20,000 evaluations, one every 1,000 steps: 20 million steps.
+    points = [(s * 1_000, "eval_loss", 1.0 / (1 + s), None) for s in range(20_000)]
+    points[15_000] = (15_000_000, "eval_loss", 7.0, None)
+    write_points(job.pk, points)
+    with django_assert_max_num_queries(2):
+        result = curve(job.pk, "eval_loss", max_points=1_000)
+    assert result["total"] == 20_000 and len(result["steps"]) <= 1_000
+    assert result["steps"][0] == 0 and result["steps"][-1] == 19_999_000
+    assert 15_000_000 in result["steps"] and max(result["values"]) == 7.0
+
+
+def test_the_migration_rolls_up_points_stored_before_rollups(world) -> None:
+    import importlib
+
+    from django.apps import apps
+
+    from training.metrics_store import rollup_blocks
+    from training.models import MetricPoint, MetricRollup
+
+    fill_rollups = importlib.import_module("training.migrations.0005_metric_rollups").fill_rollups
+    job = _job(world)
+    points = [(s, "loss", (s * 37 % 101) / 10, None) for s in range(3_000)]
+    MetricPoint.objects.bulk_create(
+        MetricPoint(job=job, step=s, name=n, value=v, epoch=e) for s, n, v, e in points
+    )
+    assert not MetricRollup.objects.exists()
+    fill_rollups(apps, None)
+    assert _stored_rollups(job.pk) == rollup_blocks(points)
+    assert curve(job.pk, "loss")["total"] == 3_000
