@@ -2,8 +2,8 @@
 
 Writes: PostgreSQL gets the points through binary COPY (one round trip per batch, far faster
 than INSERT); other databases through ``bulk_create``. Each batch also updates the curve's
-rollups: per block of steps, at block sizes of 16, 128, 1,024, 8,192 and 65,536 steps, the
-number of points and the first, last, lowest and highest point (``MetricRollup``).
+rollups: per block of steps, at block sizes of 64, 512, 4,096 and 32,768 steps, the number of
+points and the first, last, lowest and highest point (``MetricRollup``).
 
 Reads: a chart needs at most ~2,000 points. A short curve comes back whole. A long one is
 downsampled into buckets that keep each bucket's first, lowest, highest and last point, so
@@ -23,13 +23,14 @@ from training.models import MetricPoint, MetricRollup
 
 MAX_CHART_POINTS = 2000
 # Block sizes of the rollup levels, finest first. Each level has 1/8 of the rows of the one
-# before; the finest bounds a read of a dense curve to span/16 rows.
-ROLLUP_BLOCK_STEPS = (16, 128, 1024, 8192, 65536)
+# before. A batch of 10,000 dense points merges ~180 blocks, most of them 64-step ones: finer
+# blocks would cost the ingest more than the reads gain.
+ROLLUP_BLOCK_STEPS = (64, 512, 4096, 32768)
 # A read takes the finest level with at most this many blocks in the curve's span.
 ROLLUP_READ_BLOCKS = 2000
-# Curves up to this many points are downsampled from the points themselves (finer buckets than
-# the 16-step blocks give for a short run).
-RAW_DOWNSAMPLE_LIMIT = 8000
+# Where even the finest blocks would give a chart fewer buckets than it can show, a curve of up
+# to this many points is downsampled from the points themselves.
+RAW_DOWNSAMPLE_LIMIT = 16_000
 
 # A block: (points, first_step, first_value, last_step, last_value, min_step, min_value,
 # max_step, max_value).
@@ -44,20 +45,34 @@ def _merge(a: Block, b: Block) -> Block:
     return (a[0] + b[0], *first, *last, *low, *high)
 
 
+def _by_value(point: tuple[int, float]) -> float:
+    return point[1]
+
+
+def _summaries(groups: dict) -> None:
+    """Replace each group's list of (step, value) points by its block summary, in place."""
+    for key, points in groups.items():
+        first, last = min(points), max(points)
+        low, high = min(points, key=_by_value), max(points, key=_by_value)
+        groups[key] = (len(points), *first, *last, *low, *high)
+
+
 def rollup_blocks(
     rows: Iterable[tuple[int, str, float, float | None]],
 ) -> dict[tuple[str, int, int], Block]:
     """The rollup blocks of ``(step, name, value, epoch)`` points, keyed by (name, level,
     block). Pure: the write path and the migration that filled the table both use it."""
-    finest: dict[tuple[str, int], Block] = {}
     size = ROLLUP_BLOCK_STEPS[0]
+    level_blocks: dict = {}
     for step, name, value, _epoch in rows:
         key = (name, step // size)
-        point = (1, step, value, step, value, step, value, step, value)
-        held = finest.get(key)
-        finest[key] = point if held is None else _merge(held, point)
-    blocks = {(name, 0, block): b for (name, block), b in finest.items()}
-    level_blocks = finest
+        group = level_blocks.get(key)
+        if group is None:
+            level_blocks[key] = [(step, value)]
+        else:
+            group.append((step, value))
+    _summaries(level_blocks)
+    blocks = {(name, 0, block): b for (name, block), b in level_blocks.items()}
     for level in range(1, len(ROLLUP_BLOCK_STEPS)):
         ratio = ROLLUP_BLOCK_STEPS[level] // ROLLUP_BLOCK_STEPS[level - 1]
         coarser: dict[tuple[str, int], Block] = {}
@@ -76,9 +91,26 @@ _ROLLUP_COLUMNS = (
 )
 
 
+_ROLLUP_POSTGRESQL_TYPES = (
+    "int8",
+    "varchar",
+    "int2",
+    "int4",
+    "int4",
+    "int4",
+    "float8",
+    "int4",
+    "float8",
+    "int4",
+    "float8",
+    "int4",
+    "float8",
+)
+
+
 def _upsert_rollups(job_id: int, blocks: dict[tuple[str, int, int], Block]) -> None:
-    """Merge blocks into the stored ones: one statement per 1,000 blocks, in key order so that
-    concurrent writers to the same curve lock rows in the same order."""
+    """Merge blocks into the stored ones, in key order so that concurrent writers to the same
+    curve lock rows in the same order."""
     table = MetricRollup._meta.db_table
     current = f"{table}."
     merge = f"""
@@ -101,17 +133,24 @@ def _upsert_rollups(job_id: int, blocks: dict[tuple[str, int, int], Block]) -> N
         max_value = CASE WHEN excluded.max_value > {current}max_value
             THEN excluded.max_value ELSE {current}max_value END
     """
-    keys = sorted(blocks)
+    rows = [(job_id, *key, *blocks[key]) for key in sorted(blocks)]
     with connection.cursor() as cursor:
-        for start in range(0, len(keys), 1000):
-            chunk = keys[start : start + 1000]
+        if connection.vendor == "postgresql":
+            # One array per column: half the time of as many VALUES rows, whatever the count.
+            columns = ", ".join(f"%s::{kind}[]" for kind in _ROLLUP_POSTGRESQL_TYPES)
+            cursor.execute(
+                f"INSERT INTO {table} ({_ROLLUP_COLUMNS}) SELECT * FROM unnest({columns}) {merge}",  # noqa: S608
+                [list(column) for column in zip(*rows, strict=True)],
+            )
+            return
+        for start in range(0, len(rows), 1000):
+            chunk = rows[start : start + 1000]
             values = ", ".join(
                 ["(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(chunk)
             )
-            params = [item for key in chunk for item in (job_id, *key, *blocks[key])]
             cursor.execute(
                 f"INSERT INTO {table} ({_ROLLUP_COLUMNS}) VALUES {values} {merge}",  # noqa: S608
-                params,
+                [item for row in chunk for item in row],
             )
 
 
@@ -194,15 +233,9 @@ def _raw_points(job_id: int, name: str) -> Iterable[tuple[int, float]]:
     )
 
 
-def _downsample(blocks: Iterable[Block], first: int, span: int, buckets: int) -> dict:
-    """Group step-ordered blocks into ``buckets`` equal step ranges and keep each range's
-    first, lowest, highest and last point."""
-    merged: dict[int, Block] = {}
-    for b in blocks:
-        bucket = ((b[1] - first) * buckets) // span
-        held = merged.get(bucket)
-        merged[bucket] = b if held is None else _merge(held, b)
-    chosen = {p for b in merged.values() for p in (b[1:3], b[3:5], b[5:7], b[7:9])}
+def _chart_points(buckets: Iterable[Block]) -> dict:
+    """Each bucket's first, lowest, highest and last point, in step order."""
+    chosen = {p for b in buckets for p in (b[1:3], b[3:5], b[5:7], b[7:9])}
     ordered = sorted(chosen)
     return {"steps": [p[0] for p in ordered], "values": [p[1] for p in ordered]}
 
@@ -222,13 +255,13 @@ def curve(job_id: int, name: str, *, max_points: int = MAX_CHART_POINTS) -> dict
         return {"steps": steps, "values": values, "total": total}
     first = min(b[1] for b in coarsest)
     span = max(b[3] for b in coarsest) - first + 1
-    # Four points per bucket (first, min, max, last) -> max_points // 4 buckets.
+    # Four points per bucket (first, min, max, last) -> max_points // 4 buckets of equal steps.
     buckets = max(max_points // 4, 1)
-    if total <= RAW_DOWNSAMPLE_LIMIT:
-        blocks = (
-            (1, step, value, step, value, step, value, step, value)
-            for step, value in _raw_points(job_id, name)
-        )
+    merged: dict = {}
+    if total <= RAW_DOWNSAMPLE_LIMIT and span / ROLLUP_BLOCK_STEPS[0] < buckets:
+        for step, value in _raw_points(job_id, name):
+            merged.setdefault(((step - first) * buckets) // span, []).append((step, value))
+        _summaries(merged)
     else:
         level = next(
             (
@@ -238,8 +271,11 @@ def curve(job_id: int, name: str, *, max_points: int = MAX_CHART_POINTS) -> dict
             ),
             len(ROLLUP_BLOCK_STEPS) - 1,
         )
-        blocks = _rollups(job_id, name, level)
-    return {**_downsample(blocks, first, span, buckets), "total": total}
+        for b in _rollups(job_id, name, level):
+            bucket = ((b[1] - first) * buckets) // span
+            held = merged.get(bucket)
+            merged[bucket] = b if held is None else _merge(held, b)
+    return {**_chart_points(merged.values()), "total": total}
 
 
 SUMMARY_POINTS = 500

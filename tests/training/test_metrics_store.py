@@ -67,20 +67,11 @@ def test_rollups_of_batches_in_any_order_equal_those_of_all_points_at_once(world
         write_points(job.pk, batch)
     stored = _stored_rollups(job.pk)
     assert stored == rollup_blocks(points)
-    coarsest = stored[("loss", 4, 0)]
+    coarsest = stored[("loss", 3, 0)]
     assert coarsest[0] == 5_000 and coarsest[1] == 0 and coarsest[3] == 4_999
     assert coarsest[6] == min(v for _s, n, v, _e in points if n == "loss")
-    assert stored[("lr", 0, 0)] == (
-        2,
-        0,
-        1e-3,
-        10,
-        1e-3 * (1 - 10 / 5_000),
-        10,
-        1e-3 * 0.998,
-        0,
-        1e-3,
-    )
+    # The first 64-step block of the learning rate: steps 0, 10, ..., 60, falling.
+    assert stored[("lr", 0, 0)] == (7, 0, 1e-3, 60, 1e-3 * 0.988, 60, 1e-3 * 0.988, 0, 1e-3)
 
 
 def test_medium_curves_are_downsampled_from_their_points(world) -> None:
