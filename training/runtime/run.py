@@ -510,6 +510,7 @@ def train(
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     device, precision_flags = _device_and_precision(config)
+    logger.info("Training on %s with %d CPU threads", device, torch.get_num_threads())
     reporter.progress(0.0, "Preparing data")
     tokenizer = _load_tokenizer(config)
     roles = config.column_roles
