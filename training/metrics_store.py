@@ -45,6 +45,11 @@ def _merge(a: Block, b: Block) -> Block:
     return (a[0] + b[0], *first, *last, *low, *high)
 
 
+def _fold(groups: dict, key, block: Block) -> None:
+    held = groups.get(key)
+    groups[key] = block if held is None else _merge(held, block)
+
+
 def _by_value(point: tuple[int, float]) -> float:
     return point[1]
 
@@ -77,9 +82,7 @@ def rollup_blocks(
         ratio = ROLLUP_BLOCK_STEPS[level] // ROLLUP_BLOCK_STEPS[level - 1]
         coarser: dict[tuple[str, int], Block] = {}
         for (name, block), b in level_blocks.items():
-            key = (name, block // ratio)
-            held = coarser.get(key)
-            coarser[key] = b if held is None else _merge(held, b)
+            _fold(coarser, (name, block // ratio), b)
         blocks.update({(name, level, block): b for (name, block), b in coarser.items()})
         level_blocks = coarser
     return blocks
@@ -272,9 +275,7 @@ def curve(job_id: int, name: str, *, max_points: int = MAX_CHART_POINTS) -> dict
             len(ROLLUP_BLOCK_STEPS) - 1,
         )
         for b in _rollups(job_id, name, level):
-            bucket = ((b[1] - first) * buckets) // span
-            held = merged.get(bucket)
-            merged[bucket] = b if held is None else _merge(held, b)
+            _fold(merged, ((b[1] - first) * buckets) // span, b)
     return {**_chart_points(merged.values()), "total": total}
 
 
