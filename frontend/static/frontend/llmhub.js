@@ -36,7 +36,11 @@
   const markEdited = (event) => { if (event.target.closest && event.target.closest("form")) formEdited = true; };
   document.addEventListener("input", markEdited);
   document.addEventListener("change", markEdited);
-  document.addEventListener("submit", () => { submitting = true; });
+  // A form that posts by script (uploads) prevents the default and stays on the page: only a
+  // real navigation counts as submitting. Checked after every listener has run.
+  document.addEventListener("submit", (event) => {
+    setTimeout(() => { if (!event.defaultPrevented) submitting = true; }, 0);
+  });
   function refresh(message) {
     if (submitting) return;
     if (!formEdited) { location.reload(); return; }
