@@ -55,6 +55,9 @@ class Job(models.Model):
     log = models.TextField(blank=True, default="")
     worker_host = models.CharField(max_length=255, blank=True, default="")
     celery_task_id = models.CharField(max_length=255, blank=True, default="")
+    # When the job's message was last sent to the broker: the sweep re-sends a queued job whose
+    # message is older than JOB_RESEND_AFTER_SECONDS (it may be lost), at most once per period.
+    enqueued_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
