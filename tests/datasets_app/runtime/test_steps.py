@@ -273,7 +273,7 @@ def test_validation_fills_defaults_and_accepts_word_lists_as_text() -> None:
         "near_dedupe",
         "length_filter",
     ]
-    assert normalized[4]["params"] == {"threshold": 0.7, "num_perm": 128, "shingle_size": 3}
+    assert normalized[4]["params"] == {"threshold": 0.5, "num_perm": 128, "shingle_size": 3}
     assert normalized[5]["params"]["unit"] == "chars"
     words = validate_recipe([{"step": "bad_words", "params": {"words": "darn, heck\nblast"}}])
     assert words[0]["params"]["words"] == ["darn", "heck", "blast"]
