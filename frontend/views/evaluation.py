@@ -176,7 +176,9 @@ def compare(request: HttpRequest, pk: int) -> HttpResponse:
         project=project, status="succeeded"
     )
     found = {run.pk: run for run in available.filter(pk__in=ids)}
-    runs = [found[i] for i in ids if i in found][: selectors.MAX_COMPARED]
+    chosen = [found[i] for i in dict.fromkeys(ids) if i in found]
+    # The same cap as the API's (one constant); the page shows the first ones and says so.
+    runs = chosen[: selectors.MAX_COMPARED]
     baseline = request.GET.get("baseline")
     data = selectors.comparison(
         runs, baseline_id=int(baseline) if baseline and baseline.isdigit() else None
@@ -220,6 +222,8 @@ def compare(request: HttpRequest, pk: int) -> HttpResponse:
         diff=diff,
         available=available[:100],
         selected=set(found),
+        runs_chosen=len(chosen),
+        max_compared=selectors.MAX_COMPARED,
     )
     return render(request, "frontend/evaluate/compare.html", context)
 
