@@ -3,3 +3,15 @@ from django.apps import AppConfig
 
 class TrainingConfig(AppConfig):
     name = "training"
+
+    def ready(self) -> None:
+        from training import metrics_store
+        from training.models import TrainingJob
+
+        # The job machinery hands the points a runtime reports to its kind's
+        # ``write_metric_points``; the metric store is the one writer of points, and it imports
+        # the models, so the hook is bound here rather than defined in models.py.
+        def write_metric_points(cls, job_id: int, points: list) -> None:
+            metrics_store.record_reported_points(job_id, points)
+
+        TrainingJob.write_metric_points = classmethod(write_metric_points)

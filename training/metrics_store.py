@@ -5,6 +5,14 @@ than INSERT); other databases through ``bulk_create``. Each batch also updates t
 rollups: per block of steps, at block sizes of 64, 512, 4,096 and 32,768 steps, the number of
 points and the first, last, lowest and highest point (``MetricRollup``).
 
+Checks: every writer goes through :func:`write_points`, which checks each point once: a step
+within the column's range (0 to 2**31 - 1), a name of 1 to 60 characters without NUL, a finite
+value and epoch. Strictly (the API, :func:`rows_from_dicts`): the first bad point is a
+ValidationError naming it, ``points[3].value: must be a finite number``, and nothing is
+stored. Leniently (points our own runtime reports): a NaN or infinite value (a diverged run) is
+dropped with a logged warning, since no chart or JSON reader can show it; the runtime logs the
+divergence in the job's own log as well.
+
 Reads: a chart needs at most ~2,000 points. A short curve comes back whole. A long one is
 downsampled into buckets that keep each bucket's first, lowest, highest and last point, so
 spikes and the overall shape survive; the buckets are built from the finest rollup level with
@@ -14,12 +22,26 @@ as for one of 100 million.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
 
-from django.db import connection
+from django.core.exceptions import ValidationError
+from django.db import connection, transaction
 from django.utils import timezone
 
-from training.models import MetricPoint, MetricRollup
+from training.models import MetricPoint, MetricRollup, TrainingJob
+
+logger = logging.getLogger(__name__)
+
+# The range of the step columns (PositiveIntegerField: int4 on PostgreSQL), checked here on
+# every backend so that SQLite, which has no such limit, refuses the same steps.
+MAX_STEP = 2**31 - 1
+MAX_NAME_LENGTH = 60
+
+# A point: (step, name, value, epoch).
+Row = tuple[int, str, float, float | None]
 
 MAX_CHART_POINTS = 2000
 # Block sizes of the rollup levels, finest first. Each level has 1/8 of the rows of the one
@@ -157,14 +179,101 @@ def _upsert_rollups(job_id: int, blocks: dict[tuple[str, int, int], Block]) -> N
             )
 
 
-def write_points(job_id: int, points: Iterable[tuple[int, str, float, float | None]]) -> int:
+class _BadPoint(ValueError):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def _number(value: Any, field: str) -> float:
+    if isinstance(value, bool):
+        raise _BadPoint(field, f"must be a finite number, not {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise _BadPoint(field, f"must be a finite number, not {value!r}"[:120]) from None
+    if not math.isfinite(number):
+        raise _BadPoint(field, "must be a finite number")
+    return number
+
+
+def _checked(point: Sequence) -> Row:
+    """One point with its types fixed and its ranges checked; _BadPoint names the field."""
+    step, name, value, epoch = point
+    if isinstance(step, bool) or not isinstance(step, int):
+        if isinstance(step, float) and step.is_integer():
+            step = int(step)
+        else:
+            raise _BadPoint("step", f"must be a whole number, not {step!r}"[:120])
+    if not 0 <= step <= MAX_STEP:
+        raise _BadPoint("step", f"must be between 0 and {MAX_STEP}, not {step}")
+    if not isinstance(name, str) or not 1 <= len(name) <= MAX_NAME_LENGTH or "\x00" in name:
+        raise _BadPoint(
+            "name", f"must be text of 1 to {MAX_NAME_LENGTH} characters without NUL bytes"
+        )
+    return (
+        step,
+        name,
+        _number(value, "value"),
+        None if epoch is None else _number(epoch, "epoch"),
+    )
+
+
+def check_points(points: Iterable[Sequence], *, strict: bool = True) -> list[Row]:
+    """``(step, name, value, epoch)`` points, checked. Strict: ValidationError naming the first
+    bad point. Lenient: bad points are dropped with one logged warning (a diverged run reports
+    NaN losses: they are information in the job's log, not points a chart can draw)."""
+    rows: list[Row] = []
+    dropped: list[str] = []
+    for index, point in enumerate(points):
+        try:
+            rows.append(_checked(point))
+        except _BadPoint as exc:
+            if strict:
+                raise ValidationError({"points": f"points[{index}].{exc.field}: {exc}."}) from None
+            dropped.append(f"{point[1]!r} at step {point[0]} ({exc.field} {exc})")
+    if dropped:
+        logger.warning(
+            "%d metric point(s) not stored: %s%s",
+            len(dropped),
+            "; ".join(dropped[:5]),
+            " ..." if len(dropped) > 5 else "",
+        )
+    return rows
+
+
+def rows_from_dicts(points: Sequence[dict]) -> list[tuple]:
+    """API points ``{"step", "name", "value", "epoch"?}`` as tuples for :func:`write_points`
+    (which checks them); ValidationError naming a point that is not an object with those keys."""
+    try:
+        return [(p["step"], p["name"], p["value"], p.get("epoch")) for p in points]
+    except (KeyError, TypeError, AttributeError):
+        for index, point in enumerate(points):
+            if not isinstance(point, dict) or not {"step", "name", "value"} <= set(point):
+                raise ValidationError(
+                    {"points": f"points[{index}]: give an object with a step, a name and a value."}
+                ) from None
+        raise
+
+
+def rows_from_reports(points: Iterable[tuple[int, dict, float | None]]) -> list[tuple]:
+    """What a ``Reporter`` buffered, ``(step, {name: value}, epoch)``, as points."""
+    return [
+        (step, name, value, epoch)
+        for step, values, epoch in points
+        for name, value in values.items()
+    ]
+
+
+def write_points(job_id: int, points: Iterable[Sequence], *, strict: bool = True) -> int:
     """Store ``(step, name, value, epoch)`` points of one job and update the curve's rollups;
-    returns how many were stored. Call it inside a transaction to keep the two in step."""
-    rows = [
-        (int(step), str(name)[:60], float(value), epoch)
-        for step, name, value, epoch in points
-        if value is not None and value == value
-    ]  # drop NaN: it cannot be charted
+    returns how many were stored. Each point is checked first (:func:`check_points`), so a
+    strict batch with one bad point stores nothing. Call it inside a transaction to keep the
+    points and the rollups in step."""
+    return _store(job_id, check_points(points, strict=strict))
+
+
+def _store(job_id: int, rows: list[Row]) -> int:
     if not rows:
         return 0
     now = timezone.now()
@@ -191,6 +300,64 @@ def write_points(job_id: int, points: Iterable[tuple[int, str, float, float | No
         )
     _upsert_rollups(job_id, rollup_blocks(rows))
     return len(rows)
+
+
+def record_points(job_id: int, points: Iterable[Sequence], *, strict: bool = True) -> int:
+    """Store a batch of points and move the job's ``global_step`` up to the latest step, in one
+    transaction; returns how many were stored. The one write of metric points: the API's
+    service and the job machinery (points the runtime reports) both call it."""
+    rows = check_points(points, strict=strict)
+    if not rows:
+        return 0
+    with transaction.atomic():
+        stored = _store(job_id, rows)
+        latest = max(row[0] for row in rows)
+        TrainingJob.objects.filter(pk=job_id, global_step__lt=latest).update(global_step=latest)
+    return stored
+
+
+def record_reported_points(job_id: int, points: list[tuple[int, dict, float | None]]) -> int:
+    """Points a runtime reported through the job's ``Reporter`` (the ``write_metric_points``
+    hook of ``TrainingJob``, bound in ``training.apps``): checked leniently."""
+    return record_points(job_id, rows_from_reports(points), strict=False)
+
+
+def discard_after(job_id: int, step: int) -> int:
+    """Delete the job's points after ``step`` and rebuild the rollup blocks they were in;
+    returns how many points were deleted. An attempt that resumes from the checkpoint at
+    ``step`` logs those steps again, so each step keeps one point: the latest attempt's.
+    Runs once per attempt, off the ingest path, so ingest stays one COPY per batch."""
+    with transaction.atomic():
+        deleted, _ = MetricPoint.objects.filter(job_id=job_id, step__gt=step).delete()
+        if deleted:
+            rebuild_rollups(job_id, from_step=step + 1)
+        TrainingJob.objects.filter(pk=job_id, global_step__gt=max(step, 0)).update(
+            global_step=max(step, 0)
+        )
+    return deleted
+
+
+def rebuild_rollups(job_id: int, *, from_step: int = 0) -> None:
+    """Recompute the job's rollup blocks that hold steps from ``from_step`` on, from its
+    points. Blocks at every level are rebuilt from the start of the coarsest block holding
+    ``from_step``, so each rebuilt block sees all of its points."""
+    from_step = max(from_step, 0)
+    first_blocks = [from_step // size for size in ROLLUP_BLOCK_STEPS]
+    for level, block in enumerate(first_blocks):
+        MetricRollup.objects.filter(job_id=job_id, level=level, block__gte=block).delete()
+    start = first_blocks[-1] * ROLLUP_BLOCK_STEPS[-1]
+    rows = [
+        row
+        for row in MetricPoint.objects.filter(job_id=job_id, step__gte=start).values_list(
+            "step", "name", "value", "epoch"
+        )
+        if row[2] is not None and math.isfinite(row[2])  # what older versions let through
+    ]
+    blocks = {
+        key: block for key, block in rollup_blocks(rows).items() if key[2] >= first_blocks[key[1]]
+    }
+    if blocks:
+        _upsert_rollups(job_id, blocks)
 
 
 def metric_names(job_ids: list[int]) -> dict[int, list[str]]:
@@ -236,11 +403,18 @@ def _raw_points(job_id: int, name: str) -> Iterable[tuple[int, float]]:
     )
 
 
+def finite(value: float | None) -> float | None:
+    """``value``, or None where it is not a finite number: what JSON (and a chart) can carry.
+    Readers pass stored values through it, since older versions stored infinities (and
+    PostgreSQL keeps NaN)."""
+    return value if value is not None and math.isfinite(value) else None
+
+
 def _chart_points(buckets: Iterable[Block]) -> dict:
     """Each bucket's first, lowest, highest and last point, in step order."""
     chosen = {p for b in buckets for p in (b[1:3], b[3:5], b[5:7], b[7:9])}
-    ordered = sorted(chosen)
-    return {"steps": [p[0] for p in ordered], "values": [p[1] for p in ordered]}
+    ordered = sorted(chosen, key=lambda p: (p[0], p[1] if math.isfinite(p[1]) else math.inf))
+    return {"steps": [p[0] for p in ordered], "values": [finite(p[1]) for p in ordered]}
 
 
 def curve(job_id: int, name: str, *, max_points: int = MAX_CHART_POINTS) -> dict:
@@ -254,7 +428,7 @@ def curve(job_id: int, name: str, *, max_points: int = MAX_CHART_POINTS) -> dict
         steps, values = [], []
         for step, value in _raw_points(job_id, name):
             steps.append(step)
-            values.append(value)
+            values.append(finite(value))
         return {"steps": steps, "values": values, "total": total}
     first = min(b[1] for b in coarsest)
     span = max(b[3] for b in coarsest) - first + 1

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from django.conf import settings
-from django.db import models, transaction
+from django.db import models
 from django.utils import timezone
 
 from llmhub.models import Job
@@ -157,21 +157,9 @@ class TrainingJob(Job):
         # External runs report when their script does; their liveness is their own business.
         return cls.objects.filter(external=False)
 
-    @classmethod
-    def write_metric_points(cls, job_id: int, points: list[tuple[int, dict, float | None]]) -> None:
-        from training.metrics_store import write_points
-
-        with transaction.atomic():
-            write_points(
-                job_id,
-                [
-                    (step, name, value, epoch)
-                    for step, values, epoch in points
-                    for name, value in values.items()
-                ],
-            )
-            latest = max(step for step, _values, _epoch in points)
-            cls.objects.filter(pk=job_id, global_step__lt=latest).update(global_step=latest)
+    # Metric points reach ``write_metric_points`` (the job machinery's hook), which
+    # training.apps binds to ``metrics_store.record_reported_points``: the store imports this
+    # module, so the model does not import the store (and writes nothing itself).
 
 
 class MetricPoint(models.Model):

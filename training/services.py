@@ -14,6 +14,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -103,19 +104,24 @@ def _validate_hyperparameters(hyperparameters: dict, *, method: str) -> dict:
 
 
 def _estimate(spec: dict, *, hyperparameters: dict, method: str, kind: str | None = None) -> dict:
+    """The estimate of a spec or base config; a ValidationError for a malformed spec or a model
+    above the size limit (the runtime's check, with this installation's setting)."""
     from llmhub.reporting import JobInputError
+    from training.runtime.config import check_model_size
     from training.runtime.presets import estimate_from_dict
 
     try:
-        return estimate_from_dict(
+        estimate = estimate_from_dict(
             spec,
             seq_len=hyperparameters["max_seq_length"],
             batch_size=hyperparameters["batch_size"],
             precision=hyperparameters["precision"],
             method=method,
         )
+        check_model_size(estimate["parameters"], limit=settings.LLMHUB_MAX_MODEL_PARAMETERS)
     except JobInputError as exc:
         raise _error("model_spec", str(exc)) from exc
+    return estimate
 
 
 def _prepare(
@@ -380,38 +386,41 @@ MAX_POINTS_PER_REQUEST = 100_000
 
 def metrics_ingest(*, actor, job: TrainingJob, points: list[dict]) -> int:
     """Store a batch of metric points, ``[{"step", "name", "value", "epoch"?}, ...]``, from an
-    external script (or any client). Returns how many were stored."""
-    from training.metrics_store import write_points
+    external script (or any client). Returns how many were stored. The store checks every
+    point (a step within the column's range, a name, finite numbers) and refuses the whole
+    batch, naming the first bad point, before anything is written."""
+    from training import metrics_store
 
     require(actor, job.project.team, Action.RUN_JOBS)
     if job.status != JobStatus.RUNNING:
         raise ValidationError(f"The run is {job.status}; metrics go to running runs only.")
     if len(points) > MAX_POINTS_PER_REQUEST:
         raise ValidationError(f"At most {MAX_POINTS_PER_REQUEST:,} points per request.")
-    rows = []
-    for index, point in enumerate(points):
-        try:
-            step, name, value = int(point["step"]), str(point["name"]), float(point["value"])
-            epoch = point.get("epoch")
-            epoch = None if epoch is None else float(epoch)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValidationError(
-                {
-                    "points": f"Point {index} needs a step (integer), a name and a numeric value: "
-                    f"{exc}"
-                }
-            ) from exc
-        if step < 0 or not name or len(name) > 60:
-            raise ValidationError(
-                {"points": f"Point {index}: step must be >= 0 and the name 1-60 characters."}
-            )
-        rows.append((step, name, value, epoch))
     with transaction.atomic():
-        stored = write_points(job.pk, rows)
-        latest = max((r[0] for r in rows), default=0)
-        TrainingJob.objects.filter(pk=job.pk, global_step__lt=latest).update(global_step=latest)
+        stored = metrics_store.record_points(job.pk, metrics_store.rows_from_dicts(points))
         TrainingJob.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now())
     return stored
+
+
+@transaction.atomic
+def metrics_rewind(*, job: TrainingJob, to_step: int) -> int:
+    """Forget the points ``job`` logged after ``to_step`` (system write by the runner, when an
+    attempt starts from the checkpoint at that step, or from scratch with ``to_step=-1``): the
+    attempt logs those steps again, and each step keeps one point, the latest attempt's.
+    Returns how many points were deleted."""
+    from training import metrics_store
+
+    deleted = metrics_store.discard_after(job.pk, to_step)
+    if deleted:
+        record_event(
+            actor=None,
+            team=job.project.team,
+            project=job.project,
+            verb="training_job.metrics_rewound",
+            target=job,
+            changes={"after_step": to_step, "points": deleted},
+        )
+    return deleted
 
 
 @transaction.atomic

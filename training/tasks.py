@@ -10,6 +10,7 @@ process (which imports this module to enqueue) never loads them.
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 from pathlib import Path
 
@@ -77,6 +78,7 @@ def build_config(job: TrainingJob, work_dir: Path):
         column_roles=job.column_roles,
         output_dir=work_dir / "output",
         resume_from_checkpoint=resume_dir,
+        max_parameters=settings.LLMHUB_MAX_MODEL_PARAMETERS,
         **source,
         **hyperparameters,
     )
@@ -97,6 +99,10 @@ def run_training_job(job: TrainingJob, ctx: JobContext) -> None:
     device = f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"
     ctx.record(device=device)
     try:
+        checkpoint = _last_checkpoint(job)
+        # A re-queued attempt logs again the steps after its checkpoint (all of them when it
+        # starts over): drop the dead attempt's points for those steps first.
+        services.metrics_rewind(job=job, to_step=checkpoint.step if checkpoint else -1)
         config = build_config(job, work_dir)
 
         def on_checkpoint(path: Path, step: int) -> None:
@@ -109,7 +115,13 @@ def run_training_job(job: TrainingJob, ctx: JobContext) -> None:
         else:
             result = train(config, reporter=ctx, checkpoint_callback=on_checkpoint)
         ctx.flush()  # the last metric points before the row is finalized
-        metrics = {k: v for k, v in result.metrics.items() if isinstance(v, int | float)}
+        # NaN or infinite final metrics (a diverged run) cannot be stored as JSON on PostgreSQL
+        # nor served by any JSON reader: they are left out, as the curves leave them out.
+        metrics = {
+            k: v
+            for k, v in result.metrics.items()
+            if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+        }
         ctx.record(
             device=result.device,
             precision_used=result.precision,

@@ -19,7 +19,7 @@ perplexity / loss             causal LM: on ``target`` given the input when ther
                               sequence classifier: ``loss`` only, the cross-entropy of the label.
 ============================  ====================================================================
 
-Inputs are built with :func:`build_input` so the training runtime can use the same formats.
+Inputs are built with ``shared_runtime.inputs.build_input``, as the training runtime builds them.
 """
 
 from __future__ import annotations
@@ -35,17 +35,18 @@ from typing import Any
 
 from evaluation.metrics.catalog import METRICS, TASK_TYPES, check_metrics_fit
 from llmhub.reporting import JobCancelled, JobInputError, Reporter
+from shared_runtime.inputs import (  # noqa: F401 - re-exported: the runtime's input formats
+    PROMPT_SEPARATOR,
+    QA_PROMPT,
+    SEQ2SEQ_QA_PROMPT,
+    build_input,
+)
+from shared_runtime.inputs import cell_text as _text
 
 logger = logging.getLogger(__name__)
 
 # How much of each input a per-example row keeps: enough to read, small enough to store.
 INPUT_PREVIEW_CHARS = 2000
-# Causal/seq2seq QA prompt; extractive QA models read (question, context) pairs instead.
-QA_PROMPT = "{context}\n\nQuestion: {question}\nAnswer:"
-# Seq2seq QA input (the T5 SQuAD layout).
-SEQ2SEQ_QA_PROMPT = "question: {question} context: {context}"
-# Separates the prompt and the text when a row has both.
-PROMPT_SEPARATOR = "\n\n"
 # The longest answer span (in tokens) an extractive QA head may pick.
 MAX_ANSWER_TOKENS = 30
 
@@ -190,33 +191,6 @@ class EvalResult:
 
 
 # --- inputs -----------------------------------------------------------------------------------
-
-
-def build_input(
-    row: dict[str, Any], roles: dict[str, str], task_type: str, *, model_kind: str = "causal_lm"
-) -> str:
-    """The text a model reads for ``row``.
-
-    QA: :data:`QA_PROMPT` (causal LMs, and the row preview of extractive QA) or
-    :data:`SEQ2SEQ_QA_PROMPT` (seq2seq: the question first, so cutting a long context at the end
-    keeps it). Otherwise the prompt and the text joined by :data:`PROMPT_SEPARATOR` (either
-    alone when only one is mapped).
-    """
-    if task_type == "qa":
-        template = SEQ2SEQ_QA_PROMPT if model_kind == "seq2seq" else QA_PROMPT
-        return template.format(
-            context=_text(row, roles, "context"), question=_text(row, roles, "question")
-        )
-    parts = [_text(row, roles, role) for role in ("prompt", "text")]
-    return PROMPT_SEPARATOR.join(p for p in parts if p)
-
-
-def _text(row: dict[str, Any], roles: dict[str, str], role: str) -> str:
-    column = roles.get(role)
-    value = row.get(column) if column else None
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    return str(value)
 
 
 def _answers(value: Any) -> list[str]:

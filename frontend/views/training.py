@@ -139,6 +139,9 @@ def training_job_detail(request: HttpRequest, pk: int) -> HttpResponse:
     context = project_context(request, job.project, "train")
     context.update(
         job=job,
+        # A filter argument that does not resolve raises in a template: an external run's
+        # hyperparameters need not name a precision.
+        precision=job.precision_used or job.hyperparameters.get("precision") or "—",
         checkpoints=job.checkpoints.all()[:20],
         curves_url=reverse("training-job-curves", args=[job.pk]),
         job_url=reverse("training-job-detail", args=[job.pk]),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from llmhub.jobs import sweep_stale_jobs
 from training.models import MetricPoint, TrainingJob
 
@@ -55,8 +57,37 @@ def test_bad_metric_points_are_refused_whole(world, api) -> None:
         },
     )
     assert response.status_code == 400
-    assert "Point 1 needs a step" in response.json()["error"]["message"]
+    assert "points[1].value: must be a finite number" in response.json()["error"]["message"]
     assert MetricPoint.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"value": "Infinity"}, "points[3].value: must be a finite number."),
+        ({"value": "NaN"}, "points[3].value: must be a finite number."),
+        ({"value": "-inf"}, "points[3].value: must be a finite number."),
+        ({"epoch": "Infinity"}, "points[3].epoch: must be a finite number."),
+        ({"step": 10**20}, "points[3].step: must be between 0 and 2147483647"),
+        ({"step": 2**31}, "points[3].step: must be between 0 and 2147483647"),
+        ({"name": "x" * 61}, "points[3].name: must be text of 1 to 60 characters"),
+    ],
+)
+def test_non_finite_values_and_out_of_range_steps_are_400_naming_the_point(
+    world, api, bad, message
+) -> None:
+    client = api(world.users["engineer"])
+    run_id = client.post(
+        "/api/v1/training-jobs/external/", {"project": world.project.pk, "name": "r"}
+    ).json()["id"]
+    points = [{"step": s, "name": "loss", "value": 1.0} for s in range(5)]
+    points[3] = {**points[3], **bad}
+    response = client.post(f"/api/v1/training-jobs/{run_id}/metrics/", {"points": points})
+    assert response.status_code == 400, response.content
+    assert message in response.json()["error"]["message"]
+    assert MetricPoint.objects.count() == 0
+    # The run's curves still answer (nothing half-written).
+    assert client.get(f"/api/v1/training-jobs/{run_id}/curves/").json()["curves"] == {}
 
 
 def test_viewers_cannot_log_and_outsiders_cannot_see(world, api) -> None:

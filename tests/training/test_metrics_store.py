@@ -118,3 +118,105 @@ def test_the_migration_rolls_up_points_stored_before_rollups(world) -> None:
     fill_rollups(apps, None)
     assert _stored_rollups(job.pk) == rollup_blocks(points)
     assert curve(job.pk, "loss")["total"] == 3_000
+
+
+# --- bad and non-finite points ------------------------------------------------------------------
+
+
+def test_strict_writes_refuse_a_batch_naming_its_first_bad_point(world) -> None:
+    from django.core.exceptions import ValidationError
+
+    from training.models import MetricPoint
+
+    job = _job(world)
+    cases = [
+        ((3, "loss", math.inf, None), "points[1].value: must be a finite number."),
+        ((3, "loss", "NaN", None), "points[1].value: must be a finite number."),
+        ((3, "loss", 1.0, math.nan), "points[1].epoch: must be a finite number."),
+        ((10**20, "loss", 1.0, None), "points[1].step: must be between 0 and 2147483647"),
+        ((2**31, "loss", 1.0, None), "points[1].step: must be between 0 and 2147483647"),
+        ((-1, "loss", 1.0, None), "points[1].step: must be between 0 and 2147483647"),
+        ((1.5, "loss", 1.0, None), "points[1].step: must be a whole number"),
+        ((3, "l\x00", 1.0, None), "points[1].name: must be text of 1 to 60 characters"),
+        ((3, "", 1.0, None), "points[1].name: must be text of 1 to 60 characters"),
+    ]
+    for bad, message in cases:
+        try:
+            write_points(job.pk, [(1, "loss", 1.0, None), bad])
+        except ValidationError as exc:
+            assert message in exc.message_dict["points"][0], (bad, exc.message_dict)
+        else:
+            raise AssertionError(f"{bad} was stored")
+    assert not MetricPoint.objects.exists()
+    # The largest step the column holds is fine.
+    assert write_points(job.pk, [(2**31 - 1, "loss", 1.0, None)]) == 1
+
+
+def test_reported_non_finite_points_are_dropped_with_a_warning(world, caplog) -> None:
+    from training.metrics_store import record_reported_points
+    from training.models import MetricPoint, TrainingJob
+
+    job = _job(world)
+    with caplog.at_level("WARNING", logger="training.metrics_store"):
+        stored = record_reported_points(
+            job.pk,
+            [(7, {"loss": math.nan, "lr": 0.1}, None), (8, {"loss": math.inf, "lr": 0.1}, 0.5)],
+        )
+    assert stored == 2
+    assert sorted(MetricPoint.objects.values_list("name", "step")) == [("lr", 7), ("lr", 8)]
+    assert "2 metric point(s) not stored" in caplog.text and "'loss' at step 7" in caplog.text
+    assert TrainingJob.objects.get(pk=job.pk).global_step == 8
+    # Through the job machinery's hook, as the heartbeat calls it.
+    TrainingJob.write_metric_points(job.pk, [(9, {"loss": 2.0}, None)])
+    assert curve(job.pk, "loss")["steps"] == [9]
+
+
+def _store_as_older_versions_did(job, rows) -> None:
+    """Points and rollups written without any check, as before non-finite values were refused
+    (SQLite keeps infinities; PostgreSQL keeps NaN too)."""
+    from training.metrics_store import _upsert_rollups, rollup_blocks
+    from training.models import MetricPoint
+
+    MetricPoint.objects.bulk_create(
+        MetricPoint(job=job, step=s, name=n, value=v, epoch=e) for s, n, v, e in rows
+    )
+    _upsert_rollups(job.pk, rollup_blocks(rows))
+
+
+def _strict_json(response) -> dict:
+    def refuse(token: str):
+        raise AssertionError(f"{token} in the JSON")
+
+    return __import__("json").loads(response.content, parse_constant=refuse)
+
+
+def test_non_finite_values_already_stored_are_served_as_null(world, api, client) -> None:
+    from django.urls import reverse
+
+    from training.models import TrainingJob
+
+    job = _job(world)
+    short = [(s, "loss", 1.0 / s, None) for s in range(1, 21)]
+    short[4] = (5, "loss", math.inf, None)
+    long = [(s, "grad_norm", float(s % 7), None) for s in range(30_000)]
+    long[1_234] = (1_234, "grad_norm", -math.inf, None)
+    long[20_000] = (20_000, "grad_norm", math.inf, None)
+    _store_as_older_versions_did(job, short + long)
+
+    user = world.users["engineer"]
+    response = api(user).get(f"/api/v1/training-jobs/{job.pk}/curves/")
+    assert response.status_code == 200
+    curves = _strict_json(response)["curves"]
+    assert curves["loss"]["values"][4] is None and curves["loss"]["values"][3] == 0.25
+    assert None in curves["grad_norm"]["values"] and len(curves["grad_norm"]["steps"]) <= 2000
+    assert api(user).get(f"/api/v1/training-jobs/{job.pk}/").status_code == 200
+    client.force_login(user)
+    page = client.get(reverse("training-job-page", args=[job.pk]))
+    assert page.status_code == 200
+    # The summary comparisons read is valid JSON (SQLite's and PostgreSQL's JSON columns refuse
+    # an Infinity, which made the runner crash when the job ended).
+    from training.metrics_store import summarize
+
+    summary = summarize(job.pk)
+    assert summary["loss"]["values"][4] is None
+    TrainingJob.objects.filter(pk=job.pk).update(curve_summary=summary)

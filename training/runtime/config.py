@@ -96,6 +96,10 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
     ),
 )
 _BY_NAME = {h.name: h for h in HYPERPARAMETERS}
+# The largest model a job may build or load, in parameters (the web's setting
+# LLMHUB_MAX_MODEL_PARAMETERS overrides it): about 80 GB of fp32 weights, 320 GB to train with
+# Adam, already beyond one machine of this product's GPU workers.
+DEFAULT_MAX_PARAMETERS = 20_000_000_000
 # Keys the Django side keeps with the hyperparameters but the runtime does not use.
 PASS_THROUGH = ("register_as",)
 
@@ -150,6 +154,25 @@ def _check(h: Hyperparameter, value: Any) -> Any:
     elif not isinstance(value, str):
         raise JobInputError(f"{h.name} must be text.")
     return value
+
+
+def _count(n: int) -> str:
+    for size, word in ((10**12, "trillion"), (10**9, "billion"), (10**6, "million")):
+        if n >= size:
+            return f"{n / size:,.1f} {word}"
+    return f"{n:,}"
+
+
+def check_model_size(parameters: int, *, limit: int | None = DEFAULT_MAX_PARAMETERS) -> None:
+    """Refuse a model of more than ``limit`` parameters (JobInputError with the estimate), so a
+    config such as ``num_hidden_layers: 1000000`` fails before anything is allocated. The
+    service checks the launch's estimate with it, the worker the model it is about to build."""
+    if limit is not None and parameters > limit:
+        raise JobInputError(
+            f"The model would have about {_count(parameters)} parameters ({parameters:,}), "
+            f"above the limit of {_count(limit)} (setting LLMHUB_MAX_MODEL_PARAMETERS). "
+            "Choose a smaller size or fewer layers."
+        )
 
 
 def validate_hyperparameters(values: dict[str, Any]) -> dict[str, Any]:
@@ -213,6 +236,10 @@ class TrainingConfig:
     lora_alpha: int = 16
     lora_dropout: float = 0.05
     lora_target_modules: str = ""
+    max_parameters: int | None = field(
+        default=DEFAULT_MAX_PARAMETERS,
+        metadata={"help": "The largest model this job may build or load; None: no limit."},
+    )
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:

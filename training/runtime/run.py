@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from llmhub.reporting import JobCancelled, JobInputError, Reporter
-from training.runtime.config import TrainingConfig, required_roles
+from shared_runtime.inputs import build_input
+from training.runtime.config import TrainingConfig, check_model_size, required_roles
 
 logger = logging.getLogger("llmhub.runtime.training")
 
@@ -89,8 +90,6 @@ def _read_rows(path: Path, roles: dict[str, str], kind: str) -> dict[str, list]:
 def _source_text(data: dict[str, list], i: int, *, model_kind: str) -> str:
     """The model's input for row ``i``, built exactly as evaluation builds it, so a fine-tuned
     model is scored on the inputs it was trained on."""
-    from evaluation.runtime.evaluate_model import build_input
-
     row = {role: values[i] for role, values in data.items()}
     task = (
         "qa"
@@ -289,7 +288,7 @@ def _load_tokenizer(config: TrainingConfig):
 
 
 def _build_model(config: TrainingConfig, tokenizer, label2id: dict[str, int] | None):
-    from training.runtime.presets import build_config
+    from training.runtime.presets import build_config, count_parameters, estimate_from_config
 
     auto = _auto_class(config.kind)
     labels = {}
@@ -300,6 +299,17 @@ def _build_model(config: TrainingConfig, tokenizer, label2id: dict[str, int] | N
             "id2label": {i: label for label, i in label2id.items()},
         }
     if config.model_spec is not None:
+        # Counted analytically before anything is allocated: a spec of a million layers is a
+        # clear refusal here, not an out-of-memory kill of the worker.
+        check_model_size(
+            count_parameters(
+                config.model_spec,
+                vocab_size=len(tokenizer),
+                kind=config.kind,
+                num_labels=len(label2id) if label2id else 2,
+            ),
+            limit=config.max_parameters,
+        )
         model_config = build_config(
             config.model_spec,
             vocab_size=len(tokenizer),
@@ -314,6 +324,12 @@ def _build_model(config: TrainingConfig, tokenizer, label2id: dict[str, int] | N
         model = auto.from_config(model_config)
     else:
         source = str(config.base_model_dir or config.hub_model_id)
+        if config.base_model_dir is not None:
+            base_config = json.loads((config.base_model_dir / "config.json").read_text())
+            check_model_size(
+                estimate_from_config(base_config, seq_len=1, batch_size=1)["parameters"],
+                limit=config.max_parameters,
+            )
         try:
             model = auto.from_pretrained(source, ignore_mismatched_sizes=bool(labels), **labels)
         except (OSError, ValueError) as exc:
@@ -420,11 +436,19 @@ def _make_callback(
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not state.is_world_process_zero:
                 return
-            values = {
+            numbers = {
                 k: float(v)
                 for k, v in (logs or {}).items()
-                if isinstance(v, int | float) and k != "epoch" and math.isfinite(v)
+                if isinstance(v, int | float) and not isinstance(v, bool) and k != "epoch"
             }
+            values = {k: v for k, v in numbers.items() if math.isfinite(v)}
+            if len(values) < len(numbers):
+                # A chart cannot draw NaN or infinity: say so in the job's log instead.
+                logger.warning(
+                    "Step %s: %s not finite; the run may have diverged (not charted).",
+                    state.global_step,
+                    ", ".join(f"{k}={v}" for k, v in numbers.items() if k not in values),
+                )
             elapsed = time.perf_counter() - self.started
             if elapsed > 0 and "loss" in values:
                 values["tokens_per_second"] = (counter.tokens - self.start_tokens) / elapsed
