@@ -220,3 +220,23 @@ def test_non_finite_values_already_stored_are_served_as_null(world, api, client)
     summary = summarize(job.pk)
     assert summary["loss"]["values"][4] is None
     TrainingJob.objects.filter(pk=job.pk).update(curve_summary=summary)
+
+
+def test_discarding_after_a_step_rebuilds_the_rollups_of_what_is_left(world) -> None:
+    from training.metrics_store import discard_after, rollup_blocks
+    from training.models import TrainingJob
+
+    job = _job(world)
+    first = [(s, "loss", math.sin(s / 9), None) for s in range(40_000)]
+    first += [(s, "eval_loss", 5.0, None) for s in range(0, 40_000, 500)]
+    write_points(job.pk, first)
+    TrainingJob.objects.filter(pk=job.pk).update(global_step=39_999)
+    assert discard_after(job.pk, 33_000) == 40_000 - 33_001 + 13
+    again = [(s, "loss", -1.0, None) for s in range(33_001, 36_000)]
+    write_points(job.pk, again)
+    kept = [p for p in first if p[0] <= 33_000] + again
+    assert _stored_rollups(job.pk) == rollup_blocks(kept)
+    result = curve(job.pk, "loss")
+    assert result["total"] == 36_000 and result["steps"][-1] == 35_999
+    assert TrainingJob.objects.get(pk=job.pk).global_step == 33_000
+    assert discard_after(job.pk, 50_000) == 0

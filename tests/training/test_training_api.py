@@ -127,6 +127,11 @@ def test_classifier_fine_tune_on_a_split(world, api, prepared) -> None:
             "is not a model directory",
         ),
         ({"train_split": "holdout"}, "train_split", "has no 'holdout' split"),
+        (
+            {"model_spec": {"family": "llama", "size": "tiny", "num_hidden_layers": 1_000_000}},
+            "model_spec",
+            "parameters (50,304,051,264), above the limit of 20.0 billion",
+        ),
     ],
 )
 def test_bad_launches_are_400_and_queue_nothing(
@@ -354,3 +359,52 @@ def test_estimates_of_malformed_specs_are_400(world, api, spec) -> None:
         "/api/v1/training-jobs/estimate/", {"model_spec": spec}, format="json"
     )
     assert response.status_code == 400, response.content
+
+
+def test_the_size_limit_is_a_setting_and_the_estimate_says_why(world, api, settings) -> None:
+    client = api(world.users["viewer"])
+    body = {"model_spec": {"family": "gpt2", "size": "base", "vocab_size": 50257}}
+    assert client.post("/api/v1/training-jobs/estimate/", body).status_code == 200
+    settings.LLMHUB_MAX_MODEL_PARAMETERS = 100_000_000
+    refused = client.post("/api/v1/training-jobs/estimate/", body)
+    assert refused.status_code == 400
+    assert "about 124.4 million parameters" in refused.json()["error"]["message"]
+    assert "limit of 100.0 million" in refused.json()["error"]["message"]
+
+
+def test_a_requeued_attempt_keeps_one_point_per_step_the_latest_attempts(
+    world, api, prepared
+) -> None:
+    """A worker dies after its checkpoint at step 15 and logged steps up to 30; the re-queued
+    attempt resumes from step 15 and logs 16-30 again: each step keeps one point, the new one."""
+    from training.metrics_store import BLOCK_FIELDS, rollup_blocks
+    from training.models import MetricPoint, MetricRollup
+
+    client = api(world.users["engineer"])
+    assert pretrain(client, world, prepared).status_code == 201
+    [job] = run_training()
+    assert job.status == JobStatus.SUCCEEDED, job.error
+    # As if the first attempt died after step 30, with its last checkpoint at 15: its points
+    # after 15 are marked so the test can tell them from the next attempt's.
+    Checkpoint.objects.filter(job=job, step__gt=15).delete()
+    MetricPoint.objects.filter(job=job, step__gt=15).update(value=999.0)
+    TrainingJob.objects.filter(pk=job.pk).update(status=JobStatus.QUEUED, attempts=1)
+    [again] = run_training()
+    assert again.status == JobStatus.SUCCEEDED, again.error
+    assert again.global_step == 30
+
+    steps = list(
+        MetricPoint.objects.filter(job=job, name="loss")
+        .order_by("step")
+        .values_list("step", flat=True)
+    )
+    assert steps == list(range(1, 31))
+    assert not MetricPoint.objects.filter(job=job, value=999.0).exists()
+    points = list(MetricPoint.objects.filter(job=job).values_list("step", "name", "value", "epoch"))
+    stored = {
+        (r["name"], r["level"], r["block"]): tuple(r[f] for f in BLOCK_FIELDS)
+        for r in MetricRollup.objects.filter(job=job).values()
+    }
+    assert stored == rollup_blocks(points)
+    loss = client.get(f"/api/v1/training-jobs/{job.pk}/curves/?names=loss").json()
+    assert loss["curves"]["loss"]["total"] == 30 and 999.0 not in loss["curves"]["loss"]["values"]

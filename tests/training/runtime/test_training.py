@@ -306,3 +306,25 @@ def test_hyperparameter_validation_and_estimates() -> None:
         ModelSpec("gpt2", "base"), vocab_size=50257, seq_len=1024, batch_size=8, method="lora"
     )
     assert lora["trainable_parameters"] < base["parameters"] / 100
+
+
+def test_a_model_above_the_size_limit_is_refused_before_it_is_built(data_dir, tmp_path) -> None:
+    from training.runtime.config import DEFAULT_MAX_PARAMETERS, check_model_size
+
+    spec = ModelSpec("llama", "tiny", overrides={"num_hidden_layers": 1_000_000})
+    with pytest.raises(
+        JobInputError,
+        match=r"about [\d.]+ billion parameters \([\d,]+\), above the limit of 20\.0 billion",
+    ):
+        train(
+            _config(data_dir, tmp_path, kind="pretrain_clm", model_spec=spec),
+            reporter=RecordingReporter(),
+        )
+    # A lower limit refuses the tiny model itself; the message carries both numbers.
+    with pytest.raises(JobInputError, match=r"above the limit of 1,000"):
+        tiny = ModelSpec("gpt2", "tiny")
+        train(
+            _config(data_dir, tmp_path, kind="pretrain_clm", model_spec=tiny, max_parameters=1000),
+            reporter=RecordingReporter(),
+        )
+    check_model_size(DEFAULT_MAX_PARAMETERS)  # the limit itself is allowed
