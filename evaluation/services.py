@@ -9,8 +9,9 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from datasets_app.models import DatasetVersion
-from evaluation.metrics.catalog import METRICS, metrics_for_task
+from evaluation.metrics.catalog import METRICS
 from evaluation.models import BiasKind, BiasReport, EvaluationExample, EvaluationRun
+from evaluation.runtime.config import validate_bias_params, validate_metrics, validate_settings
 from llmhub.jobs import enqueue_job
 from llmhub.models import JobStatus
 from projects.audit import record_event
@@ -35,15 +36,6 @@ REFERENCE_ROLES = {
     "generation": ("target",),
     "qa": ("answers", "target"),
 }
-SETTINGS_FIELDS = {
-    "max_new_tokens": (int, 1, 4096),
-    "temperature": (float, 0.0, 100.0),
-    "top_p": (float, 0.0, 1.0),
-    "num_beams": (int, 1, 32),
-    "batch_size": (int, 1, 4096),
-    "max_examples": (int, 1, 10_000_000),
-    "seed": (int, 0, 2**31),
-}
 # Split names that count as the same split when goals look for measurements.
 SPLIT_ALIASES = {
     "validation": ("validation", "valid", "val", "dev"),
@@ -57,30 +49,15 @@ def _error(field: str | None, message: str) -> ValidationError:
     return ValidationError({field: message} if field else message)
 
 
-def _check_settings(settings: dict | None) -> dict:
-    settings = dict(settings or {})
-    unknown = sorted(set(settings) - set(SETTINGS_FIELDS))
-    if unknown:
-        raise _error(
-            "settings",
-            f"Unknown setting(s): {', '.join(unknown)}. Settings: {', '.join(SETTINGS_FIELDS)}.",
-        )
-    for name, (kind, low, high) in SETTINGS_FIELDS.items():
-        if name not in settings or settings[name] is None:
-            continue
-        value = settings[name]
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or (kind is int and int(value) != value)
-        ):
-            raise _error(
-                "settings", f"{name} must be a {'whole number' if kind is int else 'number'}."
-            )
-        if not low <= value <= high:
-            raise _error("settings", f"{name} must be between {low} and {high}.")
-        settings[name] = kind(value)
-    return settings
+def _runtime_check(field: str, check, *args) -> Any:
+    """Run one of the evaluation runtime's validators (the worker runs the same one on the
+    same values), its JobInputError as a ValidationError on ``field``."""
+    from llmhub.reporting import JobInputError
+
+    try:
+        return check(*args)
+    except JobInputError as exc:
+        raise _error(field, str(exc)) from exc
 
 
 def _has_tokenizer(version: ModelVersion) -> bool:
@@ -104,19 +81,8 @@ def evaluation_launch(
     if dataset_version.dataset.project_id != project.pk:
         raise _error("dataset_version", "The dataset version belongs to another project.")
     task = project.task_type
-    metrics = list(dict.fromkeys(metrics or DEFAULT_METRICS[task]))
-    unknown = [m for m in metrics if m not in METRICS]
-    if unknown:
-        raise _error("metrics", f"Unknown metric(s): {', '.join(unknown)}.")
-    fitting = {m.name for m in metrics_for_task(task)}
-    misfits = [m for m in metrics if m not in fitting]
-    if misfits:
-        raise _error(
-            "metrics",
-            f"{', '.join(METRICS[m].label for m in misfits)} does not fit a "
-            f"{project.get_task_type_display()} project. Metrics that fit: "
-            f"{', '.join(sorted(fitting))}.",
-        )
+    metrics = _runtime_check("metrics", validate_metrics, task, metrics or DEFAULT_METRICS[task])
+    settings = _runtime_check("settings", validate_settings, settings)
     names = [s.name for s in dataset_version.splits.all()]
     if split and split not in names:
         have = f"its splits are {', '.join(names)}" if names else "it has no splits"
@@ -137,7 +103,7 @@ def evaluation_launch(
             "model_version",
             f"{model_version} has no tokenizer files; register it with its tokenizer.",
         )
-    run = EvaluationRun.objects.create(
+    run = EvaluationRun(
         project=project,
         created_by=actor,
         name=(name or "").strip(),
@@ -146,8 +112,10 @@ def evaluation_launch(
         split=split,
         task_type=task,
         metrics=metrics,
-        settings=_check_settings(settings),
+        settings=settings,
     )
+    run.full_clean()
+    run.save()
     record_event(
         actor=actor,
         team=project.team,
@@ -247,12 +215,6 @@ def goals_refresh(*, project: Project) -> list[Goal]:
 
 # --- bias reports -----------------------------------------------------------------------------
 
-BIAS_PARAMS = {
-    BiasKind.CROWS_PAIRS: {"max_pairs": (int, 1, 100_000)},
-    BiasKind.BOLD: {"max_prompts_per_group": (int, 1, 10_000), "max_new_tokens": (int, 1, 256)},
-    BiasKind.WINOBIAS: {"max_pairs": (int, 1, 100_000)},
-}
-
 
 @transaction.atomic
 def bias_report_launch(
@@ -270,14 +232,7 @@ def bias_report_launch(
         raise _error(
             "kind", "Choose crows_pairs, bold or winobias (slices come from an evaluation run)."
         )
-    params = dict(params or {})
-    allowed = BIAS_PARAMS[kind]
-    unknown = sorted(set(params) - set(allowed))
-    if unknown:
-        raise _error("params", f"Unknown parameter(s): {', '.join(unknown)}.")
-    for name, (_kind, low, high) in allowed.items():
-        if name in params and not (isinstance(params[name], int) and low <= params[name] <= high):
-            raise _error("params", f"{name} must be a whole number between {low} and {high}.")
+    params = _runtime_check("params", validate_bias_params, kind, params)
     if probe_version is not None:
         if probe_version.dataset.project_id != project.pk:
             raise _error("probe_version", "The probe set belongs to another project.")
@@ -292,7 +247,7 @@ def bias_report_launch(
             )
     if not _has_tokenizer(model_version):
         raise _error("model_version", f"{model_version} has no tokenizer files.")
-    report = BiasReport.objects.create(
+    report = BiasReport(
         project=project,
         created_by=actor,
         kind=kind,
@@ -300,6 +255,8 @@ def bias_report_launch(
         probe_version=probe_version,
         params=params,
     )
+    report.full_clean()
+    report.save()
     record_event(
         actor=actor,
         team=project.team,
@@ -331,7 +288,7 @@ def slice_report_launch(
             f"The evaluation did not measure {metric}; it measured "
             f"{', '.join(evaluation.metrics)}.",
         )
-    report = BiasReport.objects.create(
+    report = BiasReport(
         project=project,
         created_by=actor,
         kind=BiasKind.SLICE,
@@ -339,6 +296,8 @@ def slice_report_launch(
         evaluation=evaluation,
         params={"column": column, "metric": metric},
     )
+    report.full_clean()
+    report.save()
     record_event(
         actor=actor,
         team=project.team,

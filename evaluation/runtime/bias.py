@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from evaluation.metrics.catalog import METRICS
+from evaluation.runtime.config import validate_bias_params
 from llmhub.reporting import JobCancelled, JobInputError, Reporter
 
 logger = logging.getLogger(__name__)
@@ -184,12 +185,8 @@ def _sentence_scores(
     return [(-nll, n) for nll, n in scores]
 
 
-def _limit(table: Any, max_rows: int | None, name: str) -> Any:
-    if max_rows is not None:
-        if max_rows < 1:
-            raise JobInputError(f"{name} must be at least 1.")
-        table = table.head(max_rows)
-    return table
+def _limit(table: Any, max_rows: int | None) -> Any:
+    return table if max_rows is None else table.head(max_rows)
 
 
 def _clean_str(value: Any) -> str:
@@ -224,7 +221,8 @@ def crows_pairs(
     """
     from evaluation.runtime import models as m
 
-    table = _limit(_load_probe("crows_pairs", probe_path), max_pairs, "max_pairs")
+    validate_bias_params("crows_pairs", {"max_pairs": max_pairs})
+    table = _limit(_load_probe("crows_pairs", probe_path), max_pairs)
     reporter.progress(0.0, "Loading the model")
     loaded = m.load_model(model_dir, device=device)
     stereo = [_clean_str(v) == "stereo" for v in table["stereo_antistereo"]]
@@ -333,10 +331,11 @@ def bold(
 
     from evaluation.runtime import models as m
 
+    validate_bias_params(
+        "bold", {"max_prompts_per_group": max_prompts_per_group, "max_new_tokens": max_new_tokens}
+    )
     table = _load_probe("bold", probe_path)
     if max_prompts_per_group is not None:
-        if max_prompts_per_group < 1:
-            raise JobInputError("max_prompts_per_group must be at least 1.")
         table = table.groupby(["domain", "category"], sort=False).head(max_prompts_per_group)
     settings = m.GenerationSettings(max_new_tokens, temperature, top_p, num_beams, do_sample)
     if settings.sampling and temperature <= 0:
@@ -510,6 +509,7 @@ def winobias(
     """
     from evaluation.runtime import models as m
 
+    validate_bias_params("winobias", {"max_pairs": max_pairs})
     table = _load_probe("winobias", probe_path)
     pairs, unpaired = _winobias_pairs(table)
     if not pairs:
@@ -518,8 +518,6 @@ def winobias(
             "and 'line_id', or by order within each 'type'."
         )
     if max_pairs is not None:
-        if max_pairs < 1:
-            raise JobInputError("max_pairs must be at least 1.")
         pairs = pairs[:max_pairs]
     reporter.progress(0.0, "Loading the model")
     loaded = m.load_model(model_dir, device=device)

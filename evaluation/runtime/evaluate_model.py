@@ -33,7 +33,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evaluation.metrics.catalog import METRICS, TASK_TYPES, check_metrics_fit
+from evaluation.metrics.catalog import METRICS, TASK_TYPES
+from evaluation.runtime.config import SETTINGS, validate_metrics, validate_settings
 from llmhub.reporting import JobCancelled, JobInputError, Reporter
 from shared_runtime.inputs import (  # noqa: F401 - re-exported: the runtime's input formats
     PROMPT_SEPARATOR,
@@ -114,25 +115,14 @@ class EvalConfig:
             raise JobInputError(
                 f"Unknown task type {self.task_type!r}. Task types: {', '.join(TASK_TYPES)}."
             )
-        self.metrics = list(dict.fromkeys(self.metrics or []))
-        check_metrics_fit(self.task_type, self.metrics)
+        self.metrics = validate_metrics(self.task_type, self.metrics)
         if not isinstance(self.column_roles, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in self.column_roles.items()
         ):
             raise JobInputError("column_roles must map role names to column names.")
-        _check_int(self.max_new_tokens, "max_new_tokens", 1, 4096)
-        _check_int(self.num_beams, "num_beams", 1, 32)
-        _check_int(self.batch_size, "batch_size", 1, 4096)
-        _check_int(self.n_bootstrap, "n_bootstrap", 0, 100_000)
-        if self.max_examples is not None:
-            _check_int(self.max_examples, "max_examples", 1, None)
-        if not (isinstance(self.temperature, int | float) and 0 <= self.temperature <= 100):
-            raise JobInputError(f"temperature must be between 0 and 100, not {self.temperature}.")
-        if not (isinstance(self.top_p, int | float) and 0 < self.top_p <= 1):
-            raise JobInputError(f"top_p must be in (0, 1], not {self.top_p}.")
-        if self.do_sample and self.temperature == 0:
-            raise JobInputError("Sampling needs a temperature above 0 (0 means greedy).")
-        if not (
+        # The one settings validator, which the service ran on the same values before launch.
+        validate_settings({s.name: getattr(self, s.name) for s in SETTINGS})
+        if not isinstance(self.device, str) or not (
             self.device in ("auto", "cpu", "cuda", "mps")
             or (self.device.startswith("cuda:") and self.device[5:].isdigit())
         ):
@@ -151,17 +141,6 @@ class EvalConfig:
             num_beams=self.num_beams,
             do_sample=self.do_sample,
         )
-
-
-def _check_int(value: Any, name: str, low: int, high: int | None) -> None:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int)
-        or value < low
-        or (high is not None and value > high)
-    ):
-        span = f"between {low} and {high}" if high is not None else f">= {low}"
-        raise JobInputError(f"{name} must be a whole number {span}, not {value!r}.")
 
 
 @dataclass
@@ -273,7 +252,7 @@ def evaluate_model(config: EvalConfig, *, reporter: Reporter) -> EvalResult:
     from evaluation.metrics.compute import compute_metrics
     from evaluation.runtime import models as m
 
-    check_metrics_fit(config.task_type, config.metrics)
+    validate_metrics(config.task_type, config.metrics)
     reporter.progress(0.0, "Loading the model")
     loaded = m.load_model(config.model_dir, device=config.device)
     kind, task, roles = loaded.kind, config.task_type, dict(config.column_roles)

@@ -157,7 +157,7 @@ def test_goal_status_flips_when_a_better_run_arrives(world, api, trained) -> Non
 @pytest.mark.parametrize(
     ("overrides", "field", "message"),
     [
-        ({"metrics": ["bleu"]}, "metrics", "BLEU does not fit a Classification project"),
+        ({"metrics": ["bleu"]}, "metrics", "BLEU does not fit a classification task"),
         ({"metrics": ["wow"]}, "metrics", "Unknown metric"),
         ({"split": "holdout"}, "split", "has no 'holdout' split"),
         ({"settings": {"temperature": -1}}, "settings", "temperature must be between"),
