@@ -17,7 +17,7 @@ from projects.selectors import User, get_visible, visible_to
 
 def datasets_for_user(user: User) -> QuerySet[Dataset]:
     return visible_to(
-        Dataset.objects.select_related("project__team", "card", "created_by")
+        Dataset.objects.select_related("project__team", "card__updated_by", "created_by")
         .annotate(version_count=Count("versions", distinct=True))
         .order_by("-created_at", "-id"),
         user,

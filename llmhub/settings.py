@@ -111,6 +111,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # NUL bytes in the URL or query string: a 400 before any view (llmhub/api/middleware.py).
+    "llmhub.api.middleware.RejectNulMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -219,11 +221,21 @@ REST_FRAMEWORK = {
         "projects.authentication.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # The role table on every route (projects/api/permissions.py; viewsets declare actions).
+    "DEFAULT_PERMISSION_CLASSES": [
+        "rest_framework.permissions.IsAuthenticated",
+        "projects.api.permissions.RoleActionPermission",
+    ],
+    # JSON with a depth limit, no NaN/Infinity and no NUL in any string (llmhub/api/parsers.py).
+    "DEFAULT_PARSER_CLASSES": [
+        "llmhub.api.parsers.SafeJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_PAGINATION_CLASS": "llmhub.api.pagination.StandardPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": [
-        "django_filters.rest_framework.DjangoFilterBackend",
+        "llmhub.api.filters.BoundedFilterBackend",  # django-filter, numbers bounded
         "rest_framework.filters.OrderingFilter",
         "rest_framework.filters.SearchFilter",
     ],

@@ -6,3 +6,9 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("frontend.urls")),
 ]
+
+# Errors raised before a DRF view runs answer the API's JSON error shape under /api/.
+handler400 = "llmhub.api.exceptions.handler400"
+handler403 = "llmhub.api.exceptions.handler403"
+handler404 = "llmhub.api.exceptions.handler404"
+handler500 = "llmhub.api.exceptions.handler500"

@@ -192,6 +192,10 @@ class Goal(models.Model):
             raise ValidationError(errors)
 
 
+# A token's lifetime feeds a date (now + days): bounded well inside year 9999.
+API_TOKEN_MAX_DAYS = 3650
+
+
 class ApiToken(models.Model):
     """A personal API token. Only a SHA-256 of the secret is stored; it is shown once."""
 

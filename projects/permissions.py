@@ -20,6 +20,7 @@ from projects.models import Role
 
 class Action(StrEnum):
     VIEW = "view"
+    VIEW_WORK = "view_work"
     MANAGE_TEAM = "manage_team"
     CREATE_PROJECT = "create_project"
     EDIT_PROJECT = "edit_project"
@@ -31,7 +32,8 @@ class Action(StrEnum):
 
 
 ACTION_LABELS: dict[Action, str] = {
-    Action.VIEW: "view this team's work",
+    Action.VIEW: "view this team and its projects",
+    Action.VIEW_WORK: "view this team's data, jobs, models, evaluations, members and activity",
     Action.MANAGE_TEAM: "manage the team and its members",
     Action.CREATE_PROJECT: "create projects",
     Action.EDIT_PROJECT: "edit projects",
@@ -47,6 +49,7 @@ ROLE_ACTIONS: dict[str, frozenset[Action]] = {
     Role.MANAGER: frozenset(
         {
             Action.VIEW,
+            Action.VIEW_WORK,
             Action.CREATE_PROJECT,
             Action.EDIT_PROJECT,
             Action.EDIT_GOALS,
@@ -55,10 +58,16 @@ ROLE_ACTIONS: dict[str, frozenset[Action]] = {
             Action.LABEL,
         }
     ),
-    Role.ENGINEER: frozenset({Action.VIEW, Action.EDIT_DATA, Action.RUN_JOBS}),
+    Role.ENGINEER: frozenset({Action.VIEW, Action.VIEW_WORK, Action.EDIT_DATA, Action.RUN_JOBS}),
+    # Raters label outputs shown to them; they do not browse the team's data, jobs or models.
     Role.RATER: frozenset({Action.VIEW, Action.LABEL}),
-    Role.VIEWER: frozenset({Action.VIEW}),
+    Role.VIEWER: frozenset({Action.VIEW, Action.VIEW_WORK}),
 }
+
+
+def roles_allowed(action: Action) -> list[str]:
+    """The roles whose table allows ``action`` (for selectors' membership filters)."""
+    return sorted(role for role, actions in ROLE_ACTIONS.items() if action in actions)
 
 
 def role_allows(role: str | None, action: Action) -> bool:

@@ -3,6 +3,11 @@
 Every app scopes its querysets with :func:`visible_to`, and fetches one object by id with
 :func:`get_visible`, so "not found" and "not yours" give the same 404, by design: an outsider
 learns nothing about which ids exist.
+
+Visibility also follows the role: ``visible_to(..., action=...)`` keeps only the teams where
+the user's role allows that action. The default is ``Action.VIEW_WORK`` (the team's work:
+data, jobs, models, evaluations, members, activity), so a new resource is hidden from raters
+unless its selector says otherwise; the team and its projects use ``Action.VIEW``.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 from typing import TypeVar
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import Model, OuterRef, Prefetch, QuerySet, Subquery
+from django.db.models import Model, OuterRef, Prefetch, Q, QuerySet, Subquery
 from django.http import Http404
 
 from projects.models import (
@@ -22,15 +27,27 @@ from projects.models import (
     ProjectHealthCheck,
     Team,
 )
+from projects.permissions import Action, roles_allowed
 
 M = TypeVar("M", bound=Model)
 User = AbstractBaseUser | AnonymousUser
 
 
+def team_ids_for(user: User, action: Action = Action.VIEW_WORK) -> QuerySet[Membership]:
+    """A subquery of the ids of the teams where ``user``'s role allows ``action``."""
+    if not user.is_authenticated:
+        return Membership.objects.none().values("team_id")
+    return Membership.objects.filter(user=user, role__in=roles_allowed(action)).values("team_id")
+
+
 def visible_to(
-    queryset: QuerySet[M], user: User, *, team_path: str = "project__team"
+    queryset: QuerySet[M],
+    user: User,
+    *,
+    team_path: str = "project__team",
+    action: Action = Action.VIEW_WORK,
 ) -> QuerySet[M]:
-    """Restrict ``queryset`` to objects in teams ``user`` belongs to.
+    """Restrict ``queryset`` to objects in teams where ``user``'s role allows ``action``.
 
     ``team_path`` is the lookup from the model to its Team ("" for Team itself, "team" for a
     Project, "project__team" for anything that belongs to a project).
@@ -38,15 +55,21 @@ def visible_to(
     if not user.is_authenticated:
         return queryset.none()
     lookup = f"{team_path}__id__in" if team_path else "id__in"
-    team_ids = Membership.objects.filter(user=user).values("team_id")
-    return queryset.filter(**{lookup: team_ids})
+    return queryset.filter(**{lookup: team_ids_for(user, action)})
 
 
-def get_visible(queryset: QuerySet[M], user: User, pk, *, team_path: str = "project__team") -> M:
+def get_visible(
+    queryset: QuerySet[M],
+    user: User,
+    pk,
+    *,
+    team_path: str = "project__team",
+    action: Action = Action.VIEW_WORK,
+) -> M:
     """One object by primary key among those ``user`` may see, else Http404."""
     try:
-        return visible_to(queryset, user, team_path=team_path).get(pk=pk)
-    except (queryset.model.DoesNotExist, ValueError, TypeError):
+        return visible_to(queryset, user, team_path=team_path, action=action).get(pk=pk)
+    except (queryset.model.DoesNotExist, ValueError, TypeError, OverflowError):
         raise Http404(f"No {queryset.model._meta.verbose_name} with id {pk} was found.") from None
 
 
@@ -67,7 +90,9 @@ def teams_for_user(user: User) -> QuerySet[Team]:
     """The user's teams, each annotated with ``my_role``."""
     if not user.is_authenticated:
         return Team.objects.none()
-    return visible_to(Team.objects.all(), user, team_path="").annotate(my_role=_my_role(user))
+    return visible_to(Team.objects.all(), user, team_path="", action=Action.VIEW).annotate(
+        my_role=_my_role(user)
+    )
 
 
 def get_team_by_slug_for_user(user: User, slug: str) -> Team:
@@ -78,21 +103,31 @@ def get_team_by_slug_for_user(user: User, slug: str) -> Team:
 
 
 def members_for_user(user: User) -> QuerySet[Membership]:
-    return visible_to(Membership.objects.select_related("user", "team"), user, team_path="team")
+    """Members (with their e-mails) of the teams whose work the user may see, and the user's
+    own memberships in every team (so anyone may see and leave their own)."""
+    if not user.is_authenticated:
+        return Membership.objects.none()
+    return Membership.objects.select_related("user", "team").filter(
+        Q(team__id__in=team_ids_for(user)) | Q(user=user)
+    )
 
 
 def projects_for_user(user: User) -> QuerySet[Project]:
+    """Projects of the user's teams (every role); their goals only where the role may see the
+    team's work (a rater's projects carry no goals)."""
+    goals = Goal.objects.filter(project__team__id__in=team_ids_for(user)).order_by("id")
     return visible_to(
         Project.objects.select_related("team", "created_by").prefetch_related(
-            Prefetch("goals", queryset=Goal.objects.order_by("id"))
+            Prefetch("goals", queryset=goals)
         ),
         user,
         team_path="team",
+        action=Action.VIEW,
     )
 
 
 def get_project_for_user(user: User, pk) -> Project:
-    return get_visible(projects_for_user(user), user, pk, team_path="team")
+    return get_visible(projects_for_user(user), user, pk, team_path="team", action=Action.VIEW)
 
 
 def goals_for_user(user: User) -> QuerySet[Goal]:

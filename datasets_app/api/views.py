@@ -10,7 +10,7 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema
 from rest_framework import status
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -19,6 +19,7 @@ from datasets_app.api import filters
 from datasets_app.api import serializers as s
 from datasets_app.preview import read_rows
 from datasets_app.uploads import UploadParser, prepare_upload, too_large_message
+from llmhub.api.parsers import SafeJSONParser
 from llmhub.api.viewsets import (
     CreateMixin,
     DestroyMixin,
@@ -27,6 +28,7 @@ from llmhub.api.viewsets import (
     UpdateMixin,
 )
 from llmhub.services import job_cancel
+from projects.permissions import Action
 
 
 def _accepted(job) -> Response:
@@ -45,7 +47,14 @@ class DatasetViewSet(ListRetrieveMixin, CreateMixin, UpdateMixin, DestroyMixin, 
     update_serializer_class = s.DatasetUpdateSerializer
     filterset_class = filters.DatasetFilterSet
     search_fields = ("name", "description")
-    parser_classes = (JSONParser, MultiPartParser, FormParser)
+    parser_classes = (SafeJSONParser, MultiPartParser, FormParser)
+    required_actions = {
+        "create": Action.EDIT_DATA,
+        "partial_update": Action.EDIT_DATA,
+        "destroy": Action.EDIT_PROJECT,
+        "upload": Action.EDIT_DATA,
+        "card.patch": Action.EDIT_DATA,
+    }
 
     def scoped_queryset(self, user):
         return selectors.datasets_for_user(user)
@@ -111,6 +120,12 @@ class VersionViewSet(ListRetrieveMixin, ScopedViewSet):
     and the operations that make new versions (clean, split, remap roles)."""
 
     serializer_class = s.VersionSerializer
+    required_actions = {
+        "run_profile": Action.EDIT_DATA,
+        "clean": Action.EDIT_DATA,
+        "split": Action.EDIT_DATA,
+        "roles": Action.EDIT_DATA,
+    }
     filterset_class = filters.VersionFilterSet
 
     def scoped_queryset(self, user):
@@ -217,6 +232,11 @@ class RecipeViewSet(ListRetrieveMixin, CreateMixin, UpdateMixin, DestroyMixin, S
     """Saved cleaning recipes: ordered steps with parameters (see /recipes/steps/)."""
 
     serializer_class = s.RecipeSerializer
+    required_actions = {
+        "create": Action.EDIT_DATA,
+        "partial_update": Action.EDIT_DATA,
+        "destroy": Action.EDIT_DATA,
+    }
     create_serializer_class = s.RecipeCreateSerializer
     update_serializer_class = s.RecipeUpdateSerializer
     filterset_class = filters.RecipeFilterSet
@@ -249,6 +269,8 @@ class TokenizerViewSet(ListRetrieveMixin, ScopedViewSet):
     """Tokenizers trained on dataset versions; POST trains a new one in a background job."""
 
     serializer_class = s.TokenizerSerializer
+    create_serializer_class = s.TokenizerCreateSerializer
+    required_actions = {"create": Action.EDIT_DATA}
     filterset_class = filters.TokenizerFilterSet
 
     def scoped_queryset(self, user):
@@ -263,6 +285,7 @@ class DataJobViewSet(ListRetrieveMixin, ScopedViewSet):
     """Data jobs (ingest, profile, clean, split, tokenizer) with status and results."""
 
     serializer_class = s.DataJobSerializer
+    required_actions = {"cancel": Action.RUN_JOBS}
     filterset_class = filters.DataJobFilterSet
 
     def scoped_queryset(self, user):

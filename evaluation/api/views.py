@@ -14,17 +14,15 @@ from rest_framework.response import Response
 from evaluation import selectors, services
 from evaluation.api import serializers as s
 from evaluation.models import BiasKind
+from llmhub.api.params import query_id, query_ids
 from llmhub.api.viewsets import CreateMixin, ListRetrieveMixin, ScopedViewSet
 from llmhub.services import job_cancel
+from projects.permissions import Action
 from projects.selectors import get_project_for_user
 
 
 def _ids(request: Request, name: str) -> list[int]:
-    raw = request.query_params.get(name, "")
-    try:
-        return [int(part) for part in raw.split(",") if part.strip()]
-    except ValueError:
-        raise ValidationError({name: ["Give run ids separated by commas."]}) from None
+    return query_ids(request, name)  # bounded ids, a 400 naming the parameter
 
 
 @extend_schema_view(
@@ -36,6 +34,7 @@ class EvaluationRunViewSet(ListRetrieveMixin, CreateMixin, ScopedViewSet):
     """Evaluation runs: a model version x a dataset split x metrics, with 95% intervals."""
 
     serializer_class = s.EvaluationRunSerializer
+    required_actions = {"create": Action.RUN_JOBS, "cancel": Action.RUN_JOBS}
     create_serializer_class = s.EvaluationLaunchSerializer
     filterset_fields = ("project", "status", "model_version", "dataset_version", "split")
     ordering_fields = ("created_at", "finished_at")
@@ -89,12 +88,8 @@ class EvaluationRunViewSet(ListRetrieveMixin, CreateMixin, ScopedViewSet):
         missing = [i for i in ids if i not in found]
         if missing:
             raise ValidationError({"runs": [f"No runs with ids {missing} among yours."]})
-        baseline = request.query_params.get("baseline")
-        return Response(
-            selectors.comparison(
-                [found[i] for i in ids], baseline_id=int(baseline) if baseline else None
-            )
-        )
+        baseline = query_id(request, "baseline")
+        return Response(selectors.comparison([found[i] for i in ids], baseline_id=baseline))
 
     @extend_schema(
         parameters=[
@@ -148,6 +143,7 @@ class BiasReportViewSet(ListRetrieveMixin, CreateMixin, ScopedViewSet):
     """Bias and fairness reports: CrowS-Pairs, BOLD, WinoBias, and metric slices."""
 
     serializer_class = s.BiasReportSerializer
+    required_actions = {"create": Action.RUN_JOBS, "cancel": Action.RUN_JOBS}
     create_serializer_class = s.BiasLaunchSerializer
     filterset_fields = ("project", "kind", "status", "model_version")
 

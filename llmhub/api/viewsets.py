@@ -3,6 +3,12 @@
 Subclasses name a selector (``scoped_queryset``) and the service calls for create, update and
 delete. There is no ``objects.all()`` to forget: ``get_queryset`` always starts from the
 selector, so another team's id is a 404 on every route.
+
+Each viewset also declares what its routes need from the role table (``read_action`` for
+reads, ``required_actions`` for everything else, with values from ``projects.permissions.Action``
+and ``None`` where no team role is involved); ``projects.api.permissions.RoleActionPermission``
+enforces it. Detail routes fetch and check their object before the view body runs, so a refused
+role gets its 403 (and an outsider its 404) before the request body is validated.
 """
 
 from __future__ import annotations
@@ -17,6 +23,23 @@ class ScopedViewSet(viewsets.GenericViewSet):
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
     create_serializer_class: type[serializers.Serializer] | None = None
     update_serializer_class: type[serializers.Serializer] | None = None
+    # What reading needs (None: the team's work, Action.VIEW_WORK); must match the selector.
+    read_action: str | None = None
+    # Action name (or "name.method") -> the Action it needs; every write must be declared.
+    required_actions: dict[str, str | None] = {}
+
+    def initial(self, request: Request, *args, **kwargs) -> None:
+        super().initial(request, *args, **kwargs)
+        if self.detail and self.action not in (None, "metadata"):
+            # 404 for what the user cannot see, 403 for what the role may not do: both before
+            # the view reads or validates the request body.
+            self._checked_object = self.get_object()
+
+    def get_object(self):
+        # The object fetched (and permission-checked) in initial() serves the view's first call;
+        # later calls read again, so a view re-reading after a change sees the change.
+        checked = self.__dict__.pop("_checked_object", None)
+        return checked if checked is not None else super().get_object()
 
     def scoped_queryset(self, user):
         raise NotImplementedError

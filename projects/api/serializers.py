@@ -5,6 +5,7 @@ from rest_framework import serializers
 from llmhub.api.fields import ScopedPrimaryKeyRelatedField
 from llmhub.api.serializers import JobSerializer, StrictSerializer
 from projects.models import (
+    API_TOKEN_MAX_DAYS,
     ApiToken,
     AuditEvent,
     Comparison,
@@ -197,7 +198,10 @@ class ApiTokenCreatedSerializer(ApiTokenSerializer):
 
 class ApiTokenCreateSerializer(StrictSerializer):
     name = serializers.CharField(max_length=100)
-    expires_in_days = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    # It feeds a date (now + days): bounded well inside year 9999, as the service checks too.
+    expires_in_days = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1, max_value=API_TOKEN_MAX_DAYS
+    )
 
 
 class HealthCheckSerializer(JobSerializer):

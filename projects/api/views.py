@@ -20,6 +20,7 @@ from llmhub.services import job_cancel
 from projects import selectors, services
 from projects.api import filters
 from projects.api import serializers as s
+from projects.permissions import Action
 
 
 @extend_schema_view(
@@ -30,6 +31,8 @@ class TeamViewSet(ListRetrieveMixin, CreateMixin, UpdateMixin, ScopedViewSet):
     """Teams you belong to, with your role in each. Creating a team makes you its admin."""
 
     serializer_class = s.TeamSerializer
+    read_action = Action.VIEW
+    required_actions = {"create": None, "partial_update": Action.MANAGE_TEAM}
     create_serializer_class = s.TeamCreateSerializer
     update_serializer_class = s.TeamUpdateSerializer
     search_fields = ("name", "slug")
@@ -53,6 +56,12 @@ class MemberViewSet(ListRetrieveMixin, CreateMixin, UpdateMixin, DestroyMixin, S
     """Members of your teams and their roles; admins add, change and remove members."""
 
     serializer_class = s.MemberSerializer
+    # Anyone may leave a team (the service checks MANAGE_TEAM for removing someone else).
+    required_actions = {
+        "create": Action.MANAGE_TEAM,
+        "partial_update": Action.MANAGE_TEAM,
+        "destroy": None,
+    }
     create_serializer_class = s.MemberCreateSerializer
     update_serializer_class = s.MemberUpdateSerializer
     filterset_class = filters.MemberFilterSet
@@ -86,6 +95,12 @@ class ProjectViewSet(ListRetrieveMixin, CreateMixin, UpdateMixin, DestroyMixin, 
     """Projects of your teams, each with its goals and their status."""
 
     serializer_class = s.ProjectSerializer
+    read_action = Action.VIEW
+    required_actions = {
+        "create": Action.CREATE_PROJECT,
+        "partial_update": Action.EDIT_PROJECT,
+        "destroy": Action.DELETE_PROJECT,
+    }
     create_serializer_class = s.ProjectCreateSerializer
     update_serializer_class = s.ProjectUpdateSerializer
     filterset_class = filters.ProjectFilterSet
@@ -114,6 +129,11 @@ class GoalViewSet(ListRetrieveMixin, CreateMixin, UpdateMixin, DestroyMixin, Sco
     measurement."""
 
     serializer_class = s.GoalSerializer
+    required_actions = {
+        "create": Action.EDIT_GOALS,
+        "partial_update": Action.EDIT_GOALS,
+        "destroy": Action.EDIT_GOALS,
+    }
     create_serializer_class = s.GoalCreateSerializer
     update_serializer_class = s.GoalUpdateSerializer
     filterset_class = filters.GoalFilterSet
@@ -150,6 +170,8 @@ class ApiTokenViewSet(ListRetrieveMixin, CreateMixin, ScopedViewSet):
     """Your personal API tokens. The secret is returned once, at creation."""
 
     serializer_class = s.ApiTokenSerializer
+    read_action = Action.VIEW  # one's own tokens, whatever one's roles
+    required_actions = {"create": None, "revoke": None}
     create_serializer_class = s.ApiTokenCreateSerializer
 
     def scoped_queryset(self, user):
@@ -177,6 +199,7 @@ class HealthCheckViewSet(ListRetrieveMixin, CreateMixin, ScopedViewSet):
     """Project health checks: a cheap background job (goals, storage, worker)."""
 
     serializer_class = s.HealthCheckSerializer
+    required_actions = {"create": Action.RUN_JOBS, "cancel": Action.RUN_JOBS}
     create_serializer_class = s.HealthCheckCreateSerializer
     filterset_class = filters.HealthCheckFilterSet
 

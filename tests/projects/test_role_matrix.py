@@ -2,7 +2,11 @@
 
 A row is an action; the expected statuses say who may do it. A member whose role does not allow
 an action gets 403 with a message naming the role; someone outside the team gets 404, the same
-answer as for an id that does not exist.
+answer as for an id that does not exist. A rater does not see the team's work (members, goals,
+activity, jobs): addressing one of those is a 404 for them too, and its lists are empty.
+
+These are the success paths with real bodies; tests/api/test_route_permissions.py checks every
+route of the router against the role table generically.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ class Case:
     allowed: tuple[str, ...]
     request: Callable  # (client, world, extras) -> response
     success: int
+    hidden: tuple[str, ...] = ()  # roles that may not see the object: 404 (lists: empty)
 
 
 def _extras(world):
@@ -36,23 +41,34 @@ def _extras(world):
     return {"goal": goal, "newcomer": newcomer, "membership": membership, "job": job}
 
 
+WORKERS = ("admin", "manager", "engineer", "viewer")  # every role that sees the team's work
+RATER = ("rater",)
+
 CASES = [
     Case(
         "view project", ALL_ROLES, lambda c, w, x: c.get(f"/api/v1/projects/{w.project.pk}/"), 200
     ),
-    Case("view goals", ALL_ROLES, lambda c, w, x: c.get(f"/api/v1/goals/{x['goal'].pk}/"), 200),
+    Case(
+        "view goals",
+        WORKERS,
+        lambda c, w, x: c.get(f"/api/v1/goals/{x['goal'].pk}/"),
+        200,
+        hidden=RATER,
+    ),
     Case(
         "view activity",
         ALL_ROLES,
         lambda c, w, x: c.get(f"/api/v1/activity/?project={w.project.pk}"),
         200,
+        hidden=RATER,
     ),
     Case("view team", ALL_ROLES, lambda c, w, x: c.get(f"/api/v1/teams/{w.team.pk}/"), 200),
     Case(
         "view member",
-        ALL_ROLES,
+        WORKERS,
         lambda c, w, x: c.get(f"/api/v1/members/{x['membership'].pk}/"),
         200,
+        hidden=RATER,
     ),
     Case(
         "create project",
@@ -88,12 +104,14 @@ CASES = [
         ("admin", "manager"),
         lambda c, w, x: c.patch(f"/api/v1/goals/{x['goal'].pk}/", {"target": 0.7}),
         200,
+        hidden=RATER,
     ),
     Case(
         "delete goal",
         ("admin", "manager"),
         lambda c, w, x: c.delete(f"/api/v1/goals/{x['goal'].pk}/"),
         204,
+        hidden=RATER,
     ),
     Case(
         "rename team",
@@ -114,12 +132,14 @@ CASES = [
         ("admin",),
         lambda c, w, x: c.patch(f"/api/v1/members/{x['membership'].pk}/", {"role": "rater"}),
         200,
+        hidden=RATER,
     ),
     Case(
         "remove member",
         ("admin",),
         lambda c, w, x: c.delete(f"/api/v1/members/{x['membership'].pk}/"),
         204,
+        hidden=RATER,
     ),
     Case(
         "launch job",
@@ -132,6 +152,7 @@ CASES = [
         ("admin", "manager", "engineer"),
         lambda c, w, x: c.post(f"/api/v1/health-checks/{x['job'].pk}/cancel/"),
         200,
+        hidden=RATER,
     ),
 ]
 
@@ -142,7 +163,13 @@ def test_role_may_or_may_not(case: Case, role: str, world, api) -> None:
     extras = _extras(world)
     events_before = AuditEvent.objects.count()
     response = case.request(api(world.users[role]), world, extras)
-    if role in case.allowed:
+    if role in case.hidden and response.status_code == 200:
+        assert response.json()["count"] == 0  # a list: the team's rows are not among theirs
+    elif role in case.hidden:
+        assert response.status_code == 404, response.content
+        assert response.json()["error"]["code"] == "not_found"
+        assert AuditEvent.objects.count() == events_before
+    elif role in case.allowed:
         assert response.status_code == case.success, response.content
     else:
         assert response.status_code == 403, response.content
@@ -174,3 +201,14 @@ def test_anonymous_is_refused_everywhere(world, api) -> None:
         response = api().get(url)
         assert response.status_code == 401
         assert response.json()["error"]["code"] == "not_authenticated"
+
+
+def test_a_rater_may_leave_the_team(world, api) -> None:
+    """Raters cannot see the member list, but they see (and may remove) their own membership."""
+    rater = world.users["rater"]
+    client = api(rater)
+    listed = client.get("/api/v1/members/").json()["results"]
+    assert [m["username"] for m in listed] == ["rater"]
+    response = client.delete(f"/api/v1/members/{listed[0]['id']}/")
+    assert response.status_code == 204, response.content
+    assert not Membership.objects.filter(user=rater, team=world.team).exists()

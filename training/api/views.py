@@ -13,6 +13,7 @@ from rest_framework.response import Response
 
 from llmhub.api.viewsets import CreateMixin, ListRetrieveMixin, ScopedViewSet
 from llmhub.services import job_cancel
+from projects.permissions import Action
 from training import metrics_store, selectors, services
 from training.api import filters
 from training.api import serializers as s
@@ -28,6 +29,15 @@ class TrainingJobViewSet(ListRetrieveMixin, CreateMixin, ScopedViewSet):
     external run whose script posts metrics."""
 
     serializer_class = s.TrainingJobSerializer
+    required_actions = {
+        "create": Action.RUN_JOBS,
+        "cancel": Action.RUN_JOBS,
+        "resume": Action.RUN_JOBS,
+        "metrics": Action.RUN_JOBS,
+        "finish": Action.RUN_JOBS,
+        "external": Action.RUN_JOBS,
+        "estimate": Action.VIEW_WORK,  # a computation on the body, no team involved
+    }
     create_serializer_class = s.TrainingLaunchSerializer
     filterset_class = filters.TrainingJobFilterSet
     search_fields = ("name",)
@@ -153,6 +163,7 @@ class SweepViewSet(ListRetrieveMixin, CreateMixin, ScopedViewSet):
     """Hyperparameter sweeps: child jobs over a grid or random search, ranked by a metric."""
 
     serializer_class = s.SweepSerializer
+    required_actions = {"create": Action.RUN_JOBS}
     create_serializer_class = s.SweepCreateSerializer
     filterset_class = filters.SweepFilterSet
 
@@ -207,6 +218,7 @@ class ModelVersionViewSet(ListRetrieveMixin, ScopedViewSet):
     """Model versions with their lineage (dataset version -> job -> model) and stage."""
 
     serializer_class = s.ModelVersionSerializer
+    required_actions = {"stage": Action.EDIT_PROJECT}
     filterset_class = filters.ModelVersionFilterSet
 
     def scoped_queryset(self, user):
