@@ -16,7 +16,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from datasets_app.models import DatasetVersion, Tokenizer
@@ -230,7 +230,6 @@ def _prepare(
 # --- launch, resume, external runs ------------------------------------------------------------
 
 
-@transaction.atomic
 def training_job_launch(
     *,
     actor,
@@ -250,7 +249,8 @@ def training_job_launch(
     hyperparameters: dict | None = None,
     sweep: Sweep | None = None,
 ) -> TrainingJob:
-    """Validate and queue a training job on the gpu queue."""
+    """Validate and queue a training job on the gpu queue. The checks (which may read a local
+    model directory's config) run before the short transaction that creates the job."""
     require(actor, project.team, Action.RUN_JOBS)
     fields = _prepare(
         project=project,
@@ -267,9 +267,17 @@ def training_job_launch(
         eval_split=eval_split,
         hyperparameters=hyperparameters or {},
     )
+    with transaction.atomic():
+        return _create_job(actor=actor, project=project, name=name, sweep=sweep, fields=fields)
+
+
+def _create_job(
+    *, actor, project: Project, name: str, sweep: Sweep | None, fields: dict[str, Any]
+) -> TrainingJob:
+    """Create and queue a job from validated launch fields (inside the caller's transaction)."""
     job = TrainingJob(
         project=project,
-        name=(name or "").strip() or f"{kind} run",
+        name=(name or "").strip() or f"{fields['kind']} run",
         created_by=actor,
         sweep=sweep,
         **fields,
@@ -282,7 +290,7 @@ def training_job_launch(
         project=project,
         verb="training_job.launched",
         target=job,
-        changes={"kind": kind},
+        changes={"kind": fields["kind"]},
     )
     enqueue_job(job)
     return job
@@ -324,9 +332,10 @@ def training_job_resume(*, actor, job: TrainingJob) -> TrainingJob:
         "model_version": None,
         "device": "",
         "precision_used": "",
-        "name": job.name if "(resumed)" in job.name else f"{job.name} (resumed)",
+        "name": job.name if "(resumed)" in job.name else f"{job.name[:110]} (resumed)",
     }.items():
         setattr(resumed, field, value)
+    resumed.full_clean(exclude=["model_version"])
     resumed.save()
     record_event(
         actor=actor,
@@ -357,9 +366,9 @@ def external_run_start(
     if train_version is not None and train_version.dataset.project_id != project.pk:
         raise _error("train_version", "The dataset version belongs to another project.")
     now = timezone.now()
-    job = TrainingJob.objects.create(
+    job = TrainingJob(
         project=project,
-        name=(name or "external run").strip(),
+        name=(name or "").strip() or "external run",
         kind=kind,
         external=True,
         hyperparameters=hyperparameters or {},
@@ -371,6 +380,8 @@ def external_run_start(
         attempts=1,
         worker_host="external",
     )
+    job.full_clean(exclude=["model_version"])
+    job.save()
     record_event(
         actor=actor,
         team=project.team,
@@ -506,7 +517,6 @@ def _trial_params(search_space: dict, *, method: str, max_trials: int, seed: int
     return trials
 
 
-@transaction.atomic
 def sweep_launch(
     *,
     actor,
@@ -520,7 +530,8 @@ def sweep_launch(
     direction: str = "minimize",
     seed: int = 0,
 ) -> Sweep:
-    """Create a sweep and one training job per trial (``base`` holds the launch arguments)."""
+    """Create a sweep and one training job per trial (``base`` holds the launch arguments).
+    Every trial is validated first; the sweep and its jobs are then created together."""
     require(actor, project.team, Action.RUN_JOBS)
     if method not in ("grid", "random"):
         raise _error("method", "Choose 'grid' or 'random'.")
@@ -534,65 +545,117 @@ def sweep_launch(
             "metric", f"{metric} is measured on an eval split: name one, or rank by train_loss."
         )
     trials = _trial_params(search_space, method=method, max_trials=max_trials, seed=seed)
-    sweep = Sweep.objects.create(
-        project=project,
-        name=(name or "sweep").strip(),
-        method=method,
-        search_space=search_space,
-        max_trials=len(trials),
-        metric=metric,
-        direction=direction,
-        seed=seed,
-        created_by=actor,
-    )
+    base = dict(base)
     base_hp = dict(base.pop("hyperparameters", None) or {})
-    for index, trial in enumerate(trials, start=1):
-        training_job_launch(
-            actor=actor,
+    prepared = [
+        _prepare(project=project, hyperparameters={**base_hp, **trial}, **_launch_defaults(base))
+        for trial in trials
+    ]
+    with transaction.atomic():
+        sweep = Sweep(
             project=project,
-            name=f"{sweep.name} #{index}",
-            sweep=sweep,
-            hyperparameters={**base_hp, **trial},
-            **base,
+            name=(name or "").strip() or "sweep",
+            method=method,
+            search_space=search_space,
+            max_trials=len(trials),
+            metric=metric,
+            direction=direction,
+            seed=seed,
+            created_by=actor,
         )
-    record_event(
-        actor=actor,
-        team=project.team,
-        project=project,
-        verb="sweep.launched",
-        target=sweep,
-        changes={"trials": len(trials)},
-    )
+        sweep.full_clean()
+        sweep.save()
+        for index, fields in enumerate(prepared, start=1):
+            _create_job(
+                actor=actor,
+                project=project,
+                name=f"{sweep.name} #{index}",
+                sweep=sweep,
+                fields=fields,
+            )
+        record_event(
+            actor=actor,
+            team=project.team,
+            project=project,
+            verb="sweep.launched",
+            target=sweep,
+            changes={"trials": len(trials)},
+        )
     return sweep
+
+
+def _launch_defaults(base: dict) -> dict[str, Any]:
+    """The launch arguments of ``base`` with ``training_job_launch``'s defaults filled in."""
+    defaults = {
+        "kind": None,
+        "train_version": None,
+        "method": TrainingMethod.FULL,
+        "base_source": BaseSource.RANDOM,
+        "model_spec": None,
+        "base_model_version": None,
+        "base_path": "",
+        "hub_model_id": "",
+        "tokenizer": None,
+        "train_split": "",
+        "eval_split": "",
+    }
+    unknown = sorted(set(base) - set(defaults))
+    if unknown:
+        raise _error("base", f"Unknown launch argument(s): {', '.join(unknown)}.")
+    return {**defaults, **base}
 
 
 # --- checkpoints and the registry (system writes made by the training runner) -----------------
 
 
-@transaction.atomic
+def _delete_stored(prefix: str, files: list[str]) -> None:
+    for name in files:
+        storage.delete_quietly(f"{prefix}/{name}")
+
+
 def checkpoint_register(*, job: TrainingJob, local_dir: Path, step: int) -> Checkpoint:
+    """Store a checkpoint directory, then record it (system write by the training runner). The
+    upload runs before the transaction opens; a checkpoint of the same step saved by an
+    earlier attempt is replaced, and its files deleted once the new row is committed."""
     prefix = storage.unique_prefix("checkpoints", job.pk, f"step-{step}")
     files = storage.store_directory(local_dir, prefix=prefix)
     size = sum(p.stat().st_size for p in Path(local_dir).rglob("*") if p.is_file())
-    checkpoint, _ = Checkpoint.objects.update_or_create(
-        job=job,
-        step=step,
-        defaults={"files_prefix": prefix, "files": files, "size_bytes": size},
-    )
+    try:
+        with transaction.atomic():
+            checkpoint = Checkpoint.objects.select_for_update().filter(job=job, step=step).first()
+            replaced = (checkpoint.files_prefix, checkpoint.files) if checkpoint else None
+            checkpoint = checkpoint or Checkpoint(job=job, step=step)
+            checkpoint.files_prefix, checkpoint.files, checkpoint.size_bytes = prefix, files, size
+            checkpoint.full_clean(validate_constraints=False)
+            checkpoint.save()
+            if replaced is not None:
+                transaction.on_commit(lambda: _delete_stored(*replaced))
+    except Exception:
+        _delete_stored(prefix, files)  # nothing refers to them
+        raise
     return checkpoint
 
 
 def registered_model_for(job: TrainingJob) -> RegisteredModel:
+    """The registered model a job's version goes to (created on first use)."""
     name = (
         job.hyperparameters.get("register_as")
         or (job.sweep.name if job.sweep_id else "")
         or job.name.removesuffix(" (resumed)")
-    )
-    model, _ = RegisteredModel.objects.get_or_create(project=job.project, name=name[:120])
+    )[:120]
+    model = RegisteredModel.objects.filter(project=job.project, name=name).first()
+    if model is not None:
+        return model
+    model = RegisteredModel(project=job.project, name=name)
+    model.full_clean(validate_constraints=False)
+    try:
+        with transaction.atomic():
+            model.save()
+    except IntegrityError:  # another job of the project registered it a moment ago
+        model = RegisteredModel.objects.get(project=job.project, name=name)
     return model
 
 
-@transaction.atomic
 def model_version_register(
     *,
     job: TrainingJob,
@@ -600,40 +663,53 @@ def model_version_register(
     metrics: dict,
     parameters: int,
 ) -> ModelVersion:
-    """Store the trained model directory and create its version (lineage: data -> job -> model)."""
-    registered = RegisteredModel.objects.select_for_update().get(pk=registered_model_for(job).pk)
-    number = (
-        registered.versions.order_by("-number").values_list("number", flat=True).first() or 0
-    ) + 1
-    prefix = storage.unique_prefix("models", job.project_id, registered.pk, f"v{number}")
+    """Store the trained model directory and create its version (lineage: data -> job -> model).
+
+    The upload (slow: the weights) runs first, with no transaction open and no row locked;
+    then one short transaction locks the registered model to number the version."""
+    registered = registered_model_for(job)
+    prefix = storage.unique_prefix("models", job.project_id, registered.pk, f"job-{job.pk}")
     files = storage.store_directory(model_dir, prefix=prefix)
     config_path = Path(model_dir) / "config.json"
     config = json.loads(config_path.read_text()) if config_path.exists() else {}
-    version = ModelVersion.objects.create(
-        registered_model=registered,
-        number=number,
-        task_kind=job.kind,
-        architecture=(config.get("architectures") or [""])[0],
-        files_prefix=prefix,
-        files=files,
-        config=config,
-        hyperparameters=job.hyperparameters,
-        metrics=metrics,
-        parameters=parameters,
-        size_bytes=sum(p.stat().st_size for p in Path(model_dir).rglob("*") if p.is_file()),
-        dataset_version=job.train_version,
-        tokenizer=job.tokenizer,
-        parent=job.base_model_version,
-        created_by=job.created_by,
-    )
-    TrainingJob.objects.filter(pk=job.pk).update(model_version=version)
-    record_event(
-        actor=job.created_by,
-        team=job.project.team,
-        project=job.project,
-        verb="model_version.registered",
-        target=version,
-    )
+    size = sum(p.stat().st_size for p in Path(model_dir).rglob("*") if p.is_file())
+    try:
+        with transaction.atomic():
+            registered = RegisteredModel.objects.select_for_update().get(pk=registered.pk)
+            number = (
+                registered.versions.order_by("-number").values_list("number", flat=True).first()
+                or 0
+            ) + 1
+            version = ModelVersion(
+                registered_model=registered,
+                number=number,
+                task_kind=job.kind,
+                architecture=(config.get("architectures") or [""])[0][:80],
+                files_prefix=prefix,
+                files=files,
+                config=config,
+                hyperparameters=job.hyperparameters,
+                metrics=metrics,
+                parameters=parameters,
+                size_bytes=size,
+                dataset_version=job.train_version,
+                tokenizer=job.tokenizer,
+                parent=job.base_model_version,
+                created_by=job.created_by,
+            )
+            version.full_clean()
+            version.save()
+            TrainingJob.objects.filter(pk=job.pk).update(model_version=version)
+            record_event(
+                actor=job.created_by,
+                team=job.project.team,
+                project=job.project,
+                verb="model_version.registered",
+                target=version,
+            )
+    except Exception:
+        _delete_stored(prefix, files)  # no version refers to them
+        raise
     return version
 
 
