@@ -114,6 +114,12 @@ class DatasetVersion(models.Model):
         default=dict, help_text="What produced this version: {'kind': 'upload'|'clean'|..., ...}."
     )
     note = models.CharField(max_length=255, blank=True, default="")
+    warnings = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Sentences about the data worth a user's attention (NUL removed, NaN, very "
+        "long lines, no text column...), from the job that made the version.",
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,

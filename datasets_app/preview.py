@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from llmhub import storage
@@ -10,6 +11,13 @@ MAX_CELL_CHARS = 2000
 
 
 def _cell(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        # Strict JSON has no NaN or Infinity: say them as text rather than fail the page.
+        return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {key: _cell(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_cell(item) for item in value]
     if isinstance(value, str) and len(value) > MAX_CELL_CHARS:
         return value[:MAX_CELL_CHARS] + "…"
     if isinstance(value, bytes):

@@ -14,11 +14,11 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, models, transaction
 from django.db.models import RestrictedError
 from django.utils import timezone
 
-from datasets_app.columns import ROLES
+from datasets_app.cleaning import options as opts
 from datasets_app.models import (
     CleaningRecipe,
     DataCard,
@@ -36,12 +36,32 @@ from projects.models import Project
 from projects.permissions import Action
 from projects.services import require
 
-UPLOAD_FORMATS = ("csv", "tsv", "json", "jsonl", "txt", "parquet")
-TEXT_ROLES = ("text", "target", "prompt", "chosen", "rejected", "context", "question")
+UPLOAD_FORMATS = opts.FORMATS
+TEXT_ROLES = opts.TEXT_ROLES
+TOKENIZER_ALGORITHMS = opts.TOKENIZER_ALGORITHMS
 
 
-def _input_error(exc: Exception) -> ValidationError:
-    return ValidationError(str(exc))
+def _options(kind: type, **values: Any):
+    """Build one of the runtime's option dataclasses (its one validator); a bad value is a
+    ValidationError on the field it names."""
+    try:
+        return kind(**values)
+    except opts.OptionError as exc:
+        raise ValidationError({exc.field: str(exc)}) from None
+
+
+def _checked_columns(field: str, columns: list[str] | None, available: list[str]) -> None:
+    try:
+        opts.check_columns(field, columns, available)
+    except opts.OptionError as exc:
+        raise ValidationError({exc.field: str(exc)}) from None
+
+
+def _create(instance: models.Model) -> models.Model:
+    """Validate (fields, choices, unique constraints) and insert: every create goes here."""
+    instance.full_clean()
+    instance.save(force_insert=True)
+    return instance
 
 
 def _require_free_name(
@@ -65,9 +85,8 @@ def dataset_create(*, actor, project: Project, name: str, description: str = "")
     require(actor, project.team, Action.EDIT_DATA)
     name = _require_free_name(Dataset, project, name, what="dataset")
     dataset = Dataset(project=project, name=name, description=description, created_by=actor)
-    dataset.full_clean()
-    dataset.save()
-    DataCard.objects.create(dataset=dataset)
+    _create(dataset)
+    _create(DataCard(dataset=dataset))
     record_event(
         actor=actor, team=project.team, project=project, verb="dataset.created", target=dataset
     )
@@ -161,21 +180,12 @@ def data_card_update(*, actor, dataset: Dataset, **fields: str) -> DataCard:
 
 
 def _check_roles(column_roles: dict | None) -> dict:
-    if column_roles is None:
-        return {}
-    if not isinstance(column_roles, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in column_roles.items()
-    ):
-        raise ValidationError({"column_roles": "Give an object mapping role -> column name."})
-    unknown = sorted(set(column_roles) - set(ROLES))
-    if unknown:
-        raise ValidationError(
-            {"column_roles": f"Unknown role(s): {', '.join(unknown)}. Roles: {', '.join(ROLES)}."}
-        )
-    return column_roles
+    try:
+        return opts.check_column_roles(column_roles)
+    except opts.OptionError as exc:
+        raise ValidationError({exc.field: str(exc)}) from None
 
 
-@transaction.atomic
 def upload_start(
     *,
     actor,
@@ -190,8 +200,11 @@ def upload_start(
 ) -> DataJob:
     """Accept an uploaded file and queue its ingestion into a new version.
 
-    Cheap checks run here so the caller gets an immediate 400: the size limit, the file name
+    Cheap checks run here so the caller gets an immediate 400: the size limit, the options
+    (validated by the runtime's ``IngestOptions``, as the worker does again), the file name
     (no path separators or ``..``), and that the first bytes look like the declared format.
+    The file is streamed into storage before the transaction that creates the job opens (no
+    transaction is held open during slow I/O), and deleted again if that transaction fails.
     Parsing the whole file happens in the ingest job; if it fails, the job fails with the line
     and reason, and no version is created.
     """
@@ -210,59 +223,56 @@ def upload_start(
                 f"{settings.LLMHUB_MAX_UPLOAD_BYTES:,} bytes."
             }
         )
-    if file_format is not None and file_format not in UPLOAD_FORMATS:
-        raise ValidationError({"file_format": f"Choose one of {', '.join(UPLOAD_FORMATS)}."})
-    if encoding_errors not in ("strict", "replace"):
-        raise ValidationError({"encoding_errors": "Choose 'strict' or 'replace'."})
-    if txt_mode not in ("lines", "chunks"):
-        raise ValidationError({"txt_mode": "Choose 'lines' or 'chunks'."})
-    try:
-        "".encode(encoding)
-    except LookupError:
-        raise ValidationError({"encoding": f"Unknown encoding '{encoding}'."}) from None
-    column_roles = _check_roles(column_roles)
+    options = _options(
+        opts.IngestOptions,
+        file_format=file_format,
+        encoding=encoding,
+        encoding_errors=encoding_errors,
+        txt_mode=txt_mode,
+        chunk_chars=chunk_chars,
+        column_roles=column_roles,
+    )
 
     uploaded_file.seek(0)
     head = uploaded_file.read(64 * 1024)
     uploaded_file.seek(0)
     try:
-        safe_name = sniff_upload(head, filename=uploaded_file.name or "", file_format=file_format)
+        safe_name = sniff_upload(
+            head, filename=uploaded_file.name or "", file_format=options.file_format
+        )
     except JobInputError as exc:
         raise ValidationError({"file": str(exc)}) from exc
 
-    stored = storage.store_upload(uploaded_file, filename=safe_name)
+    from datasets_app.uploads import delete_upload, store_upload
+
+    stored = store_upload(uploaded_file, filename=safe_name)  # slow: before the transaction
     try:
-        return _queue_ingest(
-            actor=actor,
-            dataset=dataset,
-            stored=stored,
-            safe_name=safe_name,
-            size_bytes=uploaded_file.size,
-            params={
-                "file_format": file_format,
-                "encoding": encoding,
-                "encoding_errors": encoding_errors,
-                "txt_mode": txt_mode,
-                "chunk_chars": chunk_chars,
-                "column_roles": column_roles,
-            },
-        )
-    except Exception:
-        storage.delete_quietly(stored)  # nothing half-written: no orphaned upload either
+        with transaction.atomic():
+            return _queue_ingest(
+                actor=actor,
+                dataset=dataset,
+                stored=stored,
+                safe_name=safe_name,
+                size_bytes=uploaded_file.size,
+                params=options.to_params() | {"column_roles": options.column_roles or {}},
+            )
+    except BaseException:
+        delete_upload(stored)  # nothing half-written: no orphaned upload either
         raise
 
 
 def _queue_ingest(
     *, actor, dataset: Dataset, stored: str, safe_name: str, size_bytes: int, params: dict
 ) -> DataJob:
-    job = DataJob(
-        kind=DataJobKind.INGEST,
-        project=dataset.project,
-        dataset=dataset,
-        created_by=actor,
-        params={"upload": stored, "filename": safe_name, "size_bytes": size_bytes, **params},
+    job = _create(
+        DataJob(
+            kind=DataJobKind.INGEST,
+            project=dataset.project,
+            dataset=dataset,
+            created_by=actor,
+            params={"upload": stored, "filename": safe_name, "size_bytes": size_bytes, **params},
+        )
     )
-    job.save()
     record_event(
         actor=actor,
         team=dataset.project.team,
@@ -280,13 +290,14 @@ def _queue_ingest(
 
 def default_text_columns(version: DatasetVersion) -> list[str]:
     """The columns holding text that cleaning should work on, from the version's roles."""
-    string_columns = {c["name"] for c in version.schema if c.get("type") == "string"}
-    columns = [version.column_roles[r] for r in TEXT_ROLES if r in version.column_roles]
-    columns = [c for c in dict.fromkeys(columns) if c in string_columns]
-    return columns or sorted(string_columns)[:1]
+    return opts.default_text_columns(version.schema, version.column_roles)
 
 
-@transaction.atomic
+def _next_number(locked: Dataset) -> int:
+    last = locked.versions.order_by("-number").values_list("number", flat=True).first() or 0
+    return last + 1
+
+
 def version_register(
     *,
     dataset: Dataset,
@@ -301,45 +312,54 @@ def version_register(
     actor,
     note: str = "",
     splits: list[dict] | None = None,
+    warnings: list[str] | None = None,
 ) -> DatasetVersion:
-    """Store a finished table (and its splits) and create the version row (system write)."""
+    """Store a finished table (and its splits), then create the version row in a short
+    transaction (system write). Tables are content-addressed and may be shared by other
+    versions, so a failed transaction leaves them stored (the next identical table reuses
+    them) rather than deleting a file another version may hold."""
     name = storage.store_content_addressed(local_path, sha256=sha256)
     stored_splits = [
         {**split, "file": storage.store_content_addressed(split["path"], sha256=split["sha256"])}
         for split in splits or []
     ]
-    locked = Dataset.objects.select_for_update().get(pk=dataset.pk)
-    last = locked.versions.order_by("-number").values_list("number", flat=True).first() or 0
-    version = DatasetVersion.objects.create(
-        dataset=locked,
-        number=last + 1,
-        parent=parent,
-        file=name,
-        content_sha256=sha256,
-        row_count=row_count,
-        size_bytes=size_bytes,
-        schema=schema,
-        column_roles=column_roles,
-        recipe=recipe,
-        note=note[:255],
-        created_by=actor if getattr(actor, "is_authenticated", False) else None,
-    )
-    for split in stored_splits:
-        DatasetSplit.objects.create(
-            version=version,
-            name=split["name"],
-            file=split["file"],
-            content_sha256=split["sha256"],
-            row_count=split["rows"],
+    with transaction.atomic():
+        locked = Dataset.objects.select_for_update().get(pk=dataset.pk)
+        version = _create(
+            DatasetVersion(
+                dataset=locked,
+                number=_next_number(locked),
+                parent=parent,
+                file=name,
+                content_sha256=sha256,
+                row_count=row_count,
+                size_bytes=size_bytes,
+                schema=schema,
+                column_roles=column_roles,
+                recipe=recipe,
+                note=note[:255],
+                warnings=list(warnings or []),
+                created_by=actor if getattr(actor, "is_authenticated", False) else None,
+            )
         )
-    record_event(
-        actor=actor,
-        team=dataset.project.team,
-        project=dataset.project,
-        verb="dataset_version.created",
-        target=version,
-        changes={"recipe": recipe.get("kind")},
-    )
+        for split in stored_splits:
+            _create(
+                DatasetSplit(
+                    version=version,
+                    name=split["name"],
+                    file=split["file"],
+                    content_sha256=split["sha256"],
+                    row_count=split["rows"],
+                )
+            )
+        record_event(
+            actor=actor,
+            team=dataset.project.team,
+            project=dataset.project,
+            verb="dataset_version.created",
+            target=version,
+            changes={"recipe": recipe.get("kind")},
+        )
     return version
 
 
@@ -357,27 +377,31 @@ def version_remap_roles(*, actor, version: DatasetVersion, column_roles: dict) -
             }
         )
     locked = Dataset.objects.select_for_update().get(pk=version.dataset_id)
-    last = locked.versions.order_by("-number").values_list("number", flat=True).first() or 0
-    new = DatasetVersion.objects.create(
-        dataset=locked,
-        number=last + 1,
-        parent=version,
-        file=version.file,
-        content_sha256=version.content_sha256,
-        row_count=version.row_count,
-        size_bytes=version.size_bytes,
-        schema=version.schema,
-        column_roles=column_roles,
-        recipe={"kind": "remap", "column_roles": column_roles},
-        created_by=actor,
+    new = _create(
+        DatasetVersion(
+            dataset=locked,
+            number=_next_number(locked),
+            parent=version,
+            file=version.file,
+            content_sha256=version.content_sha256,
+            row_count=version.row_count,
+            size_bytes=version.size_bytes,
+            schema=version.schema,
+            column_roles=column_roles,
+            recipe={"kind": "remap", "column_roles": column_roles},
+            warnings=version.warnings,
+            created_by=actor,
+        )
     )
     for split in version.splits.all():
-        DatasetSplit.objects.create(
-            version=new,
-            name=split.name,
-            file=split.file,
-            content_sha256=split.content_sha256,
-            row_count=split.row_count,
+        _create(
+            DatasetSplit(
+                version=new,
+                name=split.name,
+                file=split.file,
+                content_sha256=split.content_sha256,
+                row_count=split.row_count,
+            )
         )
     record_event(
         actor=actor,
@@ -394,16 +418,17 @@ def version_remap_roles(*, actor, version: DatasetVersion, column_roles: dict) -
 
 
 def _launch(*, actor, version: DatasetVersion, kind: str, params: dict, recipe=None) -> DataJob:
-    job = DataJob(
-        kind=kind,
-        project=version.dataset.project,
-        dataset=version.dataset,
-        source_version=version,
-        params=params,
-        recipe=recipe,
-        created_by=actor,
+    job = _create(
+        DataJob(
+            kind=kind,
+            project=version.dataset.project,
+            dataset=version.dataset,
+            source_version=version,
+            params=params,
+            recipe=recipe,
+            created_by=actor,
+        )
     )
-    job.save()
     record_event(
         actor=actor,
         team=version.dataset.project.team,
@@ -418,14 +443,7 @@ def _launch(*, actor, version: DatasetVersion, kind: str, params: dict, recipe=N
 
 def _check_text_columns(version: DatasetVersion, text_columns: list[str] | None) -> list[str]:
     columns = text_columns or default_text_columns(version)
-    missing = [c for c in columns if c not in version.columns]
-    if missing:
-        raise ValidationError(
-            {
-                "text_columns": f"No column named {', '.join(missing)}. "
-                f"Columns: {', '.join(version.columns)}."
-            }
-        )
+    _checked_columns("text_columns", columns, version.columns)
     if not columns:
         raise ValidationError({"text_columns": "This version has no text column to work on."})
     return columns
@@ -438,24 +456,33 @@ def profile_launch(
     require(actor, version.dataset.project.team, Action.EDIT_DATA)
     if tokenizer is not None and tokenizer.project_id != version.dataset.project_id:
         raise ValidationError({"tokenizer": "The tokenizer belongs to another project."})
+    params = _options(opts.ProfileParams, tokenizer=tokenizer.pk if tokenizer else None)
     return _launch(
-        actor=actor,
-        version=version,
-        kind=DataJobKind.PROFILE,
-        params={"tokenizer": tokenizer.pk if tokenizer else None},
+        actor=actor, version=version, kind=DataJobKind.PROFILE, params=params.to_params()
     )
 
 
-def validate_steps(steps: Any) -> list[dict]:
-    from datasets_app.cleaning.recipe import validate_recipe
-    from llmhub.reporting import JobInputError
+@transaction.atomic
+def profile_queue(*, job: DataJob, version: DatasetVersion) -> DataJob:
+    """Queue the profile of a version a data job has just made (system write, no audit: the
+    version's creation is recorded)."""
+    profile = _create(
+        DataJob(
+            kind=DataJobKind.PROFILE,
+            project=job.project,
+            dataset=job.dataset,
+            source_version=version,
+            created_by=job.created_by,
+            params=opts.ProfileParams().to_params(),
+        )
+    )
+    enqueue_job(profile)
+    return profile
 
-    if not isinstance(steps, list) or not steps:
-        raise ValidationError({"steps": "Give a non-empty list of steps: [{step, params}, ...]."})
-    try:
-        return validate_recipe(steps)
-    except JobInputError as exc:
-        raise ValidationError({"steps": str(exc)}) from exc
+
+def validate_steps(steps: Any) -> list[dict]:
+    """A recipe's steps, normalized (defaults filled in), or a ValidationError on ``steps``."""
+    return _options(opts.CleanParams, steps=steps).steps
 
 
 @transaction.atomic
@@ -474,20 +501,20 @@ def clean_launch(
         raise ValidationError("Give either a saved recipe or a list of steps.")
     if recipe is not None and recipe.project_id != version.dataset.project_id:
         raise ValidationError({"recipe": "The recipe belongs to another project."})
-    normalized = validate_steps(recipe.steps if recipe is not None else steps)
-    if not 1 <= num_proc <= 16:
-        raise ValidationError({"num_proc": "Must be between 1 and 16."})
+    params = _options(
+        opts.CleanParams,
+        steps=recipe.steps if recipe is not None else steps,
+        text_columns=text_columns,
+        num_proc=num_proc,
+        recipe_name=recipe.name if recipe else None,
+    )
+    params.text_columns = _check_text_columns(version, params.text_columns)
     return _launch(
         actor=actor,
         version=version,
         kind=DataJobKind.CLEAN,
         recipe=recipe,
-        params={
-            "steps": normalized,
-            "recipe_name": recipe.name if recipe else None,
-            "text_columns": _check_text_columns(version, text_columns),
-            "num_proc": num_proc,
-        },
+        params=params.to_params(),
     )
 
 
@@ -502,40 +529,35 @@ def split_launch(
     by_column: str | None = None,
 ) -> DataJob:
     require(actor, version.dataset.project.team, Action.EDIT_DATA)
-    if ratios is None and by_column is None:
-        ratios = {"train": 0.8, "validation": 0.1, "test": 0.1}
-    if ratios is not None and by_column is not None:
-        raise ValidationError("Split by ratios or by a column, not both.")
-    if ratios is not None:
-        if (
-            not isinstance(ratios, dict)
-            or not ratios
-            or not all(isinstance(v, int | float) and 0 < v < 1 for v in ratios.values())
-        ):
-            raise ValidationError({"ratios": "Give split names with ratios between 0 and 1."})
-        if abs(sum(ratios.values()) - 1) > 1e-6:
-            raise ValidationError(
-                {"ratios": f"The ratios must add up to 1; they add up to {sum(ratios.values()):g}."}
-            )
-    for field, column in (("stratify_column", stratify_column), ("by_column", by_column)):
-        if column is not None and column not in version.columns:
-            raise ValidationError(
-                {field: f"No column named '{column}'. Columns: {', '.join(version.columns)}."}
-            )
-    return _launch(
-        actor=actor,
-        version=version,
-        kind=DataJobKind.SPLIT,
-        params={
-            "ratios": ratios,
-            "seed": seed,
-            "stratify_column": stratify_column,
-            "by_column": by_column,
-        },
+    params = _options(
+        opts.SplitParams,
+        ratios=ratios,
+        seed=seed,
+        stratify_column=stratify_column,
+        by_column=by_column,
     )
+    try:
+        params.check_columns(version.columns)
+    except opts.OptionError as exc:
+        raise ValidationError({exc.field: str(exc)}) from None
+    return _launch(actor=actor, version=version, kind=DataJobKind.SPLIT, params=params.to_params())
 
 
-TOKENIZER_ALGORITHMS = ("bpe", "wordpiece", "unigram")
+def _tokenizer_name_taken(project: Project, name: str) -> str | None:
+    """Why ``name`` cannot be used for a new tokenizer of ``project`` (None if it can): a
+    tokenizer has it, or a queued or running tokenizer job will give it."""
+    from llmhub.models import JobStatus
+
+    if Tokenizer.objects.filter(project=project, name=name).exists():
+        return f"A tokenizer named '{name}' already exists in this project."
+    training = DataJob.objects.filter(
+        project=project,
+        kind=DataJobKind.TOKENIZER,
+        status__in=[JobStatus.QUEUED, JobStatus.RUNNING],
+    ).only("params")
+    if any((job.params or {}).get("name") == name for job in training):
+        return f"A tokenizer named '{name}' is being trained in this project: choose another name."
+    return None
 
 
 @transaction.atomic
@@ -551,57 +573,74 @@ def tokenizer_launch(
     lowercase: bool = False,
     text_columns: list[str] | None = None,
 ) -> DataJob:
+    """Train a tokenizer on ``version``. Its name must be free: no tokenizer of the project
+    has it and no queued or running tokenizer job will give it (two jobs with one name would
+    leave the second to fail at the end, its work lost)."""
     require(actor, version.dataset.project.team, Action.EDIT_DATA)
     project = version.dataset.project
-    name = _require_free_name(Tokenizer, project, name, what="tokenizer")
-    if not name:
-        raise ValidationError({"name": "Give the tokenizer a name."})
-    if algorithm not in TOKENIZER_ALGORITHMS:
-        raise ValidationError({"algorithm": f"Choose one of {', '.join(TOKENIZER_ALGORITHMS)}."})
-    if not 100 <= vocab_size <= 1_000_000:
-        raise ValidationError({"vocab_size": "Must be between 100 and 1,000,000."})
-    if min_frequency < 1:
-        raise ValidationError({"min_frequency": "Must be at least 1."})
+    params = _options(
+        opts.TokenizerParams,
+        name=name,
+        algorithm=algorithm,
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=special_tokens,
+        lowercase=lowercase,
+        text_columns=text_columns,
+    )
+    # Lock the project row: two requests naming the same tokenizer queue one job, not two.
+    Project.objects.select_for_update().filter(pk=project.pk).first()
+    if reason := _tokenizer_name_taken(project, params.name):
+        raise ValidationError({"name": reason})
+    params.text_columns = _check_text_columns(version, params.text_columns)
     return _launch(
-        actor=actor,
-        version=version,
-        kind=DataJobKind.TOKENIZER,
-        params={
-            "name": name,
-            "algorithm": algorithm,
-            "vocab_size": vocab_size,
-            "min_frequency": min_frequency,
-            "special_tokens": special_tokens,
-            "lowercase": lowercase,
-            "text_columns": _check_text_columns(version, text_columns),
-        },
+        actor=actor, version=version, kind=DataJobKind.TOKENIZER, params=params.to_params()
     )
 
 
-@transaction.atomic
 def tokenizer_register(*, job: DataJob, local_dir: Path, result: dict, stats: dict) -> Tokenizer:
-    """Store a trained tokenizer directory and its row (system write by the job)."""
+    """Store a trained tokenizer directory, then create its row in a short transaction
+    (system write by the job); the stored files are deleted again if the row cannot be made.
+    A name taken meanwhile fails the job with that reason, not an IntegrityError."""
+    from llmhub.reporting import JobInputError
+
     prefix = storage.unique_prefix("tokenizers", job.project_id, job.pk)
-    files = storage.store_directory(local_dir, prefix=prefix)
-    tokenizer = Tokenizer.objects.create(
-        project=job.project,
-        name=job.params["name"],
-        algorithm=result["algorithm"],
-        vocab_size=result["vocab_size"],
-        special_tokens=result.get("special_tokens", []),
-        source_version=job.source_version,
-        files_prefix=prefix,
-        files=files,
-        stats=stats,
-        created_by=job.created_by,
-    )
-    record_event(
-        actor=job.created_by,
-        team=job.project.team,
-        project=job.project,
-        verb="tokenizer.created",
-        target=tokenizer,
-    )
+    files = storage.store_directory(local_dir, prefix=prefix)  # slow: before the transaction
+    try:
+        with transaction.atomic():
+            tokenizer = _create(
+                Tokenizer(
+                    project=job.project,
+                    name=job.params["name"],
+                    algorithm=result["algorithm"],
+                    vocab_size=result["vocab_size"],
+                    special_tokens=result.get("special_tokens", []),
+                    source_version=job.source_version,
+                    files_prefix=prefix,
+                    files=files,
+                    stats=stats,
+                    created_by=job.created_by,
+                )
+            )
+            record_event(
+                actor=job.created_by,
+                team=job.project.team,
+                project=job.project,
+                verb="tokenizer.created",
+                target=tokenizer,
+            )
+    except BaseException as exc:
+        for relative in files:
+            storage.delete_quietly(f"{prefix}/{relative}")
+        if (
+            isinstance(exc, ValidationError | IntegrityError)
+            and Tokenizer.objects.filter(project=job.project, name=job.params["name"]).exists()
+        ):
+            raise JobInputError(
+                f"A tokenizer named '{job.params['name']}' was created while this job ran: "
+                "train it again under another name."
+            ) from None
+        raise
     return tokenizer
 
 

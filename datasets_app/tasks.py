@@ -11,10 +11,14 @@ import logging
 import tempfile
 from pathlib import Path
 
+from django.conf import settings
+
 from datasets_app import services
+from datasets_app.cleaning import options as opts
 from datasets_app.models import DataJob, DataJobKind, Tokenizer
+from datasets_app.uploads import SCRATCH_PREFIX, delete_upload
 from llmhub import storage
-from llmhub.jobs import JobContext, enqueue_job, job_runner
+from llmhub.jobs import JobContext, job_runner
 from llmhub.reporting import JobInputError
 
 logger = logging.getLogger(__name__)
@@ -30,7 +34,7 @@ def run_data_job(job: DataJob, ctx: JobContext) -> None:
         DataJobKind.SPLIT: _split,
         DataJobKind.TOKENIZER: _tokenizer,
     }[job.kind]
-    with tempfile.TemporaryDirectory(prefix=f"llmhub-data-{job.pk}-") as scratch:
+    with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{job.pk}-") as scratch:
         handler(job, ctx, Path(scratch))
 
 
@@ -44,19 +48,23 @@ def _ingest(job: DataJob, ctx: JobContext, scratch: Path) -> None:
     params = job.params
     output = scratch / "table.parquet"
     try:
+        options = opts.IngestOptions.from_params(params)  # the service's validator, again
         ctx.progress(0.02, f"Reading {params['filename']}")
         result = convert_to_parquet(
             storage.local_copy(params["upload"]),
             output=output,
-            file_format=params.get("file_format"),
-            encoding=params.get("encoding", "utf-8"),
-            encoding_errors=params.get("encoding_errors", "strict"),
-            txt_mode=params.get("txt_mode", "lines"),
-            chunk_chars=params.get("chunk_chars", 2000),
+            file_format=options.file_format,
+            encoding=options.encoding,
+            encoding_errors=options.encoding_errors,
+            txt_mode=options.txt_mode,
+            chunk_chars=options.chunk_chars,
+            max_uncompressed_bytes=settings.LLMHUB_MAX_EXPANDED_BYTES,
+            max_expansion_ratio=settings.LLMHUB_MAX_EXPANSION_RATIO,
             reporter=ctx,
+            filename=params["filename"],
         )
         columns = [c["name"] for c in result.columns]
-        roles = params.get("column_roles") or infer_column_roles(result.columns)
+        roles = options.column_roles or infer_column_roles(result.columns)
         validate_column_roles(roles, columns)
         version = services.version_register(
             dataset=job.dataset,
@@ -69,40 +77,33 @@ def _ingest(job: DataJob, ctx: JobContext, scratch: Path) -> None:
             recipe={
                 "kind": "upload",
                 "filename": params["filename"],
-                "file_format": params.get("file_format") or "inferred",
-                "encoding": params.get("encoding", "utf-8"),
-                "encoding_errors": params.get("encoding_errors", "strict"),
+                "file_format": options.file_format or "inferred",
+                "encoding": options.encoding,
+                "encoding_errors": options.encoding_errors,
             },
             parent=None,
             actor=job.created_by,
             note=f"Uploaded {params['filename']}",
+            warnings=result.warnings,
         )
     finally:
-        # The raw upload has served its purpose (or failed): never keep half-ingested data.
-        storage.delete_quietly(params["upload"])
-    ctx.record(result_version=version, result={"rows": result.row_count})
-    _queue_profile(job, version)
-
-
-def _queue_profile(job: DataJob, version) -> None:
-    profile = DataJob.objects.create(
-        kind=DataJobKind.PROFILE,
-        project=job.project,
-        dataset=job.dataset,
-        source_version=version,
-        created_by=job.created_by,
-        params={"tokenizer": None},
+        # The raw upload has served its purpose (or failed): never keep half-ingested data,
+        # nor the folder it came in.
+        delete_upload(params["upload"])
+    ctx.record(
+        result_version=version, result={"rows": result.row_count, "warnings": result.warnings}
     )
-    enqueue_job(profile)
+    services.profile_queue(job=job, version=version)
 
 
 def _profile(job: DataJob, ctx: JobContext, scratch: Path) -> None:
     from datasets_app.cleaning.profile import profile_table
 
     version = job.source_version
+    params = opts.ProfileParams.from_params(job.params)
     tokenizer_dir = None
-    if job.params.get("tokenizer"):
-        tokenizer = Tokenizer.objects.get(pk=job.params["tokenizer"])
+    if params.tokenizer:
+        tokenizer = Tokenizer.objects.get(pk=params.tokenizer)
         tokenizer_dir = storage.local_directory(tokenizer.files_prefix, tokenizer.files)
     ctx.progress(0.05, "Profiling")
     profile = profile_table(
@@ -118,13 +119,15 @@ def _clean(job: DataJob, ctx: JobContext, scratch: Path) -> None:
     from datasets_app.cleaning.recipe import run_recipe
 
     version = job.source_version
+    params = opts.CleanParams.from_params(job.params)
+    opts.check_columns("text_columns", params.text_columns, version.columns)
     output = scratch / "cleaned.parquet"
     report = run_recipe(
         storage.local_copy(version.file),
         output=output,
-        steps=job.params["steps"],
-        text_columns=job.params["text_columns"],
-        num_proc=job.params.get("num_proc", 1),
+        steps=params.steps,
+        text_columns=params.text_columns,
+        num_proc=params.num_proc,
         reporter=ctx,
     )
     report_data = report.to_dict()
@@ -144,32 +147,35 @@ def _clean(job: DataJob, ctx: JobContext, scratch: Path) -> None:
         column_roles=roles,
         recipe={
             "kind": "clean",
-            "recipe": job.params.get("recipe_name"),
-            "steps": job.params["steps"],
-            "text_columns": job.params["text_columns"],
+            "recipe": params.recipe_name,
+            "steps": params.steps,
+            "text_columns": params.text_columns,
         },
         parent=version,
         actor=job.created_by,
-        note=f"Cleaned with {job.params.get('recipe_name') or 'ad-hoc steps'}: "
+        note=f"Cleaned with {params.recipe_name or 'ad-hoc steps'}: "
         f"{report.rows_in} -> {report.rows_out} rows",
+        warnings=version.warnings,
     )
     ctx.record(result=report_data, result_version=new_version)
-    _queue_profile(job, new_version)
+    services.profile_queue(job=job, version=new_version)
 
 
 def _split(job: DataJob, ctx: JobContext, scratch: Path) -> None:
     from datasets_app.cleaning.splits import split_table
 
     version = job.source_version
-    params = job.params
+    options = opts.SplitParams.from_params(job.params)
+    options.check_columns(version.columns)
+    params = options.to_params()
     ctx.progress(0.1, "Splitting")
     splits = split_table(
         storage.local_copy(version.file),
         output_dir=scratch,
-        ratios=params.get("ratios"),
-        seed=params.get("seed", 42),
-        stratify_column=params.get("stratify_column"),
-        by_column=params.get("by_column"),
+        ratios=options.ratios,
+        seed=options.seed,
+        stratify_column=options.stratify_column,
+        by_column=options.by_column,
     )
     ctx.progress(0.8, "Storing splits")
     new_version = services.version_register(
@@ -183,6 +189,7 @@ def _split(job: DataJob, ctx: JobContext, scratch: Path) -> None:
         recipe={"kind": "split", **params},
         parent=version,
         actor=job.created_by,
+        warnings=version.warnings,
         note="Split into " + ", ".join(f"{name} ({s.rows})" for name, s in splits.items()),
         splits=[
             {"name": name, "path": s.path, "sha256": s.sha256, "rows": s.rows}
@@ -199,22 +206,26 @@ def _tokenizer(job: DataJob, ctx: JobContext, scratch: Path) -> None:
     from datasets_app.cleaning.tokenizer_training import token_stats, train_tokenizer
 
     version = job.source_version
-    params = job.params
+    params = opts.TokenizerParams.from_params(job.params)
+    text_columns = params.text_columns or opts.default_text_columns(
+        version.schema, version.column_roles
+    )
+    opts.check_columns("text_columns", text_columns, version.columns)
     source = storage.local_copy(version.file)
     output_dir = scratch / "tokenizer"
     result = train_tokenizer(
         source,
         output_dir=output_dir,
-        text_columns=params["text_columns"],
-        algorithm=params["algorithm"],
-        vocab_size=params["vocab_size"],
-        min_frequency=params["min_frequency"],
-        special_tokens=params.get("special_tokens"),
-        lowercase=params.get("lowercase", False),
+        text_columns=text_columns,
+        algorithm=params.algorithm,
+        vocab_size=params.vocab_size,
+        min_frequency=params.min_frequency,
+        special_tokens=params.special_tokens,
+        lowercase=params.lowercase,
         reporter=ctx,
     )
     ctx.progress(0.85, "Counting tokens")
-    stats = token_stats(source, tokenizer_dir=output_dir, text_columns=params["text_columns"])
+    stats = token_stats(source, tokenizer_dir=output_dir, text_columns=text_columns)
     tokenizer = services.tokenizer_register(
         job=job, local_dir=output_dir, result=result.to_dict(), stats=stats
     )

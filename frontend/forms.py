@@ -127,7 +127,7 @@ class DataCardForm(forms.Form):
 
 class CleanForm(forms.Form):
     recipe = forms.ChoiceField(choices=())
-    num_proc = forms.IntegerField(min_value=1, max_value=16, initial=1, label="Processes")
+    num_proc = forms.IntegerField(initial=1, label="Processes")  # 1-16: CleanParams checks
 
     def __init__(self, *args, recipes=(), **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -154,8 +154,9 @@ class TokenizerForm(forms.Form):
     algorithm = forms.ChoiceField(
         choices=[("bpe", "Byte-level BPE"), ("wordpiece", "WordPiece"), ("unigram", "Unigram")]
     )
-    vocab_size = forms.IntegerField(min_value=100, max_value=1_000_000, initial=8000)
-    min_frequency = forms.IntegerField(min_value=1, initial=2)
+    # Bounds are checked once, by the runtime's TokenizerParams (the service calls it).
+    vocab_size = forms.IntegerField(initial=8000)
+    min_frequency = forms.IntegerField(initial=2)
     lowercase = forms.BooleanField(required=False)
 
 

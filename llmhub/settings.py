@@ -214,6 +214,12 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 FILE_UPLOAD_TEMP_DIR = env("FILE_UPLOAD_TEMP_DIR")
 LLMHUB_MAX_UPLOAD_BYTES = env_int("LLMHUB_MAX_UPLOAD_BYTES", 2 * 1024**3, minimum=1)
+# Ingest: an upload may expand (gunzipped, or a Parquet file decoded) to at most this many
+# bytes, and at most this many times its compressed size (real text gzips 3-10x; a bomb
+# 1,000x). Leftovers of interrupted uploads and killed data jobs are swept once this old.
+LLMHUB_MAX_EXPANDED_BYTES = env_int("LLMHUB_MAX_EXPANDED_BYTES", 2 * 1024**3, minimum=1)
+LLMHUB_MAX_EXPANSION_RATIO = env_int("LLMHUB_MAX_EXPANSION_RATIO", 100, minimum=2)
+LLMHUB_UPLOAD_LEFTOVER_SECONDS = env_int("LLMHUB_UPLOAD_LEFTOVER_SECONDS", 6 * 3600, minimum=60)
 
 # REST API
 REST_FRAMEWORK = {

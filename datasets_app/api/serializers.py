@@ -77,6 +77,7 @@ class VersionSerializer(serializers.ModelSerializer):
             "column_roles",
             "recipe",
             "note",
+            "warnings",
             "splits",
             "created_by",
             "created_at",
@@ -116,28 +117,35 @@ class DatasetUpdateSerializer(StrictSerializer):
 
 
 class UploadSerializer(StrictSerializer):
+    """The upload's fields. Only their types are checked here: the values are validated once,
+    by the runtime's ``IngestOptions`` (the service calls it, and the worker again)."""
+
     file = serializers.FileField(allow_empty_file=True, use_url=False)
-    file_format = serializers.ChoiceField(
-        choices=["csv", "tsv", "json", "jsonl", "txt", "parquet"],
+    file_format = serializers.CharField(
         required=False,
         allow_null=True,
-        help_text="Inferred from the file name when left out.",
+        allow_blank=True,
+        help_text="csv, tsv, json, jsonl, txt or parquet; inferred from the file name when "
+        "left out.",
     )
-    encoding = serializers.CharField(required=False, default="utf-8")
-    encoding_errors = serializers.ChoiceField(
-        choices=["strict", "replace"],
+    encoding = serializers.CharField(
+        required=False,
+        default="utf-8",
+        help_text="utf-8 (default), latin-1, cp1252... or utf-16 (converted).",
+    )
+    encoding_errors = serializers.CharField(
         required=False,
         default="strict",
         help_text="'strict' fails on invalid bytes (saying where); 'replace' substitutes them.",
     )
-    txt_mode = serializers.ChoiceField(
-        choices=["lines", "chunks"],
+    txt_mode = serializers.CharField(
         required=False,
         default="lines",
-        help_text="For .txt: one document per line, or the corpus cut into chunks.",
+        help_text="For .txt: 'lines' (one document per line) or 'chunks' (the corpus cut "
+        "into chunks of chunk_chars characters).",
     )
     chunk_chars = serializers.IntegerField(
-        required=False, default=2000, min_value=100, max_value=1_000_000
+        required=False, default=2000, help_text="100 to 1,000,000."
     )
     column_roles = serializers.JSONField(
         required=False,
@@ -190,7 +198,7 @@ class CleanSerializer(StrictSerializer):
     text_columns = serializers.ListField(
         child=serializers.CharField(), required=False, allow_null=True
     )
-    num_proc = serializers.IntegerField(required=False, default=1, min_value=1, max_value=16)
+    num_proc = serializers.IntegerField(required=False, default=1, help_text="1 to 16.")
 
 
 class SplitRequestSerializer(StrictSerializer):
@@ -226,9 +234,10 @@ class TokenizerSerializer(serializers.ModelSerializer):
 class TokenizerCreateSerializer(StrictSerializer):
     version = ScopedPrimaryKeyRelatedField(selector=selectors.versions_for_user)
     name = serializers.CharField(max_length=120)
-    algorithm = serializers.ChoiceField(choices=["bpe", "wordpiece", "unigram"], default="bpe")
-    vocab_size = serializers.IntegerField(default=8000, min_value=100, max_value=1_000_000)
-    min_frequency = serializers.IntegerField(default=2, min_value=1)
+    # Values are validated once, by the runtime's TokenizerParams (called by the service).
+    algorithm = serializers.CharField(default="bpe", help_text="bpe, wordpiece or unigram.")
+    vocab_size = serializers.IntegerField(default=8000, help_text="100 to 1,000,000.")
+    min_frequency = serializers.IntegerField(default=2, help_text="At least 1.")
     special_tokens = serializers.ListField(
         child=serializers.CharField(), required=False, allow_null=True
     )

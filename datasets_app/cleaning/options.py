@@ -101,7 +101,7 @@ def check_columns(field: str, columns: list[str] | None, available: list[str]) -
     if missing:
         raise OptionError(
             field,
-            f"No column named {', '.join(missing)}. Columns: {', '.join(available)}.",
+            f"No column named {', '.join(map(repr, missing))}. Columns: {', '.join(available)}.",
         )
 
 

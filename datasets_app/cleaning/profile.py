@@ -11,6 +11,7 @@ a trained tokenizer.
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections import Counter
@@ -59,8 +60,8 @@ def _jsonable(value: Any) -> Any:
         return [_jsonable(v) for v in value]
     if isinstance(value, np.generic):
         return value.item()
-    if isinstance(value, float) and value != value:
-        return None  # NaN is not JSON
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # NaN and infinities are not JSON
     if isinstance(value, bytes):
         return f"<{len(value)} bytes>"
     if isinstance(value, str) and len(value) > 500:
@@ -76,6 +77,7 @@ class _Column:
     def __init__(self, name: str, kind: str, role: str | None) -> None:
         self.name, self.kind, self.role = name, kind, role
         self.nulls = 0
+        self.non_finite = 0
         self.counts: Counter | None = Counter()  # exact value counts while few distinct
         self.hashes: list[np.ndarray] = []  # value hashes once there are many
         self.numbers: list[np.ndarray] = []
@@ -93,7 +95,11 @@ class _Column:
             self._count_values(array)
         if self.kind in ("integer", "float"):
             values = array.drop_null().to_numpy(zero_copy_only=False).astype(float)
-            self.numbers.append(values[~np.isnan(values)])
+            finite = np.isfinite(values)
+            # NaN and infinities are counted, not summarized: a mean of inf is no statistic,
+            # and JSON (PostgreSQL's jsonb) cannot hold it.
+            self.non_finite += int(values.size - finite.sum())
+            self.numbers.append(values[finite])
         elif self.kind == "list":
             self.lengths.append(pc.list_value_length(array).drop_null().to_numpy())
         elif self.kind == "string":
@@ -147,6 +153,8 @@ class _Column:
                 info["distinct_method"] = "hash"
         if self.kind in ("integer", "float") and self.numbers:
             info["summary"] = _summary(np.concatenate(self.numbers))
+        if self.non_finite:
+            info["non_finite"] = self.non_finite
         if self.kind == "list" and self.lengths:
             info["list_length"] = _summary(np.concatenate(self.lengths))
         if self.kind == "string":

@@ -528,6 +528,19 @@ def _user_regex(pattern: str, ignore_case: bool):
     return regex.compile(pattern, regex.V0 | (regex.IGNORECASE if ignore_case else 0))
 
 
+def _timed(method: Callable, *args: str):
+    """A user's pattern applied with the per-text time limit: one text that makes it
+    backtrack for ever fails the step with a sentence, instead of hanging the worker."""
+    try:
+        return method(*args, timeout=REGEX_TIMEOUT_S)
+    except TimeoutError:
+        raise JobInputError(
+            f"the regular expression took more than {REGEX_TIMEOUT_S:g} s on one text "
+            "(nested repetition such as (a+)+ backtracks without end on some texts): "
+            "simplify the pattern."
+        ) from None
+
+
 def _words_matcher(words: list[str]) -> tuple[frozenset[str], re.Pattern | None, re.Pattern]:
     """(single words casefolded, a pattern for phrases and odd words, a pattern for all).
 
@@ -582,7 +595,7 @@ def make_map(name: str, params: dict) -> Callable[[str], str]:
     if name == "regex_replace":
         pattern = _user_regex(params["pattern"], params["ignore_case"])
         replacement = params["replacement"]
-        return lambda t: pattern.sub(replacement, t, timeout=REGEX_TIMEOUT_S)
+        return lambda t: _timed(pattern.sub, replacement, t)
     if name == "bad_words":  # action == "mask"
         single, phrases, everything = _words_matcher(params["words"])
         mask = params["mask"]
@@ -628,7 +641,7 @@ def make_filter(name: str, params: dict) -> Callable[[list[str]], bool]:
         pattern = _user_regex(params["pattern"], params["ignore_case"])
 
         def matches(texts: list[str]) -> bool:
-            return any(pattern.search(t, timeout=REGEX_TIMEOUT_S) for t in texts)
+            return any(_timed(pattern.search, t) for t in texts)
 
         if params["action"] == "drop":
             return lambda texts: not matches(texts)

@@ -9,14 +9,21 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    JsonResponse,
+    UnreadablePostError,
+)
+from django.http.multipartparser import MultiPartParserError
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_POST
 
 from datasets_app import selectors, services
-from datasets_app.uploads import prepare_upload, too_large_message
+from datasets_app.uploads import parse_upload, prepare_upload, too_large_message
 from frontend import charts
 from frontend.forms import (
     CleanForm,
@@ -57,6 +64,11 @@ def data_stage(request: HttpRequest, pk: int) -> HttpResponse:
 def dataset_upload(request: HttpRequest, pk: int) -> HttpResponse:
     """Create a dataset from a file (``pk`` is the project), or add a version (``dataset``)."""
     error = prepare_upload(request)
+    if error is None:
+        try:
+            parse_upload(request)  # now, so a body cut off half-way leaves no temporary file
+        except (MultiPartParserError, UnreadablePostError) as exc:
+            return HttpResponseBadRequest(f"The upload could not be read: {exc}")
     return _dataset_upload(request, pk, error)
 
 

@@ -274,7 +274,7 @@ def test_bad_operation_requests_are_400(client, dataset, world) -> None:
         (
             "clean",
             {"steps": [{"step": "lowercase"}], "text_columns": ["body"]},
-            "No column named body",
+            "No column named 'body'",
         ),
         ("roles", {"column_roles": {"text": "missing"}}, "No column named missing"),
     ]

@@ -91,8 +91,8 @@ def convert_to_parquet(
         if file_format == "parquet":
             if gzipped:
                 # Parquet needs random access: expand it first (counted, like any gzip stream).
-                source = _expanded(source, partial.with_suffix(".gunzip"), limit, ratio)
-                temporary.append(source)
+                temporary.append(partial.with_suffix(".gunzip"))  # removed even on failure
+                source = _expanded(source, temporary[-1], limit, ratio)
             rows = parquet_io.copy_parquet(
                 source, partial, limit, report, max_ratio=ratio, findings=findings
             )
@@ -101,10 +101,8 @@ def convert_to_parquet(
             utf16 = detect_utf16(head) if codec in ("utf-8", "utf-16") else None
             if codec.startswith("utf-16") or utf16:
                 # The line and CSV readers split bytes at b"\n": give them UTF-8.
-                source = _transcoded(
-                    source, partial.with_suffix(".utf8"), utf16 or codec, options, limit, ratio
-                )
-                temporary.append(source)
+                temporary.append(partial.with_suffix(".utf8"))  # removed even on failure
+                source = _transcoded(source, temporary[-1], utf16 or codec, options, limit, ratio)
                 codec, ratio = "utf-8", None  # already counted while converting
             rows = _convert_text(
                 source, partial, file_format, codec, options, limit, ratio, report, findings

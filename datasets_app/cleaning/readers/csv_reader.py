@@ -70,7 +70,8 @@ def header_names(header: list[str]) -> list[str]:
 
 _INT = re.compile(r"^[+-]?(?:0|[1-9]\d*)$")  # no leading zeros: "007" is an id, not 7
 _FLOAT = re.compile(
-    r"^[+-]?(?:(?:0|[1-9]\d*)(?:\.\d*)?(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?|inf|nan)$", re.I
+    r"^[+-]?(?:(?:0|[1-9]\d*)(?:\.\d*)?(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?|inf|infinity|nan)$",
+    re.I,
 )
 _INT64 = (-(2**63), 2**63 - 1)
 

@@ -79,8 +79,10 @@ def batch_schema(batch: list[dict], first_row: int):
     import pyarrow as pa
 
     problems = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError)
+    # Every key of the batch: from_pylist alone only looks at the first row's keys.
+    names = dict.fromkeys(key for row in batch for key in row)
     try:
-        return pa.Table.from_pylist(batch).schema
+        return pa.Table.from_pydict({n: [row.get(n) for row in batch] for n in names}).schema
     except problems:
         pass
     # Find the first row at fault (only on this error path: row by row).
