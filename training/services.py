@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import random
 from pathlib import Path
 from typing import Any
@@ -448,10 +449,19 @@ def external_run_finish(
         raise ValidationError("Only external runs are finished by API; cancel a job instead.")
     if status not in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED):
         raise _error("status", "Finish as succeeded, failed or cancelled.")
+    final_metrics = dict(final_metrics or {})
+    for key, value in final_metrics.items():
+        # Stored as JSON, which holds no NaN or infinity: every reader of the run would fail.
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            raise _error("final_metrics", f"final_metrics.{key}: must be a finite number.")
     updated = TrainingJob.objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(
         status=status,
         finished_at=timezone.now(),
-        final_metrics=final_metrics or {},
+        final_metrics=final_metrics,
         error=error,
         progress=1.0 if status == JobStatus.SUCCEEDED else job.progress,
     )

@@ -137,3 +137,26 @@ def test_bias_parameters_are_checked_by_the_probes_own_table(
     # The probe on the worker refuses the same value, before it reads anything.
     with pytest.raises(JobInputError, match="max_pairs must be between 1 and 100000, not 0"):
         crows_pairs("/nowhere", "/nowhere.csv", max_pairs=0, reporter=None)
+
+
+def test_non_finite_results_are_stored_as_null_and_served(world, api, launchable) -> None:
+    import math
+
+    from evaluation.services import evaluation_store_results
+
+    response = _launch(api, world, launchable, metrics=["accuracy"])
+    run = EvaluationRun.objects.get(pk=response.json()["id"])
+    result = {
+        "metrics": {"accuracy": {"value": 0.5, "ci_low": -math.inf, "ci_high": math.nan, "n": 2}},
+        "examples": [
+            {"index": 0, "input": "a", "scores": {"correct": math.nan, "accuracy": 1.0}},
+            {"index": 1, "input": "b", "scores": {"correct": 0.0}},
+        ],
+        "n_examples": 2,
+    }
+    run = evaluation_store_results(run=run, result=result)
+    assert run.results["accuracy"] == {"value": 0.5, "ci_low": None, "ci_high": None, "n": 2}
+    assert list(run.examples.order_by("index").values_list("score", flat=True)) == [1.0, 0.0]
+    client = api(world.users["viewer"])
+    assert client.get(f"/api/v1/evaluation-runs/{run.pk}/").status_code == 200
+    assert client.get(f"/api/v1/evaluation-runs/{run.pk}/examples/").status_code == 200

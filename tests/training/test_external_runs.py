@@ -135,3 +135,16 @@ def test_nan_points_are_dropped(world, api) -> None:
     job = TrainingJob.objects.get(pk=run_id)
     TrainingJob.write_metric_points(job.pk, [(1, {"loss": math.nan, "lr": 0.1}, None)])
     assert list(MetricPoint.objects.values_list("name", flat=True)) == ["lr"]
+
+
+def test_final_metrics_must_be_finite(world) -> None:
+    from django.core.exceptions import ValidationError
+
+    from training.services import external_run_finish, external_run_start
+
+    engineer = world.users["engineer"]
+    job = external_run_start(actor=engineer, project=world.project, name="r")
+    with pytest.raises(ValidationError, match=r"final_metrics.train_loss: must be a finite"):
+        external_run_finish(actor=engineer, job=job, final_metrics={"train_loss": math.inf})
+    job.refresh_from_db()
+    assert job.status == "running" and job.final_metrics == {}
