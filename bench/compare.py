@@ -1,12 +1,17 @@
 """Benchmark: comparing many runs.
 
 Creates 20 evaluation runs with 10,000 per-example rows each and 20 training runs with 100,000
-metric points each (on PostgreSQL when one answers at DATABASE_URL or 127.0.0.1:5432, else
-SQLite), then times, in the web process (Django's test client: server time, no network):
+metric points each (on PostgreSQL when one answers at DATABASE_URL or 127.0.0.1:5432, in a
+database of this run's own, ``llmhub_bench_compare_<pid>_<random>``, dropped at the end; else
+SQLite in a scratch folder, removed at the end; also on Ctrl-C or SIGTERM), then times:
 - the comparison data request (``/api/v1/evaluation-runs/compare/``) for all 20 runs, and the
   comparison page itself;
 - the per-example diff between two runs (``/api/v1/evaluation-runs/diff/``);
-and counts their SQL queries for 5 and for 20 runs, which must be the same.
+each twice: in the web process (Django's test client: server time, no network), and through
+the real server (gunicorn, one sync worker as in production, started by the bench on a free
+port of 127.0.0.1; client-side round trips with a bearer token for the API and a session
+cookie for the page). It also counts the SQL queries for 5 and for 20 runs, which must be the
+same.
 
     .venv/bin/python bench/compare.py
     .venv/bin/python bench/compare.py --runs 10 --examples 2000 --points 20000
@@ -15,6 +20,7 @@ and counts their SQL queries for 5 and for 20 runs, which must be the same.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import math
 import os
@@ -29,40 +35,42 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.helpers import fresh_database, postgres_server, psql  # noqa: E402
-
-SCRATCH = Path(tempfile.mkdtemp(prefix="llmhub-compare-bench-"))
-DATABASE = "llmhub_bench_compare"
-
-
-SERVER = postgres_server()
-os.environ.update(
-    {
-        "DJANGO_SETTINGS_MODULE": "llmhub.settings",
-        "LLMHUB_VAR_DIR": str(SCRATCH),
-        "DEBUG": "false",
-        "LLMHUB_ENV": "development",
-    }
+from bench.helpers import (  # noqa: E402
+    drop_database,
+    fresh_database,
+    postgres_server,
+    start_web_server,
+    stop_on_sigterm,
+    stop_process,
+    unique_name,
 )
-os.environ.pop("REDIS_URL", None)
-if SERVER:
-    os.environ["DATABASE_URL"] = fresh_database(SERVER, DATABASE)
-else:
-    os.environ.pop("DATABASE_URL", None)
 
-import django  # noqa: E402
 
-django.setup()
+def configure(scratch: Path, server: str | None, database: str | None) -> None:
+    """Point Django at the scratch folder and the bench's own database, then set it up."""
+    os.environ.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "llmhub.settings",
+            "LLMHUB_VAR_DIR": str(scratch),
+            "DEBUG": "false",
+            "LLMHUB_ENV": "development",
+        }
+    )
+    os.environ.pop("REDIS_URL", None)
+    if server and database:
+        os.environ["DATABASE_URL"] = fresh_database(server, database)
+    else:
+        os.environ.pop("DATABASE_URL", None)
+    import django
 
-from django.core.management import call_command  # noqa: E402
-from django.db import connection  # noqa: E402
-from django.test import Client  # noqa: E402
-from django.test.utils import CaptureQueriesContext  # noqa: E402
-from django.utils import timezone  # noqa: E402
+    django.setup()
 
 
 def populate(runs: int, examples: int, points: int):
     from django.contrib.auth.models import User
+    from django.core.management import call_command
+    from django.db import connection
+    from django.utils import timezone
 
     from datasets_app.models import Dataset, DatasetVersion
     from evaluation.models import EvaluationExample, EvaluationRun
@@ -156,8 +164,12 @@ def populate(runs: int, examples: int, points: int):
     return user, project, run_ids
 
 
-def timed(client: Client, url: str, repeat: int) -> tuple[float, int, int]:
-    """Median milliseconds over ``repeat`` requests (after one warm-up), queries, status."""
+def timed(client, url: str, repeat: int) -> tuple[float, int, int]:
+    """In the web process: median milliseconds over ``repeat`` requests (after one warm-up),
+    queries, status."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
     client.get(url)
     times = []
     for _ in range(repeat):
@@ -169,6 +181,27 @@ def timed(client: Client, url: str, repeat: int) -> tuple[float, int, int]:
     return statistics.median(times), len(queries), response.status_code
 
 
+def timed_http(port: int, url: str, headers: dict[str, str], repeat: int) -> tuple[float, int]:
+    """Through the real server: median milliseconds of a full round trip (a new connection
+    each time, the body read to the end) over ``repeat`` requests after one warm-up, and the
+    response size in bytes."""
+    times, size = [], 0
+    for index in range(repeat + 1):
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        started = time.perf_counter()
+        connection.request("GET", url, headers=headers)
+        response = connection.getresponse()
+        body = response.read()
+        elapsed = (time.perf_counter() - started) * 1000
+        connection.close()
+        if response.status != 200:
+            raise SystemExit(f"GET {url} through the server: HTTP {response.status}")
+        if index:
+            times.append(elapsed)
+        size = len(body)
+    return statistics.median(times), size
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
@@ -176,52 +209,92 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=10)
     args = parser.parse_args()
+    stop_on_sigterm()
+    scratch = Path(tempfile.mkdtemp(prefix="llmhub-compare-bench-"))
+    server = postgres_server()
+    database = unique_name("llmhub_bench_compare") if server else None
+    web = None
+    configured = False
     try:
+        configure(scratch, server, database)
+        configured = True
+        from django.conf import settings
+        from django.db import connection
+        from django.test import Client
+
+        from projects.services import api_token_create
+
         started = time.perf_counter()
         user, project, run_ids = populate(args.runs, args.examples, args.points)
         setup_seconds = time.perf_counter() - started
         client = Client()
         client.force_login(user)
+        _, token = api_token_create(actor=user, name="bench")
         ids = ",".join(map(str, run_ids))
         few = ",".join(map(str, run_ids[:5]))
-        api_ms, api_queries, status = timed(
-            client, f"/api/v1/evaluation-runs/compare/?runs={ids}", args.repeat
-        )
-        _, few_queries, _ = timed(client, f"/api/v1/evaluation-runs/compare/?runs={few}", 1)
         runs_query = "&".join(f"runs={i}" for i in run_ids)
-        page_ms, page_queries, page_status = timed(
-            client, f"/projects/{project.pk}/evaluate/compare/?{runs_query}", args.repeat
-        )
         few_page = "&".join(f"runs={i}" for i in run_ids[:5])
+        urls = {
+            "api": f"/api/v1/evaluation-runs/compare/?runs={ids}",
+            "page": f"/projects/{project.pk}/evaluate/compare/?{runs_query}",
+            "diff": f"/api/v1/evaluation-runs/diff/?a={run_ids[0]}&b={run_ids[-1]}",
+        }
+        api_ms, api_queries, status = timed(client, urls["api"], args.repeat)
+        _, few_queries, _ = timed(client, f"/api/v1/evaluation-runs/compare/?runs={few}", 1)
+        page_ms, page_queries, page_status = timed(client, urls["page"], args.repeat)
         _, few_page_queries, _ = timed(
             client, f"/projects/{project.pk}/evaluate/compare/?{few_page}", 1
         )
-        diff_ms, diff_queries, diff_status = timed(
-            client, f"/api/v1/evaluation-runs/diff/?a={run_ids[0]}&b={run_ids[-1]}", args.repeat
-        )
+        diff_ms, diff_queries, diff_status = timed(client, urls["diff"], args.repeat)
         assert (status, page_status, diff_status) == (200, 200, 200)
         vendor = connection.vendor
+
+        # The same requests through gunicorn: the API with a bearer token, the page with the
+        # session the test client logged in (sessions live in the shared database).
+        session = client.cookies[settings.SESSION_COOKIE_NAME].value
+        bearer = {"Authorization": f"Bearer {token}"}
+        cookie = {"Cookie": f"{settings.SESSION_COOKIE_NAME}={session}"}
+        connection.close()  # the server's process opens its own
+        web, port = start_web_server(dict(os.environ), gunicorn=True)
+        http_ms, http_bytes = {}, {}
+        for name, headers in (("api", bearer), ("page", cookie), ("diff", bearer)):
+            http_ms[name], http_bytes[name] = timed_http(port, urls[name], headers, args.repeat)
     finally:
-        connection.close()
-        if SERVER:
-            psql(SERVER, f"DROP DATABASE IF EXISTS {DATABASE}")
-        shutil.rmtree(SCRATCH, ignore_errors=True)
+        stop_process(web)
+        if configured:
+            from django.db import connections
+
+            connections.close_all()
+        if database:
+            drop_database(server, database)
+        shutil.rmtree(scratch, ignore_errors=True)
 
     print(
         f"{args.runs} evaluation runs x {args.examples:,} examples, {args.runs} training runs "
-        f"x {args.points:,} points, on {vendor} (setup {setup_seconds:.0f} s); server time, "
-        f"median of {args.repeat}"
-    )
-    print(f"{'request':<36} {'ms':>8} {'queries (5 runs)':>17} {'queries (all)':>14}")
-    print(f"{'compare data (API)':<36} {api_ms:>8.1f} {few_queries:>17} {api_queries:>14}")
-    print(
-        f"{'compare page (HTML + charts)':<36} {page_ms:>8.1f} {few_page_queries:>17} "
-        f"{page_queries:>14}"
+        f"x {args.points:,} points, on {vendor} (setup {setup_seconds:.0f} s); median of "
+        f"{args.repeat}: server time in the web process (test client), and the round trip "
+        "through gunicorn on 127.0.0.1"
     )
     print(
-        f"{'per-example diff (2 x ' + format(args.examples, ',') + ' rows)':<36} "
-        f"{diff_ms:>8.1f} {'':>17} {diff_queries:>14}"
+        f"{'request':<36} {'in-process ms':>14} {'gunicorn ms':>12} {'bytes':>10} "
+        f"{'queries (5 runs)':>17} {'queries (all)':>14}"
     )
+    rows = (
+        ("compare data (API)", api_ms, "api", few_queries, api_queries),
+        ("compare page (HTML + charts)", page_ms, "page", few_page_queries, page_queries),
+        (
+            f"per-example diff (2 x {args.examples:,} rows)",
+            diff_ms,
+            "diff",
+            "",
+            diff_queries,
+        ),
+    )
+    for label, ms, key, few_count, all_count in rows:
+        print(
+            f"{label:<36} {ms:>14.1f} {http_ms[key]:>12.1f} {http_bytes[key]:>10,} "
+            f"{few_count:>17} {all_count:>14}"
+        )
     print(
         json.dumps(
             {
@@ -229,6 +302,10 @@ def main() -> None:
                     "compare_data_ms": round(api_ms, 1),
                     "compare_page_ms": round(page_ms, 1),
                     "example_diff_ms": round(diff_ms, 1),
+                    "compare_data_http_ms": round(http_ms["api"], 1),
+                    "compare_page_http_ms": round(http_ms["page"], 1),
+                    "example_diff_http_ms": round(http_ms["diff"], 1),
+                    "compare_data_bytes": http_bytes["api"],
                     "compare_queries_5_runs": few_queries,
                     "compare_queries_all_runs": api_queries,
                     "compare_query_growth": api_queries - few_queries,
@@ -236,6 +313,8 @@ def main() -> None:
                 "targets": {
                     "compare_data_ms": {"max": 300},
                     "example_diff_ms": {"max": 300},
+                    "compare_data_http_ms": {"max": 300},
+                    "example_diff_http_ms": {"max": 300},
                     "compare_query_growth": {"max": 0},
                 },
             }

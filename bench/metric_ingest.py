@@ -2,8 +2,9 @@
 latency of fetching a 100,000-point curve downsampled for a chart.
 
 Starts the web server (gunicorn with one worker, as in production) on a scratch PostgreSQL
-database (DATABASE_URL's server, default postgres@127.0.0.1:5432; the database
-``llmhub_bench_metrics`` is created and dropped), opens an external run, posts batches of
+database (DATABASE_URL's server, default postgres@127.0.0.1:5432; a database of this run's own,
+``llmhub_bench_metrics_<pid>_<random>``, is created and dropped at the end, also on Ctrl-C or
+SIGTERM, as is the scratch folder), opens an external run, posts batches of
 points with a bearer token over HTTP, then fetches the 100,000-point loss curve (downsampled to
 at most 2,000 points keeping each bucket's extremes) repeatedly.
 
@@ -18,6 +19,7 @@ import http.client
 import json
 import math
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -28,10 +30,17 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.helpers import fresh_database, postgres_server, psql, start_web_server  # noqa: E402
+from bench.helpers import (  # noqa: E402
+    drop_database,
+    fresh_database,
+    postgres_server,
+    start_web_server,
+    stop_on_sigterm,
+    stop_process,
+    unique_name,
+)
 
 PYTHON = sys.executable
-DATABASE = "llmhub_bench_metrics"
 
 SETUP = """
 from django.contrib.auth.models import User
@@ -69,18 +78,22 @@ def main() -> None:
     server_url = postgres_server()
     if server_url is None:
         raise SystemExit("This benchmark needs PostgreSQL (DATABASE_URL or 127.0.0.1:5432).")
-    database_url = fresh_database(server_url, DATABASE)
+    stop_on_sigterm()
+    database = unique_name("llmhub_bench_metrics")
     scratch = Path(tempfile.mkdtemp(prefix="llmhub-metric-bench-"))
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL",)}
-    env |= {
-        "DATABASE_URL": database_url,
-        "LLMHUB_VAR_DIR": str(scratch),
-        "DJANGO_SETTINGS_MODULE": "llmhub.settings",
-        "DEBUG": "false",
-        "LLMHUB_ENV": "development",
-    }
+    created = False
     server = None
     try:
+        database_url = fresh_database(server_url, database)
+        created = True
+        env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL",)}
+        env |= {
+            "DATABASE_URL": database_url,
+            "LLMHUB_VAR_DIR": str(scratch),
+            "DJANGO_SETTINGS_MODULE": "llmhub.settings",
+            "DEBUG": "false",
+            "LLMHUB_ENV": "development",
+        }
         subprocess.run([PYTHON, "manage.py", "migrate", "-v0"], cwd=REPO, env=env, check=True)
         out = subprocess.run(
             [PYTHON, "manage.py", "shell", "-c", SETUP],
@@ -129,10 +142,10 @@ def main() -> None:
                 fetches.append(seconds)
         loss = curve["curves"]["loss"]
     finally:
-        if server is not None:
-            server.terminate()
-            server.wait(10)
-        psql(server_url, f"DROP DATABASE IF EXISTS {DATABASE}")
+        stop_process(server)
+        if created:
+            drop_database(server_url, database)
+        shutil.rmtree(scratch, ignore_errors=True)
 
     fetch_ms = statistics.median(fetches) * 1000
     print(

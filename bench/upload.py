@@ -1,9 +1,18 @@
-"""Benchmark: upload a large JSONL file through the REST API and watch the web process.
+"""Benchmark: upload a large JSONL file through the REST API, watch the web process, and time
+the ingest job to the finished version.
 
 Starts the web server (``manage.py runserver --noreload``: one process, so its RSS is the web
-process's memory) on a scratch database and media folder, writes a JSONL file of the given size,
-streams it to ``POST /api/v1/datasets/{id}/upload/`` in 1 MB pieces, and samples the server's
-RSS every 20 ms. Prints MB/s and the peak RSS (and its growth over the idle baseline).
+process's memory) and one Celery worker (``-Q cpu``, solo pool, as ``bin/dev`` runs it) on a
+scratch database, broker and media folder, writes a JSONL file of the given size, streams it to
+``POST /api/v1/datasets/{id}/upload/`` in 1 MB pieces, and samples the server's RSS every
+20 ms. After the 202 reply it polls ``GET /api/v1/data-jobs/{id}/`` until the ingest job has
+finished and reads the new version (its row count must be the file's). A 1 MB upload and its
+ingest warm both processes up first. Everything is removed at the end, also on Ctrl-C or
+SIGTERM.
+
+Prints MB/s of the upload, the peak RSS of the web process (and its idle baseline), the ingest
+time (from the 202 reply to the finished version, and the job's own running time), ingest MB/s
+and rows/s, the worker's peak RSS, and end-to-end MB/s (upload plus ingest).
 
     .venv/bin/python bench/upload.py              # 1 GB
     .venv/bin/python bench/upload.py --size-mb 200
@@ -12,6 +21,7 @@ RSS every 20 ms. Prints MB/s and the peak RSS (and its growth over the idle base
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -29,7 +39,7 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.helpers import start_web_server  # noqa: E402
+from bench.helpers import start_web_server, stop_on_sigterm, stop_process  # noqa: E402
 
 PYTHON = sys.executable
 
@@ -46,7 +56,8 @@ print(dataset.pk, token)
 """
 
 
-def _write_jsonl(path: Path, size: int) -> None:
+def _write_jsonl(path: Path, size: int) -> int:
+    """Write about ``size`` bytes of JSONL; returns the number of rows."""
     rng = random.Random(0)
     words = [
         "data",
@@ -70,9 +81,12 @@ def _write_jsonl(path: Path, size: int) -> None:
             handle.write(line)
             written += len(line)
             index += 1
+    return index
 
 
 class RssSampler(threading.Thread):
+    """Peak RSS of a process and its children (a worker's pool, if any), every 20 ms."""
+
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
         self.process = psutil.Process(pid)
@@ -82,10 +96,59 @@ class RssSampler(threading.Thread):
     def run(self) -> None:
         while not self.stop.is_set():
             try:
-                self.peak = max(self.peak, self.process.memory_info().rss)
+                processes = [self.process, *self.process.children(recursive=True)]
+                rss = 0
+                for process in processes:
+                    with contextlib.suppress(psutil.Error):
+                        rss += process.memory_info().rss
+                self.peak = max(self.peak, rss)
             except psutil.Error:
                 return
             time.sleep(0.02)
+
+
+def _get(port: int, path: str, token: str) -> dict:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    connection.request("GET", path, headers={"Authorization": f"Bearer {token}"})
+    response = connection.getresponse()
+    body = response.read()
+    connection.close()
+    if response.status != 200:
+        raise SystemExit(f"GET {path}: HTTP {response.status}: {body[:300]!r}")
+    return json.loads(body)
+
+
+def _wait_for_job(port: int, job_id: int, token: str, timeout: float) -> tuple[dict, float]:
+    """Poll the data job every 0.1 s until it is terminal; the job and the seconds waited."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout:
+        job = _get(port, f"/api/v1/data-jobs/{job_id}/", token)
+        if job["status"] in ("succeeded", "failed", "cancelled"):
+            return job, time.perf_counter() - started
+        time.sleep(0.1)
+    raise SystemExit(f"The ingest job {job_id} did not finish in {timeout:.0f} s.")
+
+
+def _start_worker(env: dict[str, str], log: Path) -> subprocess.Popen:
+    with open(log, "wb") as handle:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            [
+                *(PYTHON, "-m", "celery", "-A", "llmhub", "worker", "-Q", "cpu", "--pool", "solo"),
+                *("-l", "warning", "--without-gossip", "--without-mingle", "--without-heartbeat"),
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def _seconds_between(start: str | None, end: str | None) -> float | None:
+    from datetime import datetime
+
+    if not start or not end:
+        return None
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
 
 
 def _upload(port: int, dataset_id: int, token: str, path: Path) -> tuple[int, float, str]:
@@ -118,8 +181,10 @@ def _upload(port: int, dataset_id: int, token: str, path: Path) -> tuple[int, fl
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mb", type=int, default=1024)
+    parser.add_argument("--ingest-timeout", type=float, default=1800, help="seconds (1800)")
     args = parser.parse_args()
     size = args.size_mb * 1024 * 1024
+    stop_on_sigterm()
 
     scratch = Path(tempfile.mkdtemp(prefix="llmhub-upload-bench-"))
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
@@ -131,7 +196,7 @@ def main() -> None:
         "DEBUG": "false",
         "LLMHUB_MAX_UPLOAD_BYTES": str(size * 2),
     }
-    server = None
+    server = worker = None
     try:
         subprocess.run([PYTHON, "manage.py", "migrate", "-v0"], cwd=REPO, env=env, check=True)
         out = subprocess.run(
@@ -144,39 +209,72 @@ def main() -> None:
         ).stdout.split()
         dataset_id, token = int(out[-2]), out[-1]
         data = scratch / "big.jsonl"
-        _write_jsonl(data, size)
+        rows = _write_jsonl(data, size)
         size = data.stat().st_size
 
         server, port = start_web_server(env)
-        # Warm up: one small upload, so imports and caches are in place before measuring.
+        worker = _start_worker(env, scratch / "worker.log")
+        # Warm up: one small upload and its ingest, so imports and caches are in place in both
+        # processes (and the worker is known to be consuming) before measuring.
         warm = scratch / "warm.jsonl"
         _write_jsonl(warm, 1 << 20)
-        _upload(port, dataset_id, token, warm)
+        status, _seconds, body = _upload(port, dataset_id, token, warm)
+        if status != 202:
+            raise SystemExit(f"The warm-up upload failed: HTTP {status}: {body[:500]}")
+        warm_job, _ = _wait_for_job(port, json.loads(body)["id"], token, timeout=180)
+        if warm_job["status"] != "succeeded":
+            raise SystemExit(f"The warm-up ingest {warm_job['status']}: {warm_job['error']}")
         baseline = psutil.Process(server.pid).memory_info().rss
+        worker_baseline = psutil.Process(worker.pid).memory_info().rss
 
         sampler = RssSampler(server.pid)
         sampler.start()
         status, seconds, body = _upload(port, dataset_id, token, data)
         sampler.stop.set()
         sampler.join()
+        if status != 202:
+            raise SystemExit(f"The upload failed: HTTP {status}: {body[:500]}")
+        worker_sampler = RssSampler(worker.pid)
+        worker_sampler.start()
+        job, ingest_seconds = _wait_for_job(
+            port, json.loads(body)["id"], token, timeout=args.ingest_timeout
+        )
+        worker_sampler.stop.set()
+        worker_sampler.join()
+        if job["status"] != "succeeded":
+            raise SystemExit(f"The ingest job {job['status']}: {job['error']}")
+        version = _get(port, f"/api/v1/dataset-versions/{job['result_version']}/", token)
     finally:
-        if server is not None:
-            server.terminate()
-            server.wait(10)
+        stop_process(worker, timeout=20)
+        stop_process(server)
         shutil.rmtree(scratch, ignore_errors=True)
 
-    if status != 202:
-        raise SystemExit(f"The upload failed: HTTP {status}: {body[:500]}")
     received = json.loads(body)["params"]["size_bytes"]
     if received != size:
         raise SystemExit(f"The server stored {received:,} bytes of {size:,}.")
+    if version["row_count"] != rows:
+        raise SystemExit(f"The version has {version['row_count']:,} rows of {rows:,}.")
+    job_running = _seconds_between(job["started_at"], job["finished_at"])
     mb = size / 2**20
     peak_mb = sampler.peak / 2**20
-    print(f"Upload of a {mb:,.0f} MB JSONL file through POST /api/v1/datasets/{{id}}/upload/")
+    print(f"Upload of a {mb:,.0f} MB JSONL file ({rows:,} rows) through the API, then its ingest")
     print(f"{'size MB':>10} {'seconds':>9} {'MB/s':>8} {'web RSS idle':>14} {'web RSS peak':>14}")
     print(
         f"{mb:>10,.0f} {seconds:>9.2f} {mb / seconds:>8.1f} {baseline / 2**20:>12.0f} MB "
         f"{peak_mb:>12.0f} MB"
+    )
+    print(
+        f"{'ingest s':>10} {'job run s':>9} {'MB/s':>8} {'rows/s':>10} {'worker RSS idle':>16} "
+        f"{'worker RSS peak':>16} {'end-to-end MB/s':>16}"
+    )
+    print(
+        f"{ingest_seconds:>10.2f} {job_running or 0:>9.2f} {mb / ingest_seconds:>8.1f} "
+        f"{rows / ingest_seconds:>10,.0f} {worker_baseline / 2**20:>13.0f} MB "
+        f"{worker_sampler.peak / 2**20:>13.0f} MB {mb / (seconds + ingest_seconds):>16.1f}"
+    )
+    print(
+        "(ingest s: from the 202 reply to the job seen finished, polling every 0.1 s; job run "
+        "s: the job's own started-to-finished time; the version's row count was checked)"
     )
     print(
         json.dumps(
@@ -185,6 +283,12 @@ def main() -> None:
                     "upload_mb_per_s": round(mb / seconds, 1),
                     "web_peak_rss_mb": round(peak_mb, 1),
                     "web_idle_rss_mb": round(baseline / 2**20, 1),
+                    "ingest_seconds": round(ingest_seconds, 2),
+                    "ingest_job_running_seconds": round(job_running or 0, 2),
+                    "ingest_mb_per_s": round(mb / ingest_seconds, 1),
+                    "ingest_rows_per_s": round(rows / ingest_seconds),
+                    "worker_peak_rss_mb": round(worker_sampler.peak / 2**20, 1),
+                    "end_to_end_mb_per_s": round(mb / (seconds + ingest_seconds), 1),
                 },
                 "targets": {"web_peak_rss_mb": {"max": 300}},
             }

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import http.client
 import os
+import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -48,11 +50,46 @@ def psql(server: str, sql: str) -> None:
     )
 
 
+def unique_name(prefix: str) -> str:
+    """A name no other run uses: ``prefix``, this process's id and a random suffix (a valid
+    PostgreSQL identifier for a lowercase ``prefix``), so parallel benches never drop each
+    other's databases."""
+    return f"{prefix}_{os.getpid()}_{secrets.token_hex(4)}"
+
+
 def fresh_database(server: str, name: str) -> str:
-    """Drop and create database ``name`` on ``server``; returns its URL."""
-    psql(server, f"DROP DATABASE IF EXISTS {name}")
+    """Create database ``name`` (from ``unique_name``) on ``server``; returns its URL. Nothing
+    is dropped first: a unique name cannot belong to anyone else's run."""
     psql(server, f"CREATE DATABASE {name}")
     return urlparse(server)._replace(path=f"/{name}").geturl()
+
+
+def drop_database(server: str, name: str) -> None:
+    """Drop database ``name``, closing sessions still connected to it (a web server that has
+    not quite exited)."""
+    psql(server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def stop_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit, so a bench that is killed (not only one interrupted with
+    Ctrl-C, which raises KeyboardInterrupt) still runs its ``finally`` clean-up."""
+
+    def _exit(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _exit)
+
+
+def stop_process(process: subprocess.Popen | None, timeout: float = 10) -> None:
+    """Terminate a child process and wait for it; kill it if it does not exit in time."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout)
 
 
 def free_port() -> int:
@@ -80,12 +117,15 @@ def start_web_server(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            http.client.HTTPConnection("127.0.0.1", port, timeout=1).request("GET", "/login/")
-            return server, port
-        except OSError:
-            time.sleep(0.2)
-    server.terminate()
-    raise SystemExit("The web server did not start.")
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                http.client.HTTPConnection("127.0.0.1", port, timeout=1).request("GET", "/login/")
+                return server, port
+            except OSError:
+                time.sleep(0.2)
+        raise SystemExit("The web server did not start.")
+    except BaseException:  # also Ctrl-C while waiting: the caller has no handle to stop it
+        stop_process(server)
+        raise
