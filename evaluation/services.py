@@ -138,16 +138,16 @@ def _primary_score(names: list[str], scores: dict[str, Any]) -> float | None:
     return None
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """``value`` with NaN and infinities as None: JSON columns refuse them (SQLite's check and
     PostgreSQL's jsonb), and no JSON reader could serve them. A perplexity overflows to
     infinity on a model that diverged."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
@@ -166,14 +166,14 @@ def evaluation_store_results(*, run: EvaluationRun, result: dict[str, Any]) -> E
                     input=e.get("input") or "",
                     reference=e.get("reference"),
                     prediction=e.get("prediction"),
-                    scores=_json_safe(e.get("scores") or {}),
-                    score=_primary_score(score_order, _json_safe(e.get("scores") or {})),
+                    scores=json_safe(e.get("scores") or {}),
+                    score=_primary_score(score_order, json_safe(e.get("scores") or {})),
                 )
                 for e in examples[start : start + EXAMPLE_BATCH]
             ]
         )
     EvaluationRun.objects.filter(pk=run.pk).update(
-        results=_json_safe(result["metrics"]),
+        results=json_safe(result["metrics"]),
         model_kind=result.get("model_kind", ""),
         device=result.get("device", ""),
         n_examples=result.get("n_examples", len(examples)),

@@ -71,7 +71,8 @@ def run_bias_report(report: BiasReport, ctx: JobContext) -> None:
         result = probe_fn(
             model_dir(report.model_version), _probe_path(report), reporter=ctx, **report.params
         )
-    ctx.record(report=result)
+    # A probe's statistics may be NaN (a group with no examples): stored as null.
+    ctx.record(report=services.json_safe(result))
 
 
 def _slice(report: BiasReport) -> dict:

@@ -207,13 +207,9 @@ def sweep_detail(request: HttpRequest, pk: int) -> HttpResponse:
     finished = [t for t in trials if sweep.metric in t.final_metrics]
     figure = None
     if len(finished) >= 2:
-        names = list(sweep.search_space)
         dimensions = [
-            {
-                "label": name,
-                "values": [float(t.hyperparameters.get(name, 0) or 0) for t in finished],
-            }
-            for name in names
+            _sweep_dimension(name, [t.hyperparameters.get(name) for t in finished])
+            for name in sweep.search_space
         ] + [{"label": sweep.metric, "values": [t.final_metrics[sweep.metric] for t in finished]}]
         figure = charts.parallel_coordinates(
             dimensions,
@@ -226,3 +222,17 @@ def sweep_detail(request: HttpRequest, pk: int) -> HttpResponse:
         sweep=sweep, trials=trials, figure=figure, best=finished[0] if finished else None
     )
     return render(request, "frontend/train/sweep.html", context)
+
+
+def _sweep_dimension(name: str, values: list) -> dict:
+    """One axis of the sweep chart: numbers as they are; choices (an ``lr_scheduler`` grid) as
+    categories, one tick each."""
+    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        return {"label": name, "values": [float(v) for v in values]}
+    categories = sorted({str(v) for v in values})
+    return {
+        "label": name,
+        "values": [categories.index(str(v)) for v in values],
+        "tickvals": list(range(len(categories))),
+        "ticktext": categories,
+    }
