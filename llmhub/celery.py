@@ -1,8 +1,13 @@
 """The Celery app and every Celery setting (queues, acknowledgement, time limits) in one place.
 
 Two queues: ``cpu`` for data work, ``gpu`` for training and evaluation, so a GPU machine runs
-``celery -A llmhub worker -Q gpu``. Tasks are acknowledged late and re-delivered if their worker
-dies; job rows make the tasks idempotent (a job is claimed once, see ``llmhub.jobs``).
+``celery -A llmhub.celery worker -Q gpu``. The web process loads this module from
+``llmhub.apps.LlmhubConfig.ready`` (not from ``llmhub/__init__.py``, so that the plain ML
+runtimes, which import ``llmhub.reporting``, load neither Celery nor Django).
+
+Tasks are acknowledged late and re-delivered if their worker dies; job rows make the tasks
+idempotent (a job is claimed once, see ``llmhub.jobs``). Every worker also sweeps jobs on a
+timer of its own (``llmhub.sweeper``), started when it is ready.
 
 The broker is the filesystem under ``var/broker`` unless REDIS_URL (or CELERY_BROKER_URL) is set.
 Results are not stored: a job's outcome lives on its row.
@@ -13,6 +18,7 @@ from __future__ import annotations
 import os
 
 from celery import Celery
+from celery.signals import worker_ready
 from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "llmhub.settings")
@@ -74,6 +80,15 @@ def _configure(app: Celery) -> None:
 @app.on_configure.connect
 def _on_configure(sender: Celery, **kwargs) -> None:
     _configure(sender)
+
+
+@worker_ready.connect
+def _start_job_sweeper(sender=None, **kwargs) -> None:
+    # Every worker sweeps on its own timer (and once at start), so a job whose worker died, or
+    # whose message was lost, is recovered by whichever process is alive; see llmhub.sweeper.
+    from llmhub.sweeper import start_sweeper
+
+    start_sweeper(where="worker")
 
 
 app.autodiscover_tasks(["llmhub", "projects", "datasets_app", "training", "evaluation", "serving"])

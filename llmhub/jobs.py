@@ -17,6 +17,7 @@ the log tail and buffered metric points, so the runtime never waits on the datab
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -26,20 +27,22 @@ import traceback
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import TypeVar
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
+from llmhub.exceptions import ServiceUnavailable
 from llmhub.models import Job, JobStatus
 from llmhub.reporting import JobCancelled, JobInputError
 
 logger = logging.getLogger(__name__)
 
 J = TypeVar("J", bound=Job)
+F_ = TypeVar("F_", bound=Callable[..., Any])
 RunnerFn = Callable[[J, "JobContext"], None]
 
 LOG_TAIL_LINES = 400
@@ -87,30 +90,93 @@ def runner_for(model: type[Job]) -> RegisteredRunner:
 
 # --- enqueueing -------------------------------------------------------------------------------
 
+# A successful broker check is trusted for this long, so a sweep launching 50 trials (or a busy
+# API) pays for one round trip, not one per job. Failures are never cached.
+_BROKER_CHECK_TTL = 5.0
+_broker_ok_until = 0.0
+
+
+def check_broker(*, timeout: float | None = None) -> None:
+    """Raise :class:`ServiceUnavailable` unless the job queue's broker answers within ``timeout``.
+
+    Launch services call this (through :func:`enqueue_job`) before anything is committed, so a
+    launch while the broker is down creates nothing and answers 503 with the reason. The race
+    left (the broker dies between the check and the send) is covered by the sweep's re-send.
+    """
+    global _broker_ok_until
+    if time.monotonic() < _broker_ok_until:
+        return
+    from llmhub.celery import app
+
+    timeout = float(timeout or settings.BROKER_CHECK_TIMEOUT_SECONDS)
+    url = app.conf.broker_write_url or app.conf.broker_url or ""
+    try:
+        if url.startswith("filesystem:"):
+            # The filesystem transport has no server: "reachable" means its folder is writable.
+            folder = app.conf.broker_transport_options.get("data_folder_in", "")
+            if not (folder and os.path.isdir(folder) and os.access(folder, os.W_OK)):
+                raise OSError(f"the broker folder {folder or '(unset)'} is missing or read-only")
+        else:
+            with app.connection_for_write(connect_timeout=timeout) as conn:
+                # Connecting a Redis channel pings the server; one try, no retry loop.
+                conn.ensure_connection(max_retries=1, interval_start=0, timeout=timeout)
+    except Exception as exc:
+        logger.warning("The job queue's broker is unreachable: %s", exc)
+        raise ServiceUnavailable(
+            f"The job queue cannot be reached ({type(exc).__name__}: {exc}); nothing was"
+            " launched. Try again when it is back."
+        ) from exc
+    _broker_ok_until = time.monotonic() + _BROKER_CHECK_TTL
+
+
+def requires_broker(service: F_) -> F_:
+    """Decorate a launch service (above ``@transaction.atomic``) to check the broker before its
+    transaction opens: the network round trip then never runs while rows are written or locked.
+    ``enqueue_job`` checks again inside, which costs nothing while the last check is fresh."""
+
+    @functools.wraps(service)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        check_broker()
+        return service(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
 
 def enqueue_job(job: Job) -> None:
     """Send ``job`` to its queue once the current transaction commits (ids only).
 
-    If the broker cannot be reached the job fails with that reason: it is never run in the web
-    process instead.
+    The broker is checked first (raises :class:`ServiceUnavailable`, rolling back the caller's
+    transaction, when it is down). A send that still fails after the commit leaves the job
+    queued with no message; the sweep sends it again (see :func:`sweep_stale_jobs`). A job is
+    never run in the web process instead.
     """
-    runner = runner_for(type(job))
+    runner_for(type(job))  # an unknown kind fails here, before anything commits
+    check_broker()
     model, job_id = type(job), job.pk
+    transaction.on_commit(lambda: send_job(model, job_id))
 
-    def send() -> None:
-        try:
-            result = runner.task.apply_async(args=[job_id], queue=runner.queue)
-        except Exception as exc:
-            logger.exception("Could not enqueue %s %s", model.__name__, job_id)
-            model.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(
-                status=JobStatus.FAILED,
-                error=f"Could not reach the job queue ({type(exc).__name__}: {exc}).",
-                finished_at=timezone.now(),
-            )
-            return
-        model.objects.filter(pk=job_id).update(celery_task_id=result.id or "")
 
-    transaction.on_commit(send)
+def send_job(model: type[Job], job_id: int, *, sent_at: datetime | None = None) -> bool:
+    """Publish the message of a queued job and note when (``sent_at``, default now); returns
+    whether it was sent. A failure is logged and leaves the row queued: the sweep re-sends it.
+    """
+    runner = runner_for(model)
+    sent_at = sent_at or timezone.now()
+    try:
+        result = runner.task.apply_async(args=[job_id], queue=runner.queue)
+    except Exception as exc:
+        logger.exception("Could not send %s %s; the sweep will retry", model.__name__, job_id)
+        model.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(
+            progress_message=(
+                f"Waiting for the job queue ({type(exc).__name__}); it will be sent again."
+            )[:255]
+        )
+        return False
+    # Only a still-queued row: a fast worker may already have claimed it with its own task id.
+    model.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(
+        celery_task_id=result.id or "", enqueued_at=sent_at
+    )
+    return True
 
 
 # --- execution --------------------------------------------------------------------------------
@@ -350,46 +416,88 @@ def request_cancel(job: Job) -> JobStatus:
     return model.objects.filter(pk=job.pk).values_list("status", flat=True).get()
 
 
-def sweep_stale_jobs(*, now=None) -> dict[str, int]:
-    """Fail (or re-queue, while attempts remain) running jobs whose heartbeat went stale.
+def sweep_stale_jobs(*, now: datetime | None = None) -> dict[str, int]:
+    """Recover jobs nobody is working on; returns ``{"failed", "requeued", "resent"}`` counts.
 
-    Returns counts ``{"failed": n, "requeued": m}``. Safe to run concurrently: every change is
-    a conditional update on the stale row.
+    - A running job whose heartbeat is older than ``JOB_STALE_AFTER_SECONDS`` lost its worker:
+      it is re-queued while attempts remain (kinds that resume from a checkpoint), else failed.
+    - A queued job whose message was sent longer than ``JOB_RESEND_AFTER_SECONDS`` ago (or never
+      sent) and that no worker claimed may have lost its message (a broker restarted without
+      persistence): it is sent again. A duplicate is harmless, the claim is conditional.
+
+    Safe to run concurrently, in any number of processes: every change is a conditional update
+    on the row as it was read, so only one sweep acts on a job and re-sends are rate-limited by
+    the row's ``enqueued_at``. Sends happen after the row's update has committed.
     """
     now = now or timezone.now()
-    cutoff = now - timedelta(seconds=settings.JOB_STALE_AFTER_SECONDS)
-    counts = {"failed": 0, "requeued": 0}
+    counts = {"failed": 0, "requeued": 0, "resent": 0}
     for model in registered_job_models():
-        stale = model.sweepable().filter(status=JobStatus.RUNNING, heartbeat_at__lt=cutoff)
-        for job in stale.only("id", "attempts", "heartbeat_at", "worker_host", "log"):
-            when = timezone.localtime(job.heartbeat_at).strftime("%Y-%m-%d %H:%M:%S %Z")
-            reason = (
-                f"The worker running this job ({job.worker_host or 'unknown host'}) stopped"
-                f" responding: no heartbeat since {when}."
-            )
-            same_row = model.objects.filter(
-                pk=job.pk, status=JobStatus.RUNNING, heartbeat_at=job.heartbeat_at
-            )
-            if job.attempts < model.max_attempts:
-                with transaction.atomic():
-                    if same_row.update(
-                        status=JobStatus.QUEUED,
-                        progress_message=f"Re-queued: {reason}",
-                        log=(job.log + f"\nRe-queued to resume: {reason}").strip(),
-                        worker_host="",
-                    ):
-                        counts["requeued"] += 1
-                        enqueue_job(job)
-            elif same_row.update(
-                status=JobStatus.FAILED,
-                error=reason
-                + (f" It was started {job.attempts} times." if job.attempts > 1 else ""),
-                finished_at=now,
-            ):
-                counts["failed"] += 1
-    if counts["failed"] or counts["requeued"]:
-        logger.warning("Swept stale jobs: %s", counts)
+        _sweep_running(model, now, counts)
+        _resend_queued(model, now, counts)
+    if any(counts.values()):
+        logger.warning("Swept jobs: %s", counts)
     return counts
+
+
+def _sweep_running(model: type[Job], now: datetime, counts: dict[str, int]) -> None:
+    cutoff = now - timedelta(seconds=settings.JOB_STALE_AFTER_SECONDS)
+    stale = model.sweepable().filter(status=JobStatus.RUNNING, heartbeat_at__lt=cutoff)
+    for job in stale.only("id", "attempts", "heartbeat_at", "worker_host", "log"):
+        when = timezone.localtime(job.heartbeat_at).strftime("%Y-%m-%d %H:%M:%S %Z")
+        reason = (
+            f"The worker running this job ({job.worker_host or 'unknown host'}) stopped"
+            f" responding: no heartbeat since {when}."
+        )
+        same_row = model.objects.filter(
+            pk=job.pk, status=JobStatus.RUNNING, heartbeat_at=job.heartbeat_at
+        )
+        if job.attempts < model.max_attempts:
+            if same_row.update(
+                status=JobStatus.QUEUED,
+                progress_message=f"Re-queued: {reason}"[:255],
+                log=(job.log + f"\nRe-queued to resume: {reason}").strip(),
+                worker_host="",
+                enqueued_at=now,
+            ):
+                counts["requeued"] += 1
+                _send_after_commit(model, job.pk, now)
+        elif same_row.update(
+            status=JobStatus.FAILED,
+            error=reason + (f" It was started {job.attempts} times." if job.attempts > 1 else ""),
+            finished_at=now,
+        ):
+            counts["failed"] += 1
+
+
+def _resend_queued(model: type[Job], now: datetime, counts: dict[str, int]) -> None:
+    cutoff = now - timedelta(seconds=settings.JOB_RESEND_AFTER_SECONDS)
+    # A row never sent (the web process died between commit and send, or the send failed)
+    # counts from its creation.
+    lost = model.sweepable().filter(
+        Q(enqueued_at__lt=cutoff) | Q(enqueued_at__isnull=True, created_at__lt=cutoff),
+        status=JobStatus.QUEUED,
+    )
+    for job_id, enqueued_at in lost.values_list("id", "enqueued_at"):
+        # Claim the re-send: of several concurrent sweeps, only the one whose update matches
+        # the row as read sends.
+        if model.objects.filter(pk=job_id, status=JobStatus.QUEUED, enqueued_at=enqueued_at).update(
+            enqueued_at=now
+        ):
+            counts["resent"] += 1
+            logger.warning(
+                "%s %s is still queued %s after its message was sent; sending it again",
+                model.__name__,
+                job_id,
+                "long" if enqueued_at is None else now - enqueued_at,
+            )
+            _send_after_commit(model, job_id, now)
+
+
+def _send_after_commit(model: type[Job], job_id: int, now: datetime) -> None:
+    # Outside a transaction on_commit runs at once; inside one (a test, a caller's atomic
+    # block), only once the row's new state is visible to the worker. The send time is the
+    # sweep's ``now``, so concurrent sweeps compare against the value they claimed.
+    transaction.on_commit(lambda: send_job(model, job_id, sent_at=now))
 
 
 def wait_until(predicate: Callable[[], bool], *, timeout: float, interval: float = 0.2) -> bool:

@@ -292,11 +292,23 @@ CELERY_BROKER_PREFIX = env("LLMHUB_BROKER_PREFIX", "")
 # Training: processes per training job. 1 trains in the worker itself; N > 1 runs the job under
 # torchrun with N ranks (set it to the number of GPUs of the worker's machine; gloo on CPU).
 LLMHUB_TRAINING_PROCESSES = env_int("LLMHUB_TRAINING_PROCESSES", 1, minimum=1)
+# Training: the largest model (parameters, estimated before launch) a job may build or load.
+LLMHUB_MAX_MODEL_PARAMETERS = env_int("LLMHUB_MAX_MODEL_PARAMETERS", 20_000_000_000, minimum=1)
 
 # Jobs: a running job whose heartbeat is older than this is considered dead.
 JOB_HEARTBEAT_SECONDS = env_int("LLMHUB_JOB_HEARTBEAT_SECONDS", 2, minimum=1)
 JOB_STALE_AFTER_SECONDS = env_int("LLMHUB_JOB_STALE_AFTER_SECONDS", 120, minimum=2)
 JOB_SWEEP_INTERVAL_SECONDS = env_int("LLMHUB_JOB_SWEEP_INTERVAL_SECONDS", 30, minimum=1)
+# A queued job whose message was sent longer ago than this and that no worker has claimed is
+# sent again (its message may be lost: a Redis restart without persistence). A duplicate is
+# harmless, the claim is a conditional update, so this only bounds how long a loss can last and
+# how many duplicates a job waiting behind long work collects (one per interval).
+JOB_RESEND_AFTER_SECONDS = env_int("LLMHUB_JOB_RESEND_AFTER_SECONDS", 300, minimum=2)
+# Every worker and every web process run the sweep on a timer of their own (concurrent sweeps
+# are harmless), so recovery does not depend on one process being alive. Off: rely on beat/cron.
+JOB_SWEEP_IN_PROCESS = env_bool("LLMHUB_JOB_SWEEP_IN_PROCESS", True)
+# A launch first checks that the broker answers within this many seconds (else 503).
+BROKER_CHECK_TIMEOUT_SECONDS = env_int("LLMHUB_BROKER_CHECK_TIMEOUT_SECONDS", 2, minimum=1)
 
 # Security
 SESSION_COOKIE_HTTPONLY = True

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from celery import shared_task
-
+from llmhub.celery import app
 from llmhub.jobs import sweep_stale_jobs
 
 
-@shared_task(name="llmhub.sweep_stale_jobs", ignore_result=True)
+@app.task(name="llmhub.sweep_stale_jobs", ignore_result=True)
 def sweep_stale_jobs_task() -> dict[str, int]:
-    """Fail or re-queue running jobs whose worker stopped sending heartbeats."""
+    """Recover stale running jobs and re-send queued jobs whose message may be lost (beat)."""
     return sweep_stale_jobs()

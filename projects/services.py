@@ -21,9 +21,13 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from evaluation.metrics.catalog import metric_info
-from llmhub.jobs import enqueue_job
-from projects.audit import diff, record_event
+from llmhub import hooks
+from llmhub.jobs import enqueue_job, requires_broker
+from llmhub.models import Job
+from llmhub.services import update_instance
+from projects.audit import record_event
 from projects.models import (
+    API_TOKEN_MAX_DAYS,
     ApiToken,
     Comparison,
     Goal,
@@ -55,6 +59,11 @@ def require(actor, team: Team, action: Action) -> str:
     return role
 
 
+def authorize_job_action(*, actor, job: Job, action: str) -> None:
+    """The core's ``JOB_AUTHORIZE`` hook: may ``actor`` do ``action`` to ``job``? (404 / 403)"""
+    require(actor, job.project.team, Action(action))
+
+
 def _unique_slug(base: str, taken) -> str:
     slug = slugify(base)[:50] or "item"
     candidate, n = slug, 2
@@ -81,18 +90,16 @@ def team_create(*, actor, name: str, slug: str | None = None) -> Team:
     team.full_clean()
     team.save()
     Membership.objects.create(team=team, user=actor, role=Role.ADMIN)
-    record_event(actor=actor, team=team, verb="team.created", target=team)
+    record_event(actor=actor, verb="team.created", target=team)
     return team
 
 
 @transaction.atomic
 def team_update(*, actor, team: Team, name: str) -> Team:
     require(actor, team, Action.MANAGE_TEAM)
-    changes = diff(team, {"name": name.strip()})
-    team.name = name.strip()
-    team.full_clean()
-    team.save(update_fields=["name"])
-    record_event(actor=actor, team=team, verb="team.updated", target=team, changes=changes)
+    changes = update_instance(team, {"name": (name or "").strip()})
+    if changes:
+        record_event(actor=actor, verb="team.updated", target=team, changes=changes)
     return team
 
 
@@ -117,10 +124,10 @@ def membership_add(*, actor, team: Team, user_identifier: str, role: str) -> Mem
     _validate_role(role)
     if Membership.objects.filter(team=team, user=user).exists():
         raise ValidationError({"user": f"{user.username} is already a member of {team.name}."})
-    membership = Membership.objects.create(team=team, user=user, role=role)
-    record_event(
-        actor=actor, team=team, verb="member.added", target=membership, changes={"role": role}
-    )
+    membership = Membership(team=team, user=user, role=role)
+    membership.full_clean()
+    membership.save()
+    record_event(actor=actor, verb="member.added", target=membership, changes={"role": role})
     return membership
 
 
@@ -139,16 +146,9 @@ def membership_change_role(*, actor, membership: Membership, role: str) -> Membe
     membership = Membership.objects.select_for_update().get(pk=membership.pk)
     if role != Role.ADMIN:
         _ensure_an_admin_remains(membership)
-    changes = diff(membership, {"role": role})
-    membership.role = role
-    membership.save(update_fields=["role"])
-    record_event(
-        actor=actor,
-        team=membership.team,
-        verb="member.role_changed",
-        target=membership,
-        changes=changes,
-    )
+    changes = update_instance(membership, {"role": role})
+    if changes:
+        record_event(actor=actor, verb="member.role_changed", target=membership, changes=changes)
     return membership
 
 
@@ -158,7 +158,7 @@ def membership_remove(*, actor, membership: Membership) -> None:
     if membership.user_id != actor.pk:  # anyone may leave a team; removing others is for admins
         require(actor, team, Action.MANAGE_TEAM)
     _ensure_an_admin_remains(membership)
-    record_event(actor=actor, team=team, verb="member.removed", target=membership)
+    record_event(actor=actor, verb="member.removed", target=membership)
     membership.delete()
 
 
@@ -192,54 +192,48 @@ def project_create(
     )
     project.full_clean()
     project.save()
-    record_event(actor=actor, team=team, project=project, verb="project.created", target=project)
+    record_event(actor=actor, verb="project.created", target=project)
     return project
 
 
 @transaction.atomic
 def project_update(*, actor, project: Project, **updates: Any) -> Project:
     require(actor, project.team, Action.EDIT_PROJECT)
-    unknown = set(updates) - set(PROJECT_EDITABLE_FIELDS)
-    if unknown:
-        raise ValidationError(f"These fields cannot be changed: {', '.join(sorted(unknown))}.")
     project = Project.objects.select_for_update().get(pk=project.pk)
-    changes = diff(project, updates)
-    if not changes:
-        return project
-    for name, value in updates.items():
-        setattr(project, name, value)
-    project.updated_at = timezone.now()
-    project.full_clean()
-    if "task_type" in changes:
-        misfits = [
-            g for g in project.goals.all() if project.task_type not in metric_info(g.metric).tasks
-        ]
-        if misfits:
-            raise ValidationError(
-                {
-                    "task_type": "Goals on metrics that do not fit the new task type exist: "
-                    + ", ".join(str(g) for g in misfits)
-                    + ". Remove them first."
-                }
-            )
-    project.save()
-    record_event(
-        actor=actor,
-        team=project.team,
-        project=project,
-        verb="project.updated",
-        target=project,
-        changes=changes,
+    changes = update_instance(
+        project,
+        updates,
+        editable=PROJECT_EDITABLE_FIELDS,
+        touch="updated_at",
+        before_save=_goals_fit_the_task_type,
     )
+    if changes:
+        record_event(actor=actor, verb="project.updated", target=project, changes=changes)
     return project
+
+
+def _goals_fit_the_task_type(project: Project, changes: dict[str, list[Any]]) -> None:
+    if "task_type" not in changes:
+        return
+    misfits = [
+        g for g in project.goals.all() if project.task_type not in metric_info(g.metric).tasks
+    ]
+    if misfits:
+        raise ValidationError(
+            {
+                "task_type": "Goals on metrics that do not fit the new task type exist: "
+                + ", ".join(str(g) for g in misfits)
+                + ". Remove them first."
+            }
+        )
 
 
 @transaction.atomic
 def project_delete(*, actor, project: Project) -> None:
     require(actor, project.team, Action.DELETE_PROJECT)
+    # project=None: the event outlives the project it is about.
     record_event(
         actor=actor,
-        team=project.team,
         project=None,
         verb="project.deleted",
         target=project,
@@ -278,7 +272,7 @@ def goal_create(
     goal.full_clean()
     goal.save()
     _touch(project)
-    record_event(actor=actor, team=project.team, project=project, verb="goal.created", target=goal)
+    record_event(actor=actor, verb="goal.created", target=goal)
     _measure_from_existing_evaluations(project)
     goal.refresh_from_db()
     return goal
@@ -287,31 +281,25 @@ def goal_create(
 GOAL_EDITABLE_FIELDS = ("metric", "comparison", "target", "split", "deadline")
 
 
+def _forget_a_stale_measurement(goal: Goal, changes: dict[str, list[Any]]) -> list[str]:
+    if not {"metric", "split"} & set(changes):
+        return []
+    # A measurement of another metric or split says nothing about the new goal.
+    goal.measured_value = goal.measured_at = None
+    goal.measured_source = ""
+    return ["measured_value", "measured_at", "measured_source"]
+
+
 @transaction.atomic
 def goal_update(*, actor, goal: Goal, **updates: Any) -> Goal:
     require(actor, goal.project.team, Action.EDIT_GOALS)
-    unknown = set(updates) - set(GOAL_EDITABLE_FIELDS)
-    if unknown:
-        raise ValidationError(f"These fields cannot be changed: {', '.join(sorted(unknown))}.")
     goal = Goal.objects.select_for_update().select_related("project__team").get(pk=goal.pk)
-    changes = diff(goal, updates)
-    for name, value in updates.items():
-        setattr(goal, name, value)
-    if {"metric", "split"} & set(changes):
-        # A measurement of another metric or split says nothing about the new goal.
-        goal.measured_value = goal.measured_at = None
-        goal.measured_source = ""
-    goal.full_clean()
-    goal.save()
-    _touch(goal.project)
-    record_event(
-        actor=actor,
-        team=goal.project.team,
-        project=goal.project,
-        verb="goal.updated",
-        target=goal,
-        changes=changes,
+    changes = update_instance(
+        goal, updates, editable=GOAL_EDITABLE_FIELDS, before_save=_forget_a_stale_measurement
     )
+    if changes:
+        _touch(goal.project)
+        record_event(actor=actor, verb="goal.updated", target=goal, changes=changes)
     _measure_from_existing_evaluations(goal.project)
     goal.refresh_from_db()
     return goal
@@ -321,7 +309,7 @@ def goal_update(*, actor, goal: Goal, **updates: Any) -> Goal:
 def goal_delete(*, actor, goal: Goal) -> None:
     project = goal.project
     require(actor, project.team, Action.EDIT_GOALS)
-    record_event(actor=actor, team=project.team, project=project, verb="goal.deleted", target=goal)
+    record_event(actor=actor, verb="goal.deleted", target=goal)
     goal.delete()
     _touch(project)
 
@@ -337,10 +325,9 @@ def goal_record_measurement(*, goal: Goal, value: float, source: str) -> Goal:
 
 
 def _measure_from_existing_evaluations(project: Project) -> None:
-    """A new or changed goal is measured at once if an evaluation already answers it."""
-    from evaluation.services import goals_refresh
-
-    goals_refresh(project=project)
+    """A new or changed goal is measured at once if an evaluation already answers it (the
+    evaluation app registers the hook: projects never imports a later stage's services)."""
+    hooks.fire(hooks.GOALS_CHANGED, project=project)
 
 
 def _touch(project: Project) -> None:
@@ -362,8 +349,11 @@ def api_token_create(
     *, actor, name: str, expires_in_days: int | None = None
 ) -> tuple[ApiToken, str]:
     """Create a token; returns it with its plaintext, which is never stored or shown again."""
-    if expires_in_days is not None and expires_in_days < 1:
-        raise ValidationError({"expires_in_days": "Must be at least 1 day (or empty: never)."})
+    # Bounded: a date past year 9999 is an OverflowError (timedelta), not a token.
+    if expires_in_days is not None and not 1 <= expires_in_days <= API_TOKEN_MAX_DAYS:
+        raise ValidationError(
+            {"expires_in_days": f"Give 1 to {API_TOKEN_MAX_DAYS} days (or empty: never)."}
+        )
     prefix = secrets.token_hex(4)
     plaintext = f"{TOKEN_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
     token = ApiToken(
@@ -383,14 +373,14 @@ def api_token_revoke(*, actor, token: ApiToken) -> ApiToken:
     if token.user_id != actor.pk:
         raise Http404("Not found.")
     if token.revoked_at is None:
-        token.revoked_at = timezone.now()
-        token.save(update_fields=["revoked_at"])
+        update_instance(token, {"revoked_at": timezone.now()})
     return token
 
 
 # --- health check job -------------------------------------------------------------------------
 
 
+@requires_broker
 @transaction.atomic
 def health_check_launch(
     *, actor, project: Project, sleep_seconds: float = 0, fail_with: str = ""
@@ -404,8 +394,6 @@ def health_check_launch(
     )
     job.full_clean()
     job.save()
-    record_event(
-        actor=actor, team=project.team, project=project, verb="health_check.launched", target=job
-    )
+    record_event(actor=actor, verb="health_check.launched", target=job)
     enqueue_job(job)
     return job

@@ -79,12 +79,25 @@ class WorkerProcess:
         self.log_path = log_path
         self.process: subprocess.Popen | None = None
 
-    def start(self, *, queues: str = "cpu,gpu", timeout: float = 60) -> WorkerProcess:
+    def start(
+        self,
+        *,
+        queues: str = "cpu,gpu",
+        timeout: float = 60,
+        sweep_every: float | None = None,
+        env_extra: dict[str, str] | None = None,
+    ) -> WorkerProcess:
+        """Start the worker; ``sweep_every`` seconds turns on its in-process job sweep, which
+        is off by default so that it cannot race tests that sweep themselves."""
         env = os.environ | {
             "DJANGO_SETTINGS_MODULE": "tests.settings",
             "LLMHUB_TEST_WORKER_DB": str(connection.settings_dict["NAME"]),
             "PYTHONUNBUFFERED": "1",
+            "LLMHUB_JOB_SWEEP_IN_PROCESS": "true" if sweep_every else "false",
         }
+        if sweep_every:
+            env["LLMHUB_JOB_SWEEP_INTERVAL_SECONDS"] = str(max(1, round(sweep_every)))
+        env |= env_extra or {}
         self._log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [
@@ -92,7 +105,7 @@ class WorkerProcess:
                 "-m",
                 "celery",
                 "-A",
-                "llmhub",
+                "llmhub.celery",
                 "worker",
                 "-Q",
                 queues,

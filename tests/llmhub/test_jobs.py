@@ -102,7 +102,7 @@ def test_sweep_fails_running_jobs_with_a_stale_heartbeat(world, settings) -> Non
     fresh = ProjectHealthCheck.objects.create(
         project=world.project, status=JobStatus.RUNNING, heartbeat_at=timezone.now(), attempts=1
     )
-    assert sweep_stale_jobs() == {"failed": 1, "requeued": 0}
+    assert sweep_stale_jobs() == {"failed": 1, "requeued": 0, "resent": 0}
     stale.refresh_from_db()
     fresh.refresh_from_db()
     assert stale.status == JobStatus.FAILED
@@ -125,22 +125,22 @@ def test_sweep_requeues_kinds_that_may_resume(
         project=world.project, status=JobStatus.RUNNING, heartbeat_at=old, attempts=1
     )
     with django_capture_on_commit_callbacks(execute=True):
-        assert sweep_stale_jobs() == {"failed": 0, "requeued": 1}
+        assert sweep_stale_jobs() == {"failed": 0, "requeued": 1, "resent": 0}
     job.refresh_from_db()
     assert job.status == JobStatus.QUEUED and "Re-queued" in job.progress_message
     assert sent == [([job.pk], "cpu")]
 
 
-def test_an_unreachable_broker_fails_the_job_instead_of_running_it_here(
-    world, monkeypatch, django_capture_on_commit_callbacks
-) -> None:
-    def refuse(*args, **kwargs):
-        raise ConnectionRefusedError("[Errno 111] Connection refused")
+def test_a_launch_while_the_broker_is_down_creates_nothing(world, monkeypatch) -> None:
+    from llmhub import jobs
+    from llmhub.celery import app
+    from llmhub.exceptions import ServiceUnavailable
+    from projects.models import AuditEvent
 
-    monkeypatch.setattr(runner_for(ProjectHealthCheck).task, "apply_async", refuse)
-    with django_capture_on_commit_callbacks(execute=True):
-        job = health_check_launch(actor=world.users["admin"], project=world.project)
-    job.refresh_from_db()
-    assert job.status == JobStatus.FAILED
-    assert job.error.startswith("Could not reach the job queue (ConnectionRefusedError")
-    assert job.result == {}
+    monkeypatch.setattr(jobs, "_broker_ok_until", 0.0)  # forget an earlier successful check
+    monkeypatch.setattr(app.conf, "broker_url", "redis://127.0.0.1:1/0")  # nothing listens
+    events = AuditEvent.objects.count()
+    with pytest.raises(ServiceUnavailable, match="The job queue cannot be reached"):
+        health_check_launch(actor=world.users["admin"], project=world.project)
+    assert not ProjectHealthCheck.objects.exists()
+    assert AuditEvent.objects.count() == events
