@@ -737,6 +737,7 @@ def model_version_set_stage(*, actor, version: ModelVersion, stage: str) -> Mode
             registered_model=version.registered_model, stage=Stage.PRODUCTION
         ).exclude(pk=version.pk).update(stage=Stage.ARCHIVED)
     version.stage = stage
+    version.full_clean()
     version.save(update_fields=["stage"])
     record_event(
         actor=actor,
