@@ -93,7 +93,7 @@ def start_worker() -> subprocess.Popen:
             "-m",
             "celery",
             "-A",
-            "llmhub",
+            "llmhub.celery",
             "worker",
             "-Q",
             "gpu,cpu",

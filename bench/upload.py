@@ -133,7 +133,18 @@ def _start_worker(env: dict[str, str], log: Path) -> subprocess.Popen:
     with open(log, "wb") as handle:  # the child keeps its own descriptor
         return subprocess.Popen(
             [
-                *(PYTHON, "-m", "celery", "-A", "llmhub", "worker", "-Q", "cpu", "--pool", "solo"),
+                *(
+                    PYTHON,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "llmhub.celery",
+                    "worker",
+                    "-Q",
+                    "cpu",
+                    "--pool",
+                    "solo",
+                ),
                 *("-l", "warning", "--without-gossip", "--without-mingle", "--without-heartbeat"),
             ],
             cwd=REPO,
