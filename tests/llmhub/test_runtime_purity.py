@@ -20,6 +20,7 @@ RUNTIME_FOLDERS = (
     "evaluation/metrics",
     "evaluation/runtime",
     "serving/engine",
+    "shared_runtime",  # what the training and evaluation runtimes share (input formatting)
 )
 
 # Imports each module in turn and reports, per module, the django/celery modules it loaded.
@@ -43,7 +44,7 @@ def runtime_modules() -> list[str]:
     for folder in RUNTIME_FOLDERS:
         root = REPO_ROOT / folder
         if not root.is_dir():
-            continue  # serving/engine does not exist yet
+            continue  # a runtime not written yet (serving/engine)
         for path in sorted(root.rglob("*.py")):
             parts = path.relative_to(REPO_ROOT).with_suffix("").parts
             if parts[-1] == "__init__":
@@ -56,6 +57,7 @@ def test_the_walk_finds_the_runtimes() -> None:
     modules = runtime_modules()
     assert "training.runtime.run" in modules
     assert "datasets_app.cleaning" in modules and "evaluation.metrics" in modules
+    assert "shared_runtime.inputs" in modules
 
 
 def test_no_runtime_module_loads_django_or_celery() -> None:
