@@ -1,7 +1,7 @@
 """JSON Lines and JSON (an array of objects, or an object holding one): rows as dicts.
 
-Every value is parsed with the same rules: integers must fit in 64 bits and nesting is
-bounded (both fail with the line and a sentence, not a parser crash); NaN and Infinity are
+Every value is parsed with the same rules: nesting is bounded and integers must fit in 64
+bits (both fail with the line and a sentence, not a parser crash); NaN and Infinity are
 counted for a warning; NUL characters (``\\u0000``) are removed and counted."""
 
 from __future__ import annotations
@@ -17,23 +17,34 @@ from llmhub.reporting import JobInputError
 
 BATCH_ROWS = 10_000
 MAX_DEPTH = 100  # nested arrays and objects; deeper is almost surely hostile or broken
-_INT64 = (-(2**63), 2**63 - 1)
 _NUL_ESCAPE = "\\u0000"
+_DIGITS = re.compile(r"value has (\d+) digits")
 
 
 class _ValueProblem(Exception):
     """Raised from inside the JSON parser's hooks; turned into a JobInputError with a line."""
 
 
-def _parse_int(text: str) -> int:
-    digits = len(text.lstrip("-"))
-    # int() of thousands of digits is slow, and refused past 4,300: judge by length first.
-    if digits > 19 or not _INT64[0] <= int(text) <= _INT64[1]:
-        raise _ValueProblem(
-            f"holds an integer of {digits:,} digits, too large for a 64-bit column: write it "
-            'as a string ("...") if it is an identifier, or as a float'
-        )
-    return int(text)
+class Rows(list):
+    """A batch of rows with the line each row starts on, so that a row Arrow cannot store
+    (an integer beyond 64 bits) is named by its line."""
+
+    lines: list[int]
+
+
+def huge_integer(exc: ValueError) -> str | None:
+    """The sentence for Python's refusal of an integer of more than 4,300 digits, else None.
+
+    (Integers are parsed by the C scanner at full speed; a hook per integer would make
+    number-heavy files twice as slow to read. 64-bit overflow is caught when the batch is
+    converted to Arrow.)"""
+    found = _DIGITS.search(str(exc))
+    if found is None or "integer string conversion" not in str(exc):
+        return None
+    return (
+        f"holds an integer of {int(found.group(1)):,} digits, too large for a 64-bit column: "
+        'write it as a string ("...") if it is an identifier, or as a float'
+    )
 
 
 class _Parser:
@@ -42,7 +53,7 @@ class _Parser:
     def __init__(self, findings: Findings | None) -> None:
         self.findings = findings
         self.where = ""
-        self.decoder = json.JSONDecoder(parse_int=_parse_int, parse_constant=self._constant)
+        self.decoder = json.JSONDecoder(parse_constant=self._constant)
 
     def _constant(self, name: str) -> float:
         if self.findings is not None:
@@ -109,7 +120,7 @@ def jsonl_batches(
 ) -> Iterator[list[dict]]:
     """The objects of a JSON Lines file, one per non-blank line, in batches."""
     parser = _Parser(findings)
-    batch: list[dict] = []
+    batch = _new_rows()
     for number, line in lines(stream, decoder, findings=findings):
         if not line.strip():
             continue
@@ -127,17 +138,28 @@ def jsonl_batches(
             raise JobInputError(
                 f"Line {number} nests arrays or objects too deeply for a table: flatten it."
             ) from None
+        except ValueError as exc:
+            if (sentence := huge_integer(exc)) is None:
+                raise
+            raise JobInputError(f"Line {number} {sentence}.") from None
         if not isinstance(value, dict):
             raise JobInputError(
                 f"Line {number} is a JSON {json_kind(value)}, not an object: each line must "
                 'be an object such as {"text": "..."}.'
             )
         batch.append(value)
+        batch.lines.append(number)
         if len(batch) >= BATCH_ROWS:
             yield batch
-            batch = []
+            batch = _new_rows()
     if batch:
         yield batch
+
+
+def _new_rows() -> Rows:
+    rows = Rows()
+    rows.lines = []
+    return rows
 
 
 def json_kind(value: Any) -> str:
@@ -217,6 +239,10 @@ class _JsonText:
                     f"{what} (line {line}) nests arrays or objects too deeply for a table: "
                     "flatten it."
                 ) from None
+            except ValueError as exc:
+                if (sentence := huge_integer(exc)) is None:
+                    raise
+                raise JobInputError(f"{what} (line {line}) {sentence}.") from None
             if end == len(self.buffer) and not self.done and isinstance(value, int | float):
                 self.fill()  # a number cut by the window's end: parse it again whole
                 continue
@@ -273,7 +299,7 @@ def json_batches(
 
 def _json_array(text: _JsonText, *, where: str) -> Iterator[list[dict]]:
     text.expect("[", "'['")
-    batch: list[dict] = []
+    batch = _new_rows()
     index = 0
     while True:
         if text.peek() == "]":
@@ -293,8 +319,9 @@ def _json_array(text: _JsonText, *, where: str) -> Iterator[list[dict]]:
                 '{"text": "..."}.'
             )
         batch.append(value)
+        batch.lines.append(line)
         if len(batch) >= BATCH_ROWS:
             yield batch
-            batch = []
+            batch = _new_rows()
     if batch:
         yield batch

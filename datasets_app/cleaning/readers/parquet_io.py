@@ -91,9 +91,16 @@ def batch_schema(batch: list[dict], first_row: int):
         try:
             schema = pa.Table.from_pylist([row]).schema
         except problems as exc:
+            lines = getattr(batch, "lines", None)  # JSON rows know their line
+            where = f"Line {lines[offset]}" if lines else f"Row {first_row + offset}"
+            if isinstance(exc, OverflowError) or "too large" in str(exc):
+                raise JobInputError(
+                    f"{where} holds an integer too large for a 64-bit column ({exc}): write "
+                    'it as a string ("...") if it is an identifier, or as a float.'
+                ) from None
             raise JobInputError(
-                f"Row {first_row + offset} cannot be stored: {exc}. A list must hold values "
-                "of one kind, and integers must fit in 64 bits."
+                f"{where} cannot be stored: {exc}. A list must hold values of one kind, and "
+                "integers must fit in 64 bits."
             ) from None
         where = f"row {first_row + offset}"
         unified = schema if unified is None else unify([unified, schema], where)

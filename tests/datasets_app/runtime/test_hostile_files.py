@@ -174,8 +174,12 @@ def test_huge_integers_in_json_fail_with_the_line(tmp_path, suffix) -> None:
     )
     error = refused(path, tmp_path, "[Ll]ine [23]")  # .json: its "[" is line 1
     assert "integer of 5,000 digits, too large for a 64-bit column" in str(error)
-    path.write_text('{"text": "a", "n": 99999999999999999999}\n')
-    refused(path, tmp_path, "20 digits")
+    rows = ['{"text": "a", "n": 1}', "", '{"text": "b", "n": 99999999999999999999}']
+    path.write_text(
+        "\n".join(rows) + "\n" if suffix == ".jsonl" else "[" + ",\n".join(rows[::2]) + "]"
+    )
+    line = "Line 3" if suffix == ".jsonl" else "Line 2"  # the blank line counts; rows do not
+    refused(path, tmp_path, f"{line} holds an integer too large for a 64-bit column")
 
 
 @pytest.mark.parametrize("depth", [150, 100_000])

@@ -314,8 +314,8 @@ def test_bad_json_is_explained(tmp_path, content, message) -> None:
 
 def test_rows_arrow_cannot_store_are_named(tmp_path) -> None:
     path = tmp_path / "mixed.jsonl"
-    path.write_text('{"a": [1]}\n{"a": [1, "x"]}\n')
-    refused(path, tmp_path, "Row 2 cannot be stored")
+    path.write_text('{"a": [1]}\n\n{"a": [1, "x"]}\n')
+    refused(path, tmp_path, "Line 3 cannot be stored")  # named by its line, blank lines too
     path.write_text("{}\n{}\n")
     refused(path, tmp_path, "The file has no columns")
 
