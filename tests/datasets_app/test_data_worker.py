@@ -49,3 +49,19 @@ def test_upload_to_split_on_a_worker(world, api, celery_worker) -> None:
     assert not failed.exists(), [j.error for j in failed]
     split = DatasetVersion.objects.get(recipe__kind="split")
     assert {s.name for s in split.splits.all()} == {"train", "validation", "test"}
+
+
+def test_a_worker_sweeps_upload_leftovers_when_it_starts(fresh_worker) -> None:
+    import os
+    import time
+
+    from django.conf import settings
+
+    orphan = Path(settings.MEDIA_ROOT) / "uploads" / "left-by-a-killed-upload" / "data.csv"
+    orphan.parent.mkdir(parents=True)
+    orphan.write_text("text\nhalf of it\n")
+    old = time.time() - settings.LLMHUB_UPLOAD_LEFTOVER_SECONDS - 60
+    os.utime(orphan, (old, old))
+    fresh_worker.start()
+    assert wait_until(lambda: not orphan.parent.exists(), timeout=30), fresh_worker.log()
+    assert "Swept upload leftovers" in fresh_worker.log()
