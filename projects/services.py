@@ -89,7 +89,9 @@ def team_create(*, actor, name: str, slug: str | None = None) -> Team:
     team = Team(name=name, slug=slug)
     team.full_clean()
     team.save()
-    Membership.objects.create(team=team, user=actor, role=Role.ADMIN)
+    membership = Membership(team=team, user=actor, role=Role.ADMIN)
+    membership.full_clean()
+    membership.save()
     record_event(actor=actor, verb="team.created", target=team)
     return team
 
