@@ -7,10 +7,12 @@ test run's key prefix when REDIS_URL is set): messages are really sent, counted 
 from __future__ import annotations
 
 import dataclasses
+import threading
 import uuid
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.urls import reverse
 
 from llmhub import jobs
@@ -105,6 +107,31 @@ def test_a_send_failing_after_the_commit_leaves_the_job_queued_for_the_sweep(
     assert _queue_size(queue) == 1
     job.refresh_from_db()
     assert job.enqueued_at == later and job.celery_task_id
+    _purge(queue)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_sweeps_send_a_lost_job_once(world, settings, monkeypatch) -> None:
+    queue = _private_queue(monkeypatch)
+    job = ProjectHealthCheck.objects.create(project=world.project)  # its message never went out
+    later = job.created_at + timedelta(seconds=settings.JOB_RESEND_AFTER_SECONDS + 1)
+    start = threading.Barrier(4)
+    resent: list[int] = []
+
+    def sweep() -> None:  # as four processes sweeping at the same moment
+        start.wait()
+        try:
+            resent.append(sweep_stale_jobs(now=later)["resent"])
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=sweep) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(resent) == [0, 0, 0, 1]
+    assert _queue_size(queue) == 1
     _purge(queue)
 
 
