@@ -40,7 +40,7 @@ def _is_permission_404(response) -> bool:
 
 
 @pytest.mark.parametrize("route", routes(), ids=lambda r: r.id)
-def test_every_route_declares_the_action_it_needs(route) -> None:
+def test_every_route_declares_the_action_it_needs(route, api) -> None:
     try:
         action = required_action(route.view, route.action, route.method)
     except UndeclaredAction as exc:
@@ -51,6 +51,8 @@ def test_every_route_declares_the_action_it_needs(route) -> None:
             f"{route.id}: a write must declare its action, not inherit the read one"
         )
     assert action is None or action in {a for actions in _table() for a in actions}
+    error = assert_json_error(_call(api(), route, 1), 401)  # anonymous: refused everywhere
+    assert error["code"] == "not_authenticated"
 
 
 def _table():
@@ -136,9 +138,3 @@ def test_lists_hold_what_the_role_may_see(route, world, api, make) -> None:
         else:
             visible = role != "outsider" and role_allows(role, read)
         assert (obj.pk in ids) == visible, (role, ids)
-
-
-@pytest.mark.parametrize("route", routes(), ids=lambda r: r.id)
-def test_anonymous_is_refused_on_every_route(route, api) -> None:
-    error = assert_json_error(_call(api(), route, 1), 401)
-    assert error["code"] == "not_authenticated"
