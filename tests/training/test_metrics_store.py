@@ -240,3 +240,27 @@ def test_discarding_after_a_step_rebuilds_the_rollups_of_what_is_left(world) -> 
     assert result["total"] == 36_000 and result["steps"][-1] == 35_999
     assert TrainingJob.objects.get(pk=job.pk).global_step == 33_000
     assert discard_after(job.pk, 50_000) == 0
+
+
+def test_the_migration_drops_non_finite_points_and_rebuilds_their_rollups(world) -> None:
+    import importlib
+
+    from django.apps import apps
+
+    from training.metrics_store import rollup_blocks
+    from training.models import MetricPoint
+
+    migration = importlib.import_module("training.migrations.0007_drop_non_finite_metric_points")
+    job = _job(world)
+    clean = [(s, "lr", 1e-3, None) for s in range(100)]
+    rows = [(s, "loss", 1.0 / (1 + s), None) for s in range(1_000)]
+    rows[10] = (10, "loss", math.inf, None)
+    rows[700] = (700, "loss", -math.inf, 0.5)
+    rows[20] = (20, "loss", 2.0, math.inf)
+    _store_as_older_versions_did(job, rows + clean)
+    migration.drop_non_finite(apps, None)
+    left = [r for r in rows if r[0] not in (10, 700)]
+    left[19] = (20, "loss", 2.0, None)
+    assert MetricPoint.objects.filter(name="loss").count() == 998
+    assert MetricPoint.objects.get(name="loss", step=20).epoch is None
+    assert _stored_rollups(job.pk) == rollup_blocks(left + clean)
