@@ -114,9 +114,9 @@ class MetricPointSerializer(serializers.Serializer):
 
 @extend_schema_field(MetricPointSerializer(many=True))
 class MetricPointsField(serializers.Field):
-    """A non-empty list of points. ``training.services.metrics_ingest`` checks each point (and
-    says which one is wrong); checking 100,000 dicts field by field here too cost more time
-    than storing them."""
+    """A non-empty list of points. The metric store (``training.metrics_store``) checks each
+    point (and says which one is wrong); checking 100,000 dicts field by field here too cost
+    more time than storing them."""
 
     def to_internal_value(self, data):
         if not isinstance(data, list) or not data:
