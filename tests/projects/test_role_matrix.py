@@ -212,3 +212,49 @@ def test_a_rater_may_leave_the_team(world, api) -> None:
     response = client.delete(f"/api/v1/members/{listed[0]['id']}/")
     assert response.status_code == 204, response.content
     assert not Membership.objects.filter(user=rater, team=world.team).exists()
+
+
+def test_pages_follow_the_rater_role(world, client) -> None:
+    """Pages read through the same selectors: a rater sees the team and the project's pages,
+    none of the team's work on them, and a 404 for a dataset, job or model page."""
+    from datasets_app.models import Dataset
+    from tests.api.objects import build
+    from training.models import ModelVersion, TrainingJob
+
+    dataset = build(Dataset, world, name="Support tickets")
+    job, model = build(TrainingJob, world), build(ModelVersion, world)
+    for role in ("rater", "viewer"):
+        client.force_login(world.users[role])
+        for url in (
+            "/",
+            f"/teams/{world.team.slug}/",
+            f"/projects/{world.project.pk}/",
+            f"/projects/{world.project.pk}/data/",
+            f"/projects/{world.project.pk}/train/",
+            f"/projects/{world.project.pk}/evaluate/",
+        ):
+            response = client.get(url)
+            assert response.status_code == 200, (role, url)
+            assert (b"Support tickets" in response.content) == (
+                role == "viewer" and url.endswith("/data/")
+            ), (role, url)
+        for url in (
+            f"/datasets/{dataset.pk}/",
+            f"/training-jobs/{job.pk}/",
+            f"/model-versions/{model.pk}/",
+        ):
+            assert client.get(url).status_code == (404 if role == "rater" else 200), (role, url)
+
+
+def test_collection_reads_naming_a_project_follow_the_role(world, api) -> None:
+    """A read that names its project in the query (goal progress) is a 404 for a rater, as the
+    goals are; the project itself stays visible to them."""
+    GoalFactory(project=world.project)
+    url = f"/api/v1/evaluation-runs/goals/?project={world.project.pk}"
+    assert len(api(world.users["viewer"]).get(url).json()) == 1
+    response = api(world.users["rater"]).get(url)
+    assert response.status_code == 404, response.content
+    rater_project = api(world.users["rater"]).get(f"/api/v1/projects/{world.project.pk}/").json()
+    assert rater_project["name"] == "Support triage" and rater_project["goals"] == []
+    viewer_project = api(world.users["viewer"]).get(f"/api/v1/projects/{world.project.pk}/")
+    assert len(viewer_project.json()["goals"]) == 1
