@@ -106,7 +106,7 @@ class ExternalRunSerializer(StrictSerializer):
 
 
 class MetricPointSerializer(serializers.Serializer):
-    step = serializers.IntegerField(min_value=0)
+    step = serializers.IntegerField(min_value=0, max_value=2**31 - 1)
     name = serializers.CharField(max_length=60)
     value = serializers.FloatField()
     epoch = serializers.FloatField(required=False, allow_null=True)
