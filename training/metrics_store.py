@@ -231,7 +231,7 @@ def check_points(points: Iterable[Sequence], *, strict: bool = True) -> list[Row
         except _BadPoint as exc:
             if strict:
                 raise ValidationError({"points": f"points[{index}].{exc.field}: {exc}."}) from None
-            dropped.append(f"{point[1]!r} at step {point[0]} ({exc.field} {exc})")
+            dropped.append(f"{point[1]!r:.80} at step {point[0]!r:.30} ({exc.field} {exc})")
     if dropped:
         logger.warning(
             "%d metric point(s) not stored: %s%s",
