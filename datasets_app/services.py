@@ -16,7 +16,6 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, models, transaction
 from django.db.models import RestrictedError
-from django.utils import timezone
 
 from datasets_app.cleaning import options as opts
 from datasets_app.models import (
@@ -30,8 +29,9 @@ from datasets_app.models import (
     Tokenizer,
 )
 from llmhub import storage
-from llmhub.jobs import enqueue_job
-from projects.audit import diff, record_event
+from llmhub.jobs import enqueue_job, requires_broker
+from llmhub.services import update_instance
+from projects.audit import record_event
 from projects.models import Project
 from projects.permissions import Action
 from projects.services import require
@@ -96,26 +96,12 @@ def dataset_create(*, actor, project: Project, name: str, description: str = "")
 @transaction.atomic
 def dataset_update(*, actor, dataset: Dataset, **updates: Any) -> Dataset:
     require(actor, dataset.project.team, Action.EDIT_DATA)
-    unknown = set(updates) - {"name", "description"}
-    if unknown:
-        raise ValidationError(f"These fields cannot be changed: {', '.join(sorted(unknown))}.")
     if "name" in updates:
         updates["name"] = _require_free_name(
             Dataset, dataset.project, updates["name"], what="dataset", exclude_pk=dataset.pk
         )
-    changes = diff(dataset, updates)
-    for field, value in updates.items():
-        setattr(dataset, field, value)
-    dataset.full_clean()
-    dataset.save()
-    record_event(
-        actor=actor,
-        team=dataset.project.team,
-        project=dataset.project,
-        verb="dataset.updated",
-        target=dataset,
-        changes=changes,
-    )
+    changes = update_instance(dataset, updates, editable={"name", "description"})
+    record_event(actor=actor, verb="dataset.updated", target=dataset, changes=changes)
     return dataset
 
 
@@ -159,16 +145,19 @@ def data_card_update(*, actor, dataset: Dataset, **fields: str) -> DataCard:
     if unknown:
         raise ValidationError(f"Unknown data card fields: {', '.join(sorted(unknown))}.")
     card, _ = DataCard.objects.select_for_update().get_or_create(dataset=dataset)
-    changes = diff(card, fields)
-    for name, value in fields.items():
-        setattr(card, name, (value or "").strip())
-    card.updated_at, card.updated_by = timezone.now(), actor
-    card.full_clean()
-    card.save()
+
+    def stamp(card: DataCard, _diff: dict) -> list[str]:
+        card.updated_by = actor
+        return ["updated_by"]
+
+    changes = update_instance(
+        card,
+        {name: (value or "").strip() for name, value in fields.items()},
+        touch="updated_at",
+        before_save=stamp,
+    )
     record_event(
         actor=actor,
-        team=dataset.project.team,
-        project=dataset.project,
         verb="data_card.updated",
         target=card,
         changes={k: "changed" for k in changes},
@@ -186,6 +175,7 @@ def _check_roles(column_roles: dict | None) -> dict:
         raise ValidationError({exc.field: str(exc)}) from None
 
 
+@requires_broker
 def upload_start(
     *,
     actor,
@@ -449,6 +439,7 @@ def _check_text_columns(version: DatasetVersion, text_columns: list[str] | None)
     return columns
 
 
+@requires_broker
 @transaction.atomic
 def profile_launch(
     *, actor, version: DatasetVersion, tokenizer: Tokenizer | None = None
@@ -485,6 +476,7 @@ def validate_steps(steps: Any) -> list[dict]:
     return _options(opts.CleanParams, steps=steps).steps
 
 
+@requires_broker
 @transaction.atomic
 def clean_launch(
     *,
@@ -518,6 +510,7 @@ def clean_launch(
     )
 
 
+@requires_broker
 @transaction.atomic
 def split_launch(
     *,
@@ -560,6 +553,7 @@ def _tokenizer_name_taken(project: Project, name: str) -> str | None:
     return None
 
 
+@requires_broker
 @transaction.atomic
 def tokenizer_launch(
     *,
@@ -671,25 +665,17 @@ def recipe_create(
 @transaction.atomic
 def recipe_update(*, actor, recipe: CleaningRecipe, **updates: Any) -> CleaningRecipe:
     require(actor, recipe.project.team, Action.EDIT_DATA)
-    unknown = set(updates) - {"name", "description", "steps"}
-    if unknown:
-        raise ValidationError(f"These fields cannot be changed: {', '.join(sorted(unknown))}.")
     if "steps" in updates:
         updates["steps"] = validate_steps(updates["steps"])
     if "name" in updates:
         updates["name"] = _require_free_name(
             CleaningRecipe, recipe.project, updates["name"], what="recipe", exclude_pk=recipe.pk
         )
-    changes = diff(recipe, updates)
-    for field, value in updates.items():
-        setattr(recipe, field, value)
-    recipe.updated_at = timezone.now()
-    recipe.full_clean()
-    recipe.save()
+    changes = update_instance(
+        recipe, updates, editable={"name", "description", "steps"}, touch="updated_at"
+    )
     record_event(
         actor=actor,
-        team=recipe.project.team,
-        project=recipe.project,
         verb="recipe.updated",
         target=recipe,
         changes={k: "changed" for k in changes},

@@ -13,7 +13,7 @@ from datasets_app.models import DatasetVersion
 from evaluation.metrics.catalog import METRICS
 from evaluation.models import BiasKind, BiasReport, EvaluationExample, EvaluationRun
 from evaluation.runtime.config import validate_bias_params, validate_metrics, validate_settings
-from llmhub.jobs import enqueue_job
+from llmhub.jobs import enqueue_job, requires_broker
 from llmhub.models import JobStatus
 from projects.audit import record_event
 from projects.models import Goal, Project
@@ -65,6 +65,7 @@ def _has_tokenizer(version: ModelVersion) -> bool:
     return any(f in version.files for f in ("tokenizer.json", "tokenizer_config.json"))
 
 
+@requires_broker
 @transaction.atomic
 def evaluation_launch(
     *,
@@ -230,6 +231,7 @@ def goals_refresh(*, project: Project) -> list[Goal]:
 # --- bias reports -----------------------------------------------------------------------------
 
 
+@requires_broker
 @transaction.atomic
 def bias_report_launch(
     *,
@@ -283,6 +285,7 @@ def bias_report_launch(
     return report
 
 
+@requires_broker
 @transaction.atomic
 def slice_report_launch(
     *, actor, evaluation: EvaluationRun, column: str, metric: str | None = None

@@ -71,6 +71,17 @@ def api() -> callable:
     return make
 
 
+@pytest.fixture
+def broker_down(monkeypatch) -> None:
+    """The job queue cannot be reached: the broker URL points where nothing listens, and an
+    earlier successful check is forgotten."""
+    from llmhub import jobs
+    from llmhub.celery import app
+
+    monkeypatch.setattr(jobs, "_broker_ok_until", 0.0)
+    monkeypatch.setattr(app.conf, "broker_url", "redis://127.0.0.1:1/0")
+
+
 # --- a real Celery worker ---------------------------------------------------------------------
 
 

@@ -44,3 +44,6 @@ JOB_STALE_AFTER_SECONDS = 5
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed, tests only
 DEBUG = False
+# WhiteNoise otherwise walks every static file each time a test client loads the middleware
+# (once per client); with autorefresh it looks a file up only when a page asks for it.
+WHITENOISE_AUTOREFRESH = True

@@ -22,8 +22,9 @@ from django.utils import timezone
 
 from datasets_app.models import DatasetVersion, Tokenizer
 from llmhub import storage
-from llmhub.jobs import enqueue_job
+from llmhub.jobs import enqueue_job, requires_broker
 from llmhub.models import JobStatus
+from llmhub.services import update_instance
 from projects.audit import record_event
 from projects.models import Project
 from projects.permissions import Action
@@ -231,6 +232,7 @@ def _prepare(
 # --- launch, resume, external runs ------------------------------------------------------------
 
 
+@requires_broker
 def training_job_launch(
     *,
     actor,
@@ -297,6 +299,7 @@ def _create_job(
     return job
 
 
+@requires_broker
 @transaction.atomic
 def training_job_resume(*, actor, job: TrainingJob) -> TrainingJob:
     """Queue a new job that continues ``job`` from its last checkpoint."""
@@ -527,6 +530,7 @@ def _trial_params(search_space: dict, *, method: str, max_trials: int, seed: int
     return trials
 
 
+@requires_broker
 def sweep_launch(
     *,
     actor,
@@ -731,22 +735,12 @@ def model_version_set_stage(*, actor, version: ModelVersion, stage: str) -> Mode
     if stage not in Stage.values:
         raise _error("stage", f"Choose one of {', '.join(Stage.values)}.")
     version = ModelVersion.objects.select_for_update().get(pk=version.pk)
-    previous = version.stage
     if stage == Stage.PRODUCTION:
         ModelVersion.objects.filter(
             registered_model=version.registered_model, stage=Stage.PRODUCTION
         ).exclude(pk=version.pk).update(stage=Stage.ARCHIVED)
-    version.stage = stage
-    version.full_clean()
-    version.save(update_fields=["stage"])
-    record_event(
-        actor=actor,
-        team=project.team,
-        project=project,
-        verb="model_version.staged",
-        target=version,
-        changes={"stage": [previous, stage]},
-    )
+    changes = update_instance(version, {"stage": stage})
+    record_event(actor=actor, verb="model_version.staged", target=version, changes=changes)
     return version
 
 

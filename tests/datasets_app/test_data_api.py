@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from django.conf import settings
 
 from datasets_app.models import DataJob, Dataset, DatasetVersion, Tokenizer
 from llmhub.jobs import run_job_inline, wait_until
@@ -330,3 +331,16 @@ def test_other_teams_cannot_reach_the_data(client, dataset, world, api) -> None:
     viewer = upload(api(world.users["viewer"]), dataset["id"], "x.csv", b"a\n1\n")
     assert viewer.status_code == 403
     assert Dataset.objects.count() == 1
+
+
+def test_an_upload_while_the_broker_is_down_is_a_503_and_stores_nothing(
+    client, dataset, broker_down
+) -> None:
+    response = upload(
+        client, dataset["id"], "scitldr.jsonl", (FIXTURES / "scitldr_sample.jsonl").read_bytes()
+    )
+    assert response.status_code == 503, response.content
+    assert response.json()["error"]["code"] == "unavailable"
+    assert not DataJob.objects.exists()
+    uploads = Path(settings.MEDIA_ROOT) / "uploads"
+    assert not uploads.exists() or not any(uploads.rglob("*"))

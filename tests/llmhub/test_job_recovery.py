@@ -43,11 +43,6 @@ def _purge(name: str) -> None:
         conn.default_channel.queue_purge(name)
 
 
-def _broker_down(monkeypatch) -> None:
-    monkeypatch.setattr(jobs, "_broker_ok_until", 0.0)  # forget an earlier successful check
-    monkeypatch.setattr(app.conf, "broker_url", "redis://127.0.0.1:1/0")  # nothing listens
-
-
 def test_the_sweep_resends_a_queued_job_whose_message_was_lost(
     world, settings, monkeypatch, django_capture_on_commit_callbacks
 ) -> None:
@@ -136,10 +131,9 @@ def test_concurrent_sweeps_send_a_lost_job_once(world, settings, monkeypatch) ->
 
 
 def test_a_launch_while_the_broker_is_down_is_a_503_and_creates_nothing(
-    world, api, monkeypatch
+    world, api, broker_down
 ) -> None:
     client = api(world.users["engineer"])
-    _broker_down(monkeypatch)
     events = AuditEvent.objects.count()
     response = client.post("/api/v1/health-checks/", {"project": world.project.pk}, format="json")
     assert response.status_code == 503, response.content
@@ -151,9 +145,8 @@ def test_a_launch_while_the_broker_is_down_is_a_503_and_creates_nothing(
     assert AuditEvent.objects.count() == events
 
 
-def test_a_launch_page_shows_why_when_the_broker_is_down(world, client, monkeypatch) -> None:
+def test_a_launch_page_shows_why_when_the_broker_is_down(world, client, broker_down) -> None:
     client.force_login(world.users["engineer"])
-    _broker_down(monkeypatch)
     response = client.post(reverse("health-check-launch", args=[world.project.pk]), follow=True)
     assert response.status_code == 200
     assert "The job queue cannot be reached" in response.content.decode()

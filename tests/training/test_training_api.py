@@ -408,3 +408,33 @@ def test_a_requeued_attempt_keeps_one_point_per_step_the_latest_attempts(
     assert stored == rollup_blocks(points)
     loss = client.get(f"/api/v1/training-jobs/{job.pk}/curves/?names=loss").json()
     assert loss["curves"]["loss"]["total"] == 30 and 999.0 not in loss["curves"]["loss"]["values"]
+
+
+def test_launches_while_the_broker_is_down_are_503_and_create_nothing(
+    world, api, prepared, broker_down
+) -> None:
+    client = api(world.users["engineer"])
+    response = pretrain(client, world, prepared)
+    assert response.status_code == 503, response.content
+    assert response.json()["error"]["code"] == "unavailable"
+    sweep = client.post(
+        "/api/v1/sweeps/",
+        {
+            "project": world.project.pk,
+            "name": "lr",
+            "method": "grid",
+            "search_space": {"learning_rate": [0.0001, 0.003]},
+            "metric": "train_loss",
+            "direction": "minimize",
+            "base": {
+                "project": world.project.pk,
+                "kind": "pretrain_clm",
+                "model_spec": {"family": "gpt2", "size": "tiny"},
+                "tokenizer": prepared.tokenizer.pk,
+                "train_version": prepared.corpus.pk,
+                "hyperparameters": TINY,
+            },
+        },
+    )
+    assert sweep.status_code == 503, sweep.content
+    assert not TrainingJob.objects.exists() and not Sweep.objects.exists()
