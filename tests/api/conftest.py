@@ -3,32 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from rest_framework.test import APIClient
 
-from projects.services import api_token_create
 from tests.api.objects import build
-
-_handler = None
-
-
-@pytest.fixture
-def api():
-    """Like the suite's ``api`` fixture, but every client shares one request handler: a new
-    handler loads the middleware again, and WhiteNoise then rescans every static file (about
-    half a second per client), which would be most of this folder's time."""
-
-    def make(user=None) -> APIClient:
-        global _handler
-        client = APIClient()
-        if _handler is None:
-            _handler = client.handler
-        client.handler = _handler
-        if user is not None:
-            _token, plaintext = api_token_create(actor=user, name="tests")
-            client.credentials(HTTP_AUTHORIZATION=f"Bearer {plaintext}")
-        return client
-
-    return make
 
 
 @pytest.fixture
