@@ -37,6 +37,26 @@ def pretrain(client, world, prepared, **overrides):
     return client.post("/api/v1/training-jobs/", {**body, **overrides})
 
 
+def lr_sweep(world, prepared) -> dict:
+    """A grid sweep over two learning rates of a tiny GPT-2 (two 15-step trials)."""
+    return {
+        "project": world.project.pk,
+        "name": "lr",
+        "method": "grid",
+        "search_space": {"learning_rate": [0.0001, 0.003]},
+        "metric": "train_loss",
+        "direction": "minimize",
+        "base": {
+            "project": world.project.pk,
+            "kind": "pretrain_clm",
+            "model_spec": {"family": "gpt2", "size": "tiny"},
+            "tokenizer": prepared.tokenizer.pk,
+            "train_version": prepared.corpus.pk,
+            "hyperparameters": {**TINY, "max_steps": 15},
+        },
+    }
+
+
 def test_pretraining_registers_a_model_with_its_lineage(world, api, prepared) -> None:
     client = api(world.users["engineer"])
     response = pretrain(client, world, prepared)
@@ -200,25 +220,7 @@ def test_fine_tuning_a_registered_model_links_the_parent(world, api, prepared) -
 
 def test_a_sweep_creates_children_and_ranks_them(world, api, prepared) -> None:
     client = api(world.users["engineer"])
-    response = client.post(
-        "/api/v1/sweeps/",
-        {
-            "project": world.project.pk,
-            "name": "lr",
-            "method": "grid",
-            "search_space": {"learning_rate": [0.0001, 0.003]},
-            "metric": "train_loss",
-            "direction": "minimize",
-            "base": {
-                "project": world.project.pk,
-                "kind": "pretrain_clm",
-                "model_spec": {"family": "gpt2", "size": "tiny"},
-                "tokenizer": prepared.tokenizer.pk,
-                "train_version": prepared.corpus.pk,
-                "hyperparameters": {**TINY, "max_steps": 15},
-            },
-        },
-    )
+    response = client.post("/api/v1/sweeps/", lr_sweep(world, prepared))
     assert response.status_code == 201, response.content
     sweep_id = response.json()["id"]
     jobs = run_training()
@@ -417,24 +419,6 @@ def test_launches_while_the_broker_is_down_are_503_and_create_nothing(
     response = pretrain(client, world, prepared)
     assert response.status_code == 503, response.content
     assert response.json()["error"]["code"] == "unavailable"
-    sweep = client.post(
-        "/api/v1/sweeps/",
-        {
-            "project": world.project.pk,
-            "name": "lr",
-            "method": "grid",
-            "search_space": {"learning_rate": [0.0001, 0.003]},
-            "metric": "train_loss",
-            "direction": "minimize",
-            "base": {
-                "project": world.project.pk,
-                "kind": "pretrain_clm",
-                "model_spec": {"family": "gpt2", "size": "tiny"},
-                "tokenizer": prepared.tokenizer.pk,
-                "train_version": prepared.corpus.pk,
-                "hyperparameters": TINY,
-            },
-        },
-    )
+    sweep = client.post("/api/v1/sweeps/", lr_sweep(world, prepared))
     assert sweep.status_code == 503, sweep.content
     assert not TrainingJob.objects.exists() and not Sweep.objects.exists()
