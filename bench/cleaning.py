@@ -6,15 +6,16 @@ number, IP address or IBAN), plants 5% exact duplicates and 5% near duplicates (
 to 15% of their words edited), shuffles them, then runs DEFAULT_RECIPE at num_proc=1 and
 num_proc=2: a warm-up of each first, then the two settings interleaved for several rounds.
 Each round also measures contention: the CPU other processes took during it
-(``bench/_contention.py``); rounds where others took more than 15% of a core are discarded and
-the medians are of the clean rounds (of all rounds, flagged, when none was clean).
+(``bench/helpers/contention.py``); rounds where others took more than 15% of a core are
+discarded and the medians are of the clean rounds (of all rounds, flagged, when none was clean).
 
 Figures: documents/s overall and per core (documents/s divided by num_proc; the target's
 figure is the lower of the two settings), peak memory of this process plus its worker
 processes sampled every 100 ms (RSS summed, an upper bound since pages a forked worker shares
 with its parent count in both; and PSS, which counts shared pages once).
 
-Quality: the near_dedupe step at thresholds 0.3 to 0.8 on real text (``bench/_near_duplicates.py``:
+Quality: the near_dedupe step at thresholds 0.3 to 0.8 on real text
+(``bench/helpers/near_duplicates.py``:
 ~8,600 distinct 50-word pieces of fiction and SciTLDR abstracts, 1,500 of them with a copy
 edited at 2% to 15% of its words, hard negatives from the same passages): precision, recall,
 false drops and the edit rate each threshold still catches, and the threshold these figures
@@ -43,9 +44,9 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import _near_duplicates as near
-from bench._contention import Round, cores, split_rounds
-from bench._near_duplicates import MAX_EDIT_RATE, MIN_EDIT_RATE, edit
+from bench.helpers import near_duplicates as near
+from bench.helpers.contention import Round, cores, split_rounds
+from bench.helpers.near_duplicates import MAX_EDIT_RATE, MIN_EDIT_RATE, edit
 from datasets_app.cleaning.recipe import DEFAULT_RECIPE, run_recipe
 from datasets_app.cleaning.steps import STEPS
 

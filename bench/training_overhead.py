@@ -7,7 +7,7 @@ a real Celery worker (every step's metrics logged and flushed to the database, a
 uploaded at the end, the model registered). Rounds alternate bare / job after a warm-up; the
 ratio reported is the median of the per-round ratios of training tokens per second.
 
-Each side of each round measures contention (``bench/_contention.py``): the CPU time other
+Each side of each round measures contention (``bench/helpers/contention.py``): the CPU time other
 processes took during it, in cores. A round where others took more than 15% of a core on
 either side is discarded; the medians are of the clean rounds (of all rounds, flagged, when
 none was clean). The scratch folder and the worker are removed at the end, also on Ctrl-C or
@@ -45,8 +45,8 @@ for name in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL"):
     os.environ.pop(name, None)
 sys.path.insert(0, str(REPO))
 
-from bench._contention import Round, cores, split_rounds  # noqa: E402
 from bench.helpers import stop_on_sigterm, stop_process  # noqa: E402
+from bench.helpers.contention import Round, cores, split_rounds  # noqa: E402
 
 CORPUS = REPO.parent / "shared" / "datasets" / "corpus_tinyshakespeare.txt"
 if not CORPUS.exists():

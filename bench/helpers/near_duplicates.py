@@ -30,7 +30,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+DATASETS = Path(__file__).resolve().parents[3] / "shared" / "datasets"
 FICTION = DATASETS / "corpus_public_domain_fiction.txt"
 SCITLDR = DATASETS / "summarization_scitldr.jsonl"
 WORDS_PER_DOC = 50
