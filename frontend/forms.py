@@ -391,6 +391,23 @@ def _hyperparameter_field(spec: dict) -> forms.Field:
     return forms.CharField(**{**common, "required": False})
 
 
+def _evaluation_setting_field(name: str, **kwargs) -> forms.Field:
+    """A form field for one row of the evaluation runtime's settings table (plain Python, no
+    torch), so the form has no bounds or defaults of its own."""
+    from evaluation.runtime.config import SETTINGS
+
+    setting = next(s for s in SETTINGS if s.name == name)
+    field_class = forms.IntegerField if setting.type == "int" else forms.FloatField
+    return field_class(
+        initial=setting.default,
+        required=setting.default is not None,
+        min_value=setting.min,
+        max_value=setting.max,
+        help_text=setting.help,
+        **kwargs,
+    )
+
+
 class EvaluationForm(forms.Form):
     model_version = forms.ChoiceField(choices=(), label="Model version")
     dataset_version = forms.ChoiceField(choices=(), label="Dataset version")
@@ -403,17 +420,13 @@ class EvaluationForm(forms.Form):
         widget=forms.CheckboxSelectMultiple,
         help_text="None ticked: the task's usual metrics.",
     )
-    max_examples = forms.IntegerField(
-        required=False, min_value=1, help_text="Only the first N rows (all when empty)."
-    )
-    max_new_tokens = forms.IntegerField(
-        initial=64, min_value=1, max_value=4096, label="Max new tokens"
-    )
-    temperature = forms.FloatField(
-        initial=0.0, min_value=0, max_value=100, help_text="0 is greedy decoding."
-    )
-    top_p = forms.FloatField(initial=1.0, min_value=0.01, max_value=1.0, label="Top-p")
-    num_beams = forms.IntegerField(initial=1, min_value=1, max_value=32, label="Beams")
+    # Bounds, defaults and help come from the evaluation runtime's one settings table; the
+    # service validates with that table too (top_p's exclusive 0 is its message, shown here).
+    max_examples = _evaluation_setting_field("max_examples")
+    max_new_tokens = _evaluation_setting_field("max_new_tokens", label="Max new tokens")
+    temperature = _evaluation_setting_field("temperature")
+    top_p = _evaluation_setting_field("top_p", label="Top-p")
+    num_beams = _evaluation_setting_field("num_beams", label="Beams")
 
     def __init__(self, *args, models=(), versions=(), task_type: str = "", **kwargs) -> None:
         super().__init__(*args, **kwargs)

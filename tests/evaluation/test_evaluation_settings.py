@@ -3,7 +3,10 @@ EvalConfig refuses, with the same message, and stores the values typed."""
 
 from __future__ import annotations
 
+import html
+
 import pytest
+from django.urls import reverse
 
 from datasets_app.models import Dataset, DatasetVersion
 from evaluation.models import BiasReport, EvaluationRun
@@ -160,3 +163,27 @@ def test_non_finite_results_are_stored_as_null_and_served(world, api, launchable
     client = api(world.users["viewer"])
     assert client.get(f"/api/v1/evaluation-runs/{run.pk}/").status_code == 200
     assert client.get(f"/api/v1/evaluation-runs/{run.pk}/examples/").status_code == 200
+
+
+def test_the_evaluate_form_refuses_what_the_worker_would_with_its_message(
+    world, client, launchable, tmp_path
+) -> None:
+    """The form takes its bounds from the runtime's table and has none of its own, so the
+    page refuses top_p=0 with the same sentence as the worker (once it refused 0.001 alone)."""
+    model, version = launchable
+    client.force_login(world.users["engineer"])
+    form = {
+        "model_version": model.pk,
+        "dataset_version": version.pk,
+        "split": "",
+        "max_new_tokens": 64,
+        "temperature": 0,
+        "num_beams": 1,
+    }
+    page = client.post(
+        reverse("evaluate-stage", args=[world.project.pk]), {**form, "top_p": 0}
+    ).content.decode()
+    assert html.escape(_worker_refusal(tmp_path, top_p=0)) in page
+    assert not EvaluationRun.objects.exists()
+    client.post(reverse("evaluate-stage", args=[world.project.pk]), {**form, "top_p": 0.001})
+    assert EvaluationRun.objects.get().settings["top_p"] == 0.001
