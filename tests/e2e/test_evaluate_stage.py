@@ -42,7 +42,7 @@ def _intents_ready(world):
             "intents.csv", (FIXTURES / "banking_four_intents.csv").read_bytes()
         ),
     )
-    assert wait_until(lambda: DatasetVersion.objects.filter(dataset=dataset).exists(), timeout=60)
+    assert wait_until(lambda: DatasetVersion.objects.filter(dataset=dataset).exists(), timeout=120)
     v1 = DatasetVersion.objects.get(dataset=dataset)
     data_services.split_launch(actor=engineer, version=v1, by_column="split")
     data_services.tokenizer_launch(
@@ -53,7 +53,7 @@ def _intents_ready(world):
             Tokenizer.objects.filter(name="intent-wp").exists()
             and DatasetVersion.objects.filter(dataset=dataset, number=2).exists()
         ),
-        timeout=60,
+        timeout=120,
     )
     return DatasetVersion.objects.get(dataset=dataset, number=2), Tokenizer.objects.get(
         name="intent-wp"
@@ -88,7 +88,7 @@ def test_manager_evaluates_compares_and_reads_a_bias_report(page, world, celery_
     )
     # The live worker trains them.
     assert wait_until(
-        lambda: TrainingJob.objects.filter(status="succeeded").count() == 3, timeout=180
+        lambda: TrainingJob.objects.filter(status="succeeded").count() == 3, timeout=360
     ), celery_worker.log()
     jobs = {j.name: j for j in TrainingJob.objects.all()}
     goal = goal_create(
@@ -111,7 +111,7 @@ def test_manager_evaluates_compares_and_reads_a_bias_report(page, world, celery_
             page.click("button:has-text('Evaluate')")
         assert "queued on the gpu queue" in page.inner_text(".messages .success")
     assert wait_until(
-        lambda: EvaluationRun.objects.filter(status="succeeded").count() == 2, timeout=90
+        lambda: EvaluationRun.objects.filter(status="succeeded").count() == 2, timeout=180
     ), celery_worker.log()
     page.goto(f"/projects/{world.project.pk}/evaluate/")
     goal.refresh_from_db()
@@ -151,9 +151,9 @@ def test_manager_evaluates_compares_and_reads_a_bias_report(page, world, celery_
     page.fill("#id_limit", "40")
     page.click("button:has-text('Run report')")
     page.wait_for_url("**/bias-reports/*/")
-    assert wait_until(lambda: BiasReport.objects.filter(status="succeeded").exists(), timeout=90), (
-        celery_worker.log()
-    )
+    assert wait_until(
+        lambda: BiasReport.objects.filter(status="succeeded").exists(), timeout=180
+    ), celery_worker.log()
     page.reload()
     page.wait_for_selector("#explanation")
     assert "stereotyp" in page.inner_text("#explanation").lower()
