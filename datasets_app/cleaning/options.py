@@ -212,7 +212,10 @@ class CleanParams(_Options):
 @dataclass
 class SplitParams(_Options):
     """Split by ``ratios`` (name -> share, adding up to 1; default 80/10/10), optionally
-    stratified by ``stratify_column``, or by the values of ``by_column``; ``seed`` shuffles."""
+    stratified by ``stratify_column``, or by the values of ``by_column``; ``seed`` shuffles.
+
+    One name with ratio 1 (``{"test": 1.0}``) names the whole version as that split: a test
+    file uploaded on its own becomes a ``test`` split that evaluations and goals count."""
 
     ratios: dict[str, float] | None = None
     seed: int = 42
@@ -232,11 +235,15 @@ class SplitParams(_Options):
                 not isinstance(ratios, dict)
                 or not ratios
                 or not all(
-                    isinstance(v, int | float) and not isinstance(v, bool) and 0 < v < 1
+                    isinstance(v, int | float) and not isinstance(v, bool) and 0 < v <= 1
                     for v in ratios.values()
                 )
             ):
-                raise OptionError("ratios", "Give split names with ratios between 0 and 1.")
+                raise OptionError(
+                    "ratios",
+                    "Give split names with ratios between 0 and 1 (a single split of ratio 1 "
+                    "names the whole version).",
+                )
             bad = [n for n in ratios if not isinstance(n, str) or not 0 < len(n) <= MAX_SPLIT_NAME]
             if bad:
                 raise OptionError(
