@@ -220,6 +220,12 @@ LLMHUB_MAX_UPLOAD_BYTES = env_int("LLMHUB_MAX_UPLOAD_BYTES", 2 * 1024**3, minimu
 LLMHUB_MAX_EXPANDED_BYTES = env_int("LLMHUB_MAX_EXPANDED_BYTES", 2 * 1024**3, minimum=1)
 LLMHUB_MAX_EXPANSION_RATIO = env_int("LLMHUB_MAX_EXPANSION_RATIO", 100, minimum=2)
 LLMHUB_UPLOAD_LEFTOVER_SECONDS = env_int("LLMHUB_UPLOAD_LEFTOVER_SECONDS", 6 * 3600, minimum=60)
+# Base-model archives (a zip or tar of a model directory, uploaded under the upload limit):
+# at most this many members, expanding to at most this many bytes.
+LLMHUB_MAX_MODEL_ARCHIVE_MEMBERS = env_int("LLMHUB_MAX_MODEL_ARCHIVE_MEMBERS", 1000, minimum=1)
+LLMHUB_MAX_MODEL_EXPANDED_BYTES = env_int(
+    "LLMHUB_MAX_MODEL_EXPANDED_BYTES", 20 * 1024**3, minimum=1
+)
 
 # REST API
 REST_FRAMEWORK = {

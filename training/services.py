@@ -30,11 +30,13 @@ from projects.models import Project
 from projects.permissions import Action
 from projects.services import require
 from training.models import (
+    BaseModel,
     BaseSource,
     Checkpoint,
     ModelVersion,
     RegisteredModel,
     Stage,
+    StageChange,
     Sweep,
     TrainingJob,
     TrainingKind,
@@ -82,6 +84,32 @@ def _read_local_config(path: Path) -> dict:
         return json.loads(config_file.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise _error("base_path", f"{config_file} cannot be read: {exc}") from exc
+
+
+def _check_kind_fits(kind: str, config: dict, *, field: str, name: str) -> None:
+    """Refuse a job kind the base model's architecture cannot do (a decoder cannot answer
+    extractive QA, an encoder cannot generate), where its config says which it is."""
+    from training.runtime.presets import FAMILIES, KINDS_BY_ARCHITECTURE
+
+    architecture = (FAMILIES.get(config.get("model_type") or "") or {}).get("architecture")
+    if architecture is None:
+        names = " ".join(str(a) for a in config.get("architectures") or [])
+        if "CausalLM" in names or "LMHeadModel" in names:
+            architecture = "decoder"
+        elif "ConditionalGeneration" in names or "Seq2SeqLM" in names:
+            architecture = "encoder-decoder"
+    if architecture is None:
+        return  # the runtime's loader decides
+    allowed = KINDS_BY_ARCHITECTURE[architecture]
+    if kind not in allowed:
+        article = "an" if architecture.startswith("e") else "a"
+        raise _error(
+            field,
+            f"{name} is {article} {architecture} model "
+            f"({config.get('model_type') or 'unknown type'}): it cannot do "
+            f"'{TrainingKind(kind).label}'; it can do "
+            f"{'; '.join(repr(TrainingKind(k).label) for k in allowed)}.",
+        )
 
 
 def _model_limits(config: dict) -> tuple[int | None, int | None]:
@@ -141,6 +169,7 @@ def _prepare(
     train_split: str,
     eval_split: str,
     hyperparameters: dict,
+    base_model: BaseModel | None = None,
 ) -> dict[str, Any]:
     """Validate a launch request; returns the fields of the job to create."""
     if kind not in TrainingKind.values:
@@ -186,8 +215,16 @@ def _prepare(
                 raise _error("base_model_version", "The model version belongs to another project.")
             config = base_model_version.config
             tokenizer = tokenizer or base_model_version.tokenizer
+        elif base_source == BaseSource.BASE_MODEL:
+            if base_model is None:
+                raise _error("base_model", "Choose the registered base model to start from.")
+            if base_model.team_id != project.team_id:
+                raise _error("base_model", "The base model belongs to another team.")
+            config = base_model.config
+            _check_kind_fits(kind, config, field="base_model", name=base_model.name)
         elif base_source == BaseSource.LOCAL_DIR:
             config = _read_local_config(Path(base_path))
+            _check_kind_fits(kind, config, field="base_path", name=base_path)
         else:
             if not hub_model_id.strip():
                 raise _error("hub_model_id", "Give the hub model id to download.")
@@ -216,6 +253,7 @@ def _prepare(
         "base_model_version": base_model_version
         if base_source == BaseSource.MODEL_VERSION
         else None,
+        "base_model": base_model if base_source == BaseSource.BASE_MODEL else None,
         "base_path": base_path if base_source == BaseSource.LOCAL_DIR else "",
         "hub_model_id": hub_model_id if base_source == BaseSource.HUB else "",
         "model_spec": spec if base_source == BaseSource.RANDOM else {},
@@ -251,6 +289,7 @@ def training_job_launch(
     eval_split: str = "",
     hyperparameters: dict | None = None,
     sweep: Sweep | None = None,
+    base_model: BaseModel | None = None,
 ) -> TrainingJob:
     """Validate and queue a training job on the gpu queue. The checks (which may read a local
     model directory's config) run before the short transaction that creates the job."""
@@ -269,6 +308,7 @@ def training_job_launch(
         train_split=train_split,
         eval_split=eval_split,
         hyperparameters=hyperparameters or {},
+        base_model=base_model,
     )
     with transaction.atomic():
         return _create_job(actor=actor, project=project, name=name, sweep=sweep, fields=fields)
@@ -607,6 +647,7 @@ def _launch_defaults(base: dict) -> dict[str, Any]:
         "base_source": BaseSource.RANDOM,
         "model_spec": None,
         "base_model_version": None,
+        "base_model": None,
         "base_path": "",
         "hub_model_id": "",
         "tokenizer": None,
@@ -670,76 +711,244 @@ def registered_model_for(job: TrainingJob) -> RegisteredModel:
     return model
 
 
+def _final_checkpoint(
+    *, job: TrainingJob, step: int, prefix: str, files: list[str], size: int
+) -> Checkpoint:
+    """Record the stored final model as the job's checkpoint at its last step (inside the
+    caller's transaction): a run with ``save_steps=0`` saves "at the end only", and that end
+    is the final model. A checkpoint the Trainer saved at the same step gives way to it (the
+    same weights, complete with the tokenizer); its files are deleted once this commits."""
+    checkpoint = Checkpoint.objects.select_for_update().filter(job=job, step=step).first()
+    replaced = (checkpoint.files_prefix, checkpoint.files) if checkpoint else None
+    checkpoint = checkpoint or Checkpoint(job=job, step=step)
+    checkpoint.files_prefix, checkpoint.files, checkpoint.size_bytes = prefix, files, size
+    checkpoint.full_clean(validate_constraints=False)
+    checkpoint.save()
+    in_use = replaced is not None and ModelVersion.objects.filter(files_prefix=replaced[0]).exists()
+    if replaced is not None and replaced[0] != prefix and not in_use:
+        transaction.on_commit(lambda: _delete_stored(*replaced))
+    return checkpoint
+
+
+def _stage_change(*, version: ModelVersion, from_stage: str, to_stage: str, actor, reason: str):
+    change = StageChange(
+        version=version,
+        from_stage=from_stage,
+        to_stage=to_stage,
+        reason=reason,
+        changed_by=actor,
+    )
+    change.full_clean()
+    change.save()
+    return change
+
+
+def _create_version(
+    *, job: TrainingJob, prefix: str, files: list[str], size: int, metrics: dict, parameters: int
+) -> ModelVersion:
+    """Number and create the version of ``job``'s stored final model, with its lineage (data,
+    tokenizer, base) and warnings, and its first stage change (inside the caller's
+    transaction)."""
+    registered = registered_model_for(job)
+    registered = RegisteredModel.objects.select_for_update().get(pk=registered.pk)
+    number = (
+        registered.versions.order_by("-number").values_list("number", flat=True).first() or 0
+    ) + 1
+    config = _stored_config(prefix, files)
+    version = ModelVersion(
+        registered_model=registered,
+        number=number,
+        task_kind=job.kind,
+        architecture=(config.get("architectures") or [""])[0][:80],
+        files_prefix=prefix,
+        files=files,
+        config=config,
+        hyperparameters=job.hyperparameters,
+        metrics=metrics,
+        warnings=list(job.warnings or []),
+        parameters=parameters,
+        size_bytes=size,
+        dataset_version=job.train_version,
+        tokenizer=job.tokenizer,
+        parent=job.base_model_version,
+        base_model=job.base_model,
+        created_by=job.created_by,
+    )
+    version.full_clean()
+    version.save()
+    _stage_change(
+        version=version,
+        from_stage="",
+        to_stage=version.stage,
+        actor=job.created_by,
+        reason=f"Registered by {job.name}"
+        + (f", the best trial of sweep {job.sweep.name}" if job.sweep_id else "")
+        + ".",
+    )
+    TrainingJob.objects.filter(pk=job.pk).update(model_version=version)
+    record_event(
+        actor=job.created_by,
+        team=job.project.team,
+        project=job.project,
+        verb="model_version.registered",
+        target=version,
+        changes={"warnings": len(version.warnings)} if version.warnings else None,
+    )
+    return version
+
+
+def _stored_config(prefix: str, files: list[str]) -> dict:
+    if "config.json" not in files:
+        return {}
+    return json.loads(storage.local_copy(f"{prefix}/config.json").read_text())
+
+
 def model_version_register(
     *,
     job: TrainingJob,
     model_dir: Path,
     metrics: dict,
     parameters: int,
-) -> ModelVersion:
-    """Store the trained model directory and create its version (lineage: data -> job -> model).
+) -> ModelVersion | None:
+    """Store the trained model directory as the job's final checkpoint and register it as a
+    version (lineage: data -> job -> model, and the pretrained base). A sweep trial registers
+    nothing itself: once its sweep's last trial has ended, the best one is registered
+    (:func:`sweep_register_best`); the others keep their results and checkpoints.
 
     The upload (slow: the weights) runs first, with no transaction open and no row locked;
-    then one short transaction locks the registered model to number the version."""
-    registered = registered_model_for(job)
-    prefix = storage.unique_prefix("models", job.project_id, registered.pk, f"job-{job.pk}")
+    then one short transaction records the checkpoint and, locking the registered model,
+    numbers the version. Returns the version (None for a trial not registered)."""
+    prefix = storage.unique_prefix("models", job.project_id, f"job-{job.pk}")
     files = storage.store_directory(model_dir, prefix=prefix)
-    config_path = Path(model_dir) / "config.json"
-    config = json.loads(config_path.read_text()) if config_path.exists() else {}
     size = sum(p.stat().st_size for p in Path(model_dir).rglob("*") if p.is_file())
+    # What the runner recorded while the job ran (its last step, warnings such as a diverged
+    # loss) is on the row, not on the object it started with.
+    job = TrainingJob.objects.select_related("project__team", "sweep").get(pk=job.pk)
     try:
         with transaction.atomic():
-            registered = RegisteredModel.objects.select_for_update().get(pk=registered.pk)
-            number = (
-                registered.versions.order_by("-number").values_list("number", flat=True).first()
-                or 0
-            ) + 1
-            version = ModelVersion(
-                registered_model=registered,
-                number=number,
-                task_kind=job.kind,
-                architecture=(config.get("architectures") or [""])[0][:80],
-                files_prefix=prefix,
-                files=files,
-                config=config,
-                hyperparameters=job.hyperparameters,
-                metrics=metrics,
-                parameters=parameters,
-                size_bytes=size,
-                dataset_version=job.train_version,
-                tokenizer=job.tokenizer,
-                parent=job.base_model_version,
-                created_by=job.created_by,
-            )
-            version.full_clean()
-            version.save()
-            TrainingJob.objects.filter(pk=job.pk).update(model_version=version)
-            record_event(
-                actor=job.created_by,
-                team=job.project.team,
-                project=job.project,
-                verb="model_version.registered",
-                target=version,
-            )
+            _final_checkpoint(job=job, step=job.global_step, prefix=prefix, files=files, size=size)
+            version = None
+            if not job.sweep_id:
+                version = _create_version(
+                    job=job,
+                    prefix=prefix,
+                    files=files,
+                    size=size,
+                    metrics=metrics,
+                    parameters=parameters,
+                )
     except Exception:
-        _delete_stored(prefix, files)  # no version refers to them
+        _delete_stored(prefix, files)  # nothing refers to them
         raise
+    if job.sweep_id:
+        return sweep_register_best(sweep=job.sweep, ended=job)
     return version
 
 
+def _trial_done(trial: TrainingJob, ended: TrainingJob | None) -> bool:
+    """A trial that will not change the ranking any more: ended, or the one ending now, or one
+    whose final model is stored (it is registering at this moment, in another worker)."""
+    if trial.status not in (JobStatus.QUEUED, JobStatus.RUNNING):
+        return True
+    if ended is not None and trial.pk == ended.pk:
+        return True
+    return bool(trial.final_metrics) and trial.checkpoints.filter(step=trial.global_step).exists()
+
+
+def sweep_register_best(*, sweep: Sweep, ended: TrainingJob | None = None) -> ModelVersion | None:
+    """Once every trial of ``sweep`` has ended (``ended`` is the one ending now), register the
+    best trial by the sweep's metric and direction as a model version, from its stored final
+    checkpoint (no upload). Trials with warnings (a diverged loss) are passed over while a
+    trial without any qualifies. Idempotent (system write): a sweep registers one version.
+    Returns the version, or None while trials still run or when no trial qualifies."""
+    from training.selectors import sweep_ranking
+
+    with transaction.atomic():
+        sweep = Sweep.objects.select_for_update().get(pk=sweep.pk)
+        trials = list(sweep.trials.all())
+        if any(t.model_version_id for t in trials):
+            return None  # registered already (by a trial that ended a moment ago)
+        if not all(_trial_done(t, ended) for t in trials):
+            return None
+        ranked = [
+            t
+            for t in sweep_ranking(sweep)
+            if t.final_metrics.get(sweep.metric) is not None
+            and (t.status == JobStatus.SUCCEEDED or (ended is not None and t.pk == ended.pk))
+        ]
+        ranked.sort(key=lambda t: bool(t.warnings))  # stable: the best clean trial first
+        for best in ranked:
+            final = best.checkpoints.filter(step=best.global_step).first()
+            if final is None:
+                continue
+            best = TrainingJob.objects.select_related(
+                "project__team", "sweep", "train_version", "tokenizer", "base_model"
+            ).get(pk=best.pk)
+            version = _create_version(
+                job=best,
+                prefix=final.files_prefix,
+                files=final.files,
+                size=final.size_bytes,
+                metrics=best.final_metrics,
+                parameters=_final_parameters(best),
+            )
+            record_event(
+                actor=sweep.created_by,
+                team=sweep.project.team,
+                project=sweep.project,
+                verb="sweep.best_registered",
+                target=sweep,
+                changes={"trial": best.pk, "metric": sweep.metric},
+            )
+            return version
+    return None
+
+
+def _final_parameters(job: TrainingJob) -> int:
+    """The parameter count of a trial's final model, from its safetensors headers."""
+    from training.runtime.model_files import count_parameters
+
+    final = job.checkpoints.filter(step=job.global_step).first()
+    if final is None:
+        return 0
+    directory = storage.local_directory(final.files_prefix, final.files)
+    try:
+        return count_parameters(directory)
+    except Exception:  # an unreadable header: the version is still worth registering
+        return 0
+
+
 @transaction.atomic
-def model_version_set_stage(*, actor, version: ModelVersion, stage: str) -> ModelVersion:
-    """Move a version to a stage; promoting to production archives the previous one."""
+def model_version_set_stage(
+    *, actor, version: ModelVersion, stage: str, reason: str = ""
+) -> ModelVersion:
+    """Move a version to a stage, recording the change (from, to, by whom, why) in its stage
+    history; promoting to production archives the previous one (recorded too)."""
     project = version.project
     require(actor, project.team, Action.EDIT_PROJECT)
     if stage not in Stage.values:
         raise _error("stage", f"Choose one of {', '.join(Stage.values)}.")
+    reason = (reason or "").strip()
     version = ModelVersion.objects.select_for_update().get(pk=version.pk)
+    previous = version.stage
     if stage == Stage.PRODUCTION:
-        ModelVersion.objects.filter(
+        displaced = ModelVersion.objects.filter(
             registered_model=version.registered_model, stage=Stage.PRODUCTION
-        ).exclude(pk=version.pk).update(stage=Stage.ARCHIVED)
+        ).exclude(pk=version.pk)
+        for other in displaced.select_for_update():
+            _stage_change(
+                version=other,
+                from_stage=Stage.PRODUCTION,
+                to_stage=Stage.ARCHIVED,
+                actor=actor,
+                reason=f"{version} was promoted to production.",
+            )
+        displaced.update(stage=Stage.ARCHIVED)
     changes = update_instance(version, {"stage": stage})
+    if changes:
+        _stage_change(
+            version=version, from_stage=previous, to_stage=stage, actor=actor, reason=reason
+        )
     record_event(actor=actor, verb="model_version.staged", target=version, changes=changes)
     return version
 
@@ -749,3 +958,61 @@ def estimate_for(
 ) -> dict:
     """Parameters, memory and FLOPs per token of a spec (no launch; for forms)."""
     return _estimate(model_spec, hyperparameters=hyperparameters, method=method, kind=kind)
+
+
+# Tags and a description on a model version (the registry page and PATCH in the API).
+MAX_VERSION_TAGS = 20
+MAX_TAG_LENGTH = 40
+MAX_VERSION_DESCRIPTION = 10_000
+
+
+def _clean_tags(tags: Any) -> list[str]:
+    """Tags as stored: stripped, each a short line of text without commas (the page edits them
+    as a comma-separated list), at most ``MAX_VERSION_TAGS``, no two the same (any case).
+    Every problem is reported at once."""
+    if not isinstance(tags, list | tuple):
+        raise _error("tags", "Give the tags as a list of short strings.")
+    problems, cleaned, seen = [], [], set()
+    for index, tag in enumerate(tags, start=1):
+        if not isinstance(tag, str):
+            problems.append(f"Tag {index} is not text.")
+            continue
+        tag = tag.strip()
+        if not tag:
+            problems.append(f"Tag {index} is empty.")
+        elif len(tag) > MAX_TAG_LENGTH:
+            problems.append(f"'{tag[:20]}...' is longer than {MAX_TAG_LENGTH} characters.")
+        elif "," in tag or any(not ch.isprintable() for ch in tag):
+            problems.append(f"'{tag}' may not hold commas or control characters.")
+        elif tag.lower() in seen:
+            problems.append(f"'{tag}' is given twice.")
+        else:
+            seen.add(tag.lower())
+            cleaned.append(tag)
+    if len(tags) > MAX_VERSION_TAGS:
+        problems.append(f"At most {MAX_VERSION_TAGS} tags ({len(tags)} given).")
+    if problems:
+        raise ValidationError({"tags": problems})
+    return cleaned
+
+
+@transaction.atomic
+def model_version_update(
+    *, actor, version: ModelVersion, description: str | None = None, tags: list | None = None
+) -> ModelVersion:
+    """Change a version's description and/or tags (None leaves one as it is)."""
+    require(actor, version.project.team, Action.EDIT_PROJECT)
+    changes: dict[str, Any] = {}
+    if description is not None:
+        if not isinstance(description, str):
+            raise _error("description", "The description is text.")
+        if len(description) > MAX_VERSION_DESCRIPTION:
+            raise _error("description", f"At most {MAX_VERSION_DESCRIPTION:,} characters, please.")
+        changes["description"] = description.strip()
+    if tags is not None:
+        changes["tags"] = _clean_tags(tags)
+    version = ModelVersion.objects.select_for_update().get(pk=version.pk)
+    diff = update_instance(version, changes, editable={"description", "tags"})
+    if diff:
+        record_event(actor=actor, verb="model_version.updated", target=version, changes=diff)
+    return version

@@ -44,6 +44,16 @@ def _last_checkpoint(job: TrainingJob) -> Checkpoint | None:
     return None
 
 
+def _base_model_dir(job: TrainingJob) -> Path:
+    """The registered base model's directory here: the installed package's folder, or its
+    uploaded files copied from storage; a failed job saying why when neither is possible."""
+    from training.base_models import base_model_local_dir
+
+    if job.base_model is None:
+        raise JobInputError("The job's registered base model no longer exists.")
+    return base_model_local_dir(job.base_model)
+
+
 def build_config(job: TrainingJob, work_dir: Path):
     """The runtime config for ``job``, with every input materialized on this machine."""
     from training.runtime.config import TrainingConfig
@@ -55,6 +65,8 @@ def build_config(job: TrainingJob, work_dir: Path):
     elif job.base_source == BaseSource.MODEL_VERSION:
         version = job.base_model_version
         source["base_model_dir"] = storage.local_directory(version.files_prefix, version.files)
+    elif job.base_source == BaseSource.BASE_MODEL:
+        source["base_model_dir"] = _base_model_dir(job)
     elif job.base_source == BaseSource.LOCAL_DIR:
         source["base_model_dir"] = Path(job.base_path)
     else:

@@ -83,9 +83,9 @@ def test_a_refused_version_leaves_no_files_behind(world, tmp_path, uploads) -> N
             job=job, model_dir=_model_dir(tmp_path), metrics={}, parameters=1
         )
     assert not ModelVersion.objects.exists()
+    assert not Checkpoint.objects.exists()  # the final checkpoint went with it
     assert uploads == [False]
-    registered = RegisteredModel.objects.get()
-    folder = Path(storage.default_storage.path(f"models/{world.project.pk}/{registered.pk}"))
+    folder = Path(storage.default_storage.path(f"models/{world.project.pk}/job-{job.pk}"))
     assert [p for p in folder.rglob("*") if p.is_file()] == []
 
 
