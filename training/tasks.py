@@ -134,13 +134,18 @@ def run_training_job(job: TrainingJob, ctx: JobContext) -> None:
             for k, v in result.metrics.items()
             if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
         }
+        # A run that diverged under on_divergence="warn" succeeds with its warnings ("succeeded
+        # with warnings"); the model version copies them from the job.
+        warnings = [dict(w) for w in result.warnings]
         ctx.record(
             device=result.device,
             precision_used=result.precision,
             global_step=result.global_step,
             total_steps=result.global_step,
             final_metrics=metrics,
+            warnings=warnings,
         )
+        job.warnings = warnings
         services.model_version_register(
             job=job, model_dir=result.model_dir, metrics=metrics, parameters=result.parameters
         )

@@ -16,6 +16,11 @@ from training.runtime.presets import ModelSpec
 
 KINDS = ("pretrain_clm", "pretrain_mlm", "sft_causal", "seq2seq", "classification", "qa")
 METHODS = ("full", "lora")
+LM_KINDS = ("pretrain_clm", "pretrain_mlm", "sft_causal", "seq2seq")
+# The task metrics a classification job computes on its eval split at every evaluation (names
+# of the evaluation catalog, reported with the prefix ``eval_``). f1_micro is left out: for
+# single-label classification it equals accuracy.
+CLASSIFICATION_METRICS = ("f1_macro", "accuracy", "precision_macro", "recall_macro", "f1_weighted")
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,35 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
     Hyperparameter(
         "mlm_probability", "float", 0.15, "Share of tokens masked (masked LM).", 0.01, 0.9
     ),
+    # "stop" by default: a diverged run (the issue's learning rate of 1.0 sends a classifier's
+    # loss from 1.4 to 44) only burns compute from there on, and its model must not be
+    # registered as if it had learned. "warn" is for runs the user expects to recover from a
+    # spike: they finish, marked "succeeded with warnings".
+    Hyperparameter(
+        "on_divergence",
+        "choice",
+        "stop",
+        "When the loss becomes NaN or stays far above its start: stop (the job fails with the "
+        "reason) or warn (it goes on and succeeds with a warning).",
+        choices=("stop", "warn"),
+    ),
+    Hyperparameter(
+        "metric_for_best_model",
+        "choice",
+        "",
+        "Keep the checkpoint that is best by this validation metric as the final model "
+        "(needs an eval split and eval_steps); empty: keep the last.",
+        choices=("", *(f"eval_{name}" for name in ("loss", *CLASSIFICATION_METRICS))),
+    ),
+    Hyperparameter(
+        "early_stopping_patience",
+        "int",
+        0,
+        "Stop after this many evaluations without improvement of metric_for_best_model "
+        "(eval_loss when empty); 0: never stop early.",
+        0,
+        1000,
+    ),
     Hyperparameter("lora_r", "int", 8, "LoRA rank.", 1, 1024, lora_only=True),
     Hyperparameter("lora_alpha", "int", 16, "LoRA scaling (alpha).", 1, 4096, lora_only=True),
     Hyperparameter(
@@ -114,6 +148,60 @@ def required_roles(kind: str) -> list[tuple[str, ...]]:
         "classification": [("text",), ("label",)],
         "qa": [("context",), ("question",), ("answers",)],
     }[kind]
+
+
+def eval_metric_names(kind: str) -> tuple[str, ...]:
+    """The metrics a job of ``kind`` reports at each evaluation on its eval split (the ones
+    early stopping and the best checkpoint can use)."""
+    names = ("eval_loss",)
+    if kind == "classification":
+        names += tuple(f"eval_{name}" for name in CLASSIFICATION_METRICS)
+    return names
+
+
+def final_metric_names(kind: str, *, has_eval: bool) -> tuple[str, ...]:
+    """The final metrics a job of ``kind`` reports that rank it (a sweep's choices)."""
+    names: tuple[str, ...] = ("train_loss",)
+    if kind in LM_KINDS:
+        names += ("train_perplexity",)
+    if has_eval:
+        names += eval_metric_names(kind)
+        if kind in LM_KINDS:
+            names += ("eval_perplexity",)
+    return names
+
+
+def greater_is_better(metric: str) -> bool:
+    """Whether a higher value of ``metric`` is better (losses and perplexities: lower)."""
+    return not metric.endswith(("loss", "perplexity"))
+
+
+def check_training_options(values: dict[str, Any], *, kind: str, has_eval: bool) -> str | None:
+    """The first problem with checked hyperparameters ``values`` for a job of ``kind`` (with or
+    without an eval split), as a sentence naming what to change; None when they fit."""
+    metric = values.get("metric_for_best_model") or ""
+    patience = values.get("early_stopping_patience") or 0
+    if not metric and not patience:
+        return None
+    what = "metric_for_best_model" if metric else "early_stopping_patience"
+    if not has_eval:
+        return f"{what} compares evaluations: choose an eval split."
+    eval_steps = values.get("eval_steps") or 0
+    if eval_steps <= 0:
+        return f"{what} compares evaluations during training: set eval_steps above 0."
+    allowed = eval_metric_names(kind)
+    if metric and metric not in allowed:
+        return (
+            f"metric_for_best_model {metric} is not reported by a {kind} job; "
+            f"choose one of {', '.join(allowed)}."
+        )
+    save_steps = values.get("save_steps") or 0
+    if save_steps and save_steps % eval_steps:
+        return (
+            f"The best checkpoint is chosen among evaluated checkpoints: save_steps "
+            f"({save_steps}) must be a multiple of eval_steps ({eval_steps}), or 0."
+        )
+    return None
 
 
 def hyperparameter_schema() -> list[dict[str, Any]]:
@@ -175,9 +263,12 @@ def check_model_size(parameters: int, *, limit: int | None = DEFAULT_MAX_PARAMET
         )
 
 
-def validate_hyperparameters(values: dict[str, Any]) -> dict[str, Any]:
+def validate_hyperparameters(
+    values: dict[str, Any], *, kind: str | None = None, has_eval: bool | None = None
+) -> dict[str, Any]:
     """Every hyperparameter with defaults filled in; JobInputError for unknown names and
-    values out of range."""
+    values out of range. Given the job's ``kind`` and whether it has an eval split, also the
+    options that depend on them (:func:`check_training_options`)."""
     if not isinstance(values, dict):
         raise JobInputError("Hyperparameters must be an object of name -> value.")
     unknown = sorted(set(values) - set(_BY_NAME) - set(PASS_THROUGH))
@@ -187,6 +278,10 @@ def validate_hyperparameters(values: dict[str, Any]) -> dict[str, Any]:
         )
     checked = {h.name: _check(h, values.get(h.name, h.default)) for h in HYPERPARAMETERS}
     checked.update({k: values[k] for k in PASS_THROUGH if k in values})
+    if kind is not None and has_eval is not None:
+        problem = check_training_options(checked, kind=kind, has_eval=has_eval)
+        if problem:
+            raise JobInputError(problem)
     return checked
 
 
@@ -232,6 +327,9 @@ class TrainingConfig:
     save_steps: int = 0
     logging_steps: int = 1
     mlm_probability: float = 0.15
+    on_divergence: str = "stop"
+    metric_for_best_model: str = ""
+    early_stopping_patience: int = 0
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.05
@@ -246,7 +344,11 @@ class TrainingConfig:
             raise JobInputError(f"Unknown job kind {self.kind!r}; kinds: {', '.join(KINDS)}.")
         if self.method not in METHODS:
             raise JobInputError(f"Unknown method {self.method!r}; use full or lora.")
-        validate_hyperparameters({h.name: getattr(self, h.name) for h in HYPERPARAMETERS})
+        validate_hyperparameters(
+            {h.name: getattr(self, h.name) for h in HYPERPARAMETERS},
+            kind=self.kind,
+            has_eval=self.eval_path is not None,
+        )
         sources = [s for s in (self.model_spec, self.base_model_dir, self.hub_model_id) if s]
         if len(sources) != 1:
             raise JobInputError(

@@ -13,7 +13,16 @@ tokenizer, as one plain directory (LoRA adapters are merged into it and also kep
 Several GPUs: with ``LLMHUB_TRAINING_PROCESSES=N`` the worker runs each job under
 ``torchrun --nproc_per_node N`` (``launch.py``); the Trainer then trains data-parallel over the N
 GPUs (NCCL), or N CPU processes (gloo). Only rank 0 reports, checkpoints and saves, and every rank
-stops at the same step when cancelled (``_stop_everywhere``).
+stops at the same step when cancelled or diverged (``_agree``).
+
+Honest outcomes: every logged training loss goes through a ``DivergenceMonitor``
+(``divergence.py``); a diverged run stops and fails with the reason (``on_divergence="stop"``)
+or finishes with a warning in ``TrainResult.warnings``. Each (metric, step) is reported once;
+one-off totals (``train_runtime``, ``total_flos`` ...) stay in the final metrics, off the
+curves; each training log step also carries system metrics (``system/cpu_percent``,
+``system/memory_mb``, ``system/gpu_memory_mb`` with CUDA). Classification evaluations compute
+the evaluation catalog's metrics (``eval_f1_macro``, ``eval_accuracy`` ...), which early
+stopping and the best checkpoint (``metric_for_best_model``) can use.
 """
 
 from __future__ import annotations
@@ -29,12 +38,39 @@ from typing import Any
 
 from llmhub.reporting import JobCancelled, JobInputError, Reporter
 from shared_runtime.inputs import build_input
-from training.runtime.config import TrainingConfig, check_model_size, required_roles
+from training.runtime.config import (
+    CLASSIFICATION_METRICS,
+    LM_KINDS,
+    TrainingConfig,
+    check_model_size,
+    greater_is_better,
+    required_roles,
+)
+from training.runtime.divergence import Divergence, DivergenceMonitor
 
 logger = logging.getLogger("llmhub.runtime.training")
 
 SEPARATOR = "\n"  # between an instruction (prompt/text) and its response in SFT examples
-LM_KINDS = ("pretrain_clm", "pretrain_mlm", "sft_causal", "seq2seq")
+# Figures the Trainer logs once (at the end of training, or per evaluation about the evaluation
+# itself): they go with the final metrics, not on the curves, which hold per-step values.
+ONE_OFF_METRICS = frozenset(
+    {
+        "train_runtime",
+        "train_samples_per_second",
+        "train_steps_per_second",
+        "total_flos",
+        "train_loss",
+        "eval_runtime",
+        "eval_samples_per_second",
+        "eval_steps_per_second",
+    }
+)
+# System metrics sampled at each training log step (names the job page charts).
+SYSTEM_CPU, SYSTEM_MEMORY, SYSTEM_GPU_MEMORY = (
+    "system/cpu_percent",
+    "system/memory_mb",
+    "system/gpu_memory_mb",
+)
 DEFAULT_LORA_TARGETS = {
     "gpt2": ["c_attn"],
     "llama": ["q_proj", "v_proj"],
@@ -54,7 +90,10 @@ class TrainResult:
     trainable_parameters: int
     device: str
     precision: str
-    warnings: list[str] = field(default_factory=list)
+    # [{"code": "diverged", "message": ..., "step": 120}]: the worker stores them on the job.
+    warnings: list[dict[str, Any]] = field(default_factory=list)
+    # The step of the checkpoint kept as the final model (metric_for_best_model), else None.
+    best_step: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -416,10 +455,22 @@ def _make_callback(
             self.started = time.perf_counter()
             self.start_tokens = 0
             self.last_checkpoint: Path | None = None
+            self.monitor = DivergenceMonitor()
+            self.divergence: Divergence | None = None
+            # (name, step) pairs already reported: each point is reported once, although the
+            # Trainer logs the last evaluation again when the final one falls on its step.
+            self.reported: set[tuple[str, int]] = set()
+            # Set once the final model is the best checkpoint, not the last step's: its final
+            # evaluation then describes another step and is not drawn on the curves.
+            self.final_is_best = False
+            self.stopped_diverged = False
+            self.process = _process()
 
         def on_train_begin(self, args, state, control, **kwargs):
             self.started = time.perf_counter()
             self.start_tokens = counter.tokens
+            if self.process is not None:
+                self.process.cpu_percent(None)  # the first call only starts the measurement
 
         def on_step_end(self, args, state, control, **kwargs):
             if state.max_steps and state.is_world_process_zero:
@@ -427,7 +478,13 @@ def _make_callback(
                     state.global_step / state.max_steps,
                     f"step {state.global_step}/{state.max_steps}",
                 )
-            if _stop_everywhere(reporter.should_stop()):
+            diverged = self.divergence is not None and config.on_divergence == "stop"
+            cancel, diverged = _agree(reporter.should_stop(), diverged)
+            if diverged:  # every rank stops, and none saves: the weights are worthless
+                self.stopped_diverged = True
+                control.should_training_stop = True
+                control.should_save = False
+            elif cancel:  # a cancel (here or on another rank) keeps a checkpoint
                 self.cancelled = True
                 control.should_save = True
                 control.should_training_stop = True
@@ -441,6 +498,15 @@ def _make_callback(
                 for k, v in (logs or {}).items()
                 if isinstance(v, int | float) and not isinstance(v, bool) and k != "epoch"
             }
+            if "loss" in numbers and self.divergence is None:
+                self.divergence = self.monitor.observe(state.global_step, numbers["loss"])
+                if self.divergence is not None:
+                    logger.warning("Training %s", self.divergence.describe())
+                    if config.on_divergence == "stop" and not _distributed():
+                        control.should_training_stop = True  # ranks stop in on_step_end
+            numbers = {k: v for k, v in numbers.items() if k not in ONE_OFF_METRICS}
+            if self.final_is_best:
+                numbers = {k: v for k, v in numbers.items() if not k.startswith("eval_")}
             values = {k: v for k, v in numbers.items() if math.isfinite(v)}
             if len(values) < len(numbers):
                 # A chart cannot draw NaN or infinity: say so in the job's log instead.
@@ -454,8 +520,13 @@ def _make_callback(
                 values["tokens_per_second"] = (counter.tokens - self.start_tokens) / elapsed
             if "eval_loss" in values and config.kind in LM_KINDS:
                 values["eval_perplexity"] = math.exp(min(values["eval_loss"], 50))
+            if "loss" in values:
+                values.update(_system_metrics(self.process))
+            step = state.global_step
+            values = {k: v for k, v in values.items() if (k, step) not in self.reported}
             if values:
-                reporter.metrics(state.global_step, values, epoch=state.epoch)
+                self.reported.update((k, step) for k in values)
+                reporter.metrics(step, values, epoch=state.epoch)
 
         def on_save(self, args, state, control, **kwargs):
             path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
@@ -579,6 +650,20 @@ def train(
     counter = _TokenCounter(collator)
 
     do_eval_steps = eval_set is not None and config.eval_steps > 0
+    # The best checkpoint (and early stopping, which compares against it) needs evaluated
+    # checkpoints: a save at every evaluation unless save_steps says otherwise (the config
+    # checked that it is a multiple of eval_steps, and that there are evaluations at all).
+    best_metric = config.metric_for_best_model or (
+        "eval_loss" if config.early_stopping_patience else ""
+    )
+    save_steps = config.save_steps or (config.eval_steps if best_metric else 0)
+    best_args: dict[str, Any] = {}
+    if best_metric:
+        best_args = {
+            "load_best_model_at_end": True,
+            "metric_for_best_model": best_metric,
+            "greater_is_better": greater_is_better(best_metric),
+        }
     args = TrainingArguments(
         output_dir=str(config.output_dir / "checkpoints"),
         per_device_train_batch_size=config.batch_size,
@@ -592,20 +677,30 @@ def train(
         max_steps=config.max_steps if config.max_steps > 0 else -1,
         logging_steps=config.logging_steps,
         logging_first_step=True,
+        # A NaN or infinite loss must reach the divergence check, not be averaged away.
+        logging_nan_inf_filter=False,
         eval_strategy="steps" if do_eval_steps else "no",
         eval_steps=config.eval_steps if do_eval_steps else None,
-        save_strategy="steps" if config.save_steps > 0 else "no",
-        save_steps=config.save_steps if config.save_steps > 0 else 500,
-        save_total_limit=2,
+        save_strategy="steps" if save_steps > 0 else "no",
+        save_steps=save_steps if save_steps > 0 else 500,
+        save_total_limit=2,  # with a best model, the Trainer keeps it too
         seed=config.seed,
         report_to="none",
         disable_tqdm=True,
         dataloader_num_workers=0,
         remove_unused_columns=False,
+        **best_args,
         **precision_flags,
     )
     callback = _make_callback(reporter, counter, checkpoint_callback, config)
-    compute_metrics = _accuracy if config.kind == "classification" else None
+    callbacks = [callback]
+    if config.early_stopping_patience:
+        from transformers import EarlyStoppingCallback
+
+        callbacks.append(EarlyStoppingCallback(config.early_stopping_patience))
+    compute_metrics = None
+    if config.kind == "classification":
+        compute_metrics = _classification_metrics({i: label for label, i in label2id.items()})
     trainer = Trainer(
         model=model,
         args=args,
@@ -613,7 +708,7 @@ def train(
         eval_dataset=eval_set,
         data_collator=counter,
         processing_class=tokenizer,
-        callbacks=[callback],
+        callbacks=callbacks,
         compute_metrics=compute_metrics,
     )
     # The reporter carries the logs; the Trainer's own printing would only fill worker logs.
@@ -634,22 +729,35 @@ def train(
     if callback.cancelled:
         logger.info("Stopped on request at step %s", trainer.state.global_step)
         raise JobCancelled
+    warnings: list[dict[str, Any]] = []
+    divergence = callback.divergence
+    if divergence is not None and config.on_divergence == "stop":
+        raise TrainingDiverged(f"Training {divergence.describe()}")
+    if callback.stopped_diverged:
+        raise JobCancelled  # another rank (rank 0) diverged and reports why
+    if divergence is not None:
+        warnings.append(
+            {
+                "code": "diverged",
+                "message": "Training " + divergence.describe(),
+                "step": divergence.step,
+            }
+        )
     metrics = dict(output.metrics)
+    best_step = None
+    if best_metric and trainer.state.best_global_step:
+        best_step = int(trainer.state.best_global_step)
+        metrics["best_step"] = best_step
+        # The final evaluation below is of the best checkpoint's weights: not a point of the
+        # last step's curve.
+        callback.final_is_best = best_step != trainer.state.global_step
     if eval_set is not None:
         reporter.progress(0.97, "Evaluating")
+        # Logged through the callback like every evaluation (each (name, step) once).
         evaluated = trainer.evaluate()
         metrics.update(evaluated)
         if config.kind in LM_KINDS and "eval_loss" in evaluated:
             metrics["eval_perplexity"] = math.exp(min(evaluated["eval_loss"], 50))
-        reporter.metrics(
-            trainer.state.global_step,
-            {
-                k: float(v)
-                for k, v in evaluated.items()
-                if isinstance(v, int | float) and k != "epoch"
-            },
-            epoch=trainer.state.epoch,
-        )
     elapsed = metrics.get("train_runtime") or 0
     if elapsed:
         metrics["tokens_per_second"] = counter.tokens / elapsed
@@ -665,16 +773,40 @@ def train(
         trainable_parameters=trainable,
         device=device,
         precision=config.precision,
+        warnings=warnings,
+        best_step=best_step,
     )
 
 
-def _accuracy(eval_prediction) -> dict[str, float]:
-    import numpy as np
+class TrainingDiverged(JobInputError):
+    """The loss diverged and ``on_divergence`` is "stop": the job fails with this reason."""
 
-    logits, labels = eval_prediction.predictions, eval_prediction.label_ids
-    if isinstance(logits, tuple):
-        logits = logits[0]
-    return {"accuracy": float((np.argmax(logits, axis=-1) == labels).mean())}
+
+def _classification_metrics(id2label: dict[int, str]) -> Callable[[Any], dict[str, float]]:
+    """The Trainer's ``compute_metrics`` for classification: the evaluation catalog's own
+    implementations (macro-F1, accuracy, ...) over the predicted and true label names, so a
+    goal's metric means the same during training as in an evaluation run."""
+
+    def compute(eval_prediction) -> dict[str, float]:
+        import numpy as np
+
+        from evaluation.metrics.compute import compute_metrics
+
+        logits, labels = eval_prediction.predictions, eval_prediction.label_ids
+        if isinstance(logits, tuple):
+            logits = logits[0]
+        predicted = [id2label[int(i)] for i in np.argmax(logits, axis=-1)]
+        expected = [id2label[int(i)] for i in labels]
+        results = compute_metrics(
+            CLASSIFICATION_METRICS, predictions=predicted, references=expected, n_bootstrap=0
+        )
+        return {
+            name: float(value["value"])
+            for name, value in results.metrics.items()
+            if value["value"] is not None
+        }
+
+    return compute
 
 
 def _oom_message(device: str, config: TrainingConfig) -> str:
@@ -685,20 +817,54 @@ def _oom_message(device: str, config: TrainingConfig) -> str:
     )
 
 
-def _stop_everywhere(requested: bool) -> bool:
-    """In a multi-process run every rank must stop at the same step, or the others wait forever
-    in the next gradient exchange: stop if any rank was asked to."""
+def _distributed() -> bool:
     import torch.distributed as dist
 
-    if not (dist.is_available() and dist.is_initialized()):
-        return requested
+    return dist.is_available() and dist.is_initialized()
+
+
+def _agree(*flags: bool) -> tuple[bool, ...]:
+    """In a multi-process run every rank must stop at the same step, for the same reason, or
+    the others wait forever in the next collective: each flag is true if it is on any rank
+    (a cancel seen by one rank, a divergence only rank 0 watches)."""
+    if not _distributed():
+        return tuple(flags)
+    import torch
+    import torch.distributed as dist
+
+    tensor = torch.tensor([1 if f else 0 for f in flags])
+    if dist.get_backend() == "nccl":
+        tensor = tensor.cuda()
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return tuple(bool(v) for v in tensor.tolist())
+
+
+def _stop_everywhere(requested: bool) -> bool:
+    """Stop on every rank if any rank was asked to (see :func:`_agree`)."""
+    return _agree(requested)[0]
+
+
+def _process():
+    """This process for psutil's CPU and memory readings; None where psutil is missing."""
+    try:
+        import psutil
+    except ImportError:  # a dependency of the project; a bare runtime install may lack it
+        return None
+    return psutil.Process()
+
+
+def _system_metrics(process) -> dict[str, float]:
+    """CPU percent (of one core, since the last reading) and resident memory of the training
+    process, and the GPU memory torch holds when CUDA is present."""
+    values: dict[str, float] = {}
+    if process is not None:
+        values[SYSTEM_CPU] = float(process.cpu_percent(None))
+        values[SYSTEM_MEMORY] = process.memory_info().rss / 2**20
     import torch
 
-    flag = torch.tensor([1 if requested else 0])
-    if dist.get_backend() == "nccl":
-        flag = flag.cuda()
-    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    return bool(flag.item())
+    if torch.cuda.is_available():
+        values[SYSTEM_GPU_MEMORY] = torch.cuda.memory_reserved() / 2**20
+    return values
 
 
 def _save_final(trainer, tokenizer, config: TrainingConfig) -> Path:

@@ -1,0 +1,116 @@
+"""Divergence detection: is the training loss blowing up?
+
+A run has diverged when a logged training loss is NaN or infinite, or when the smoothed loss
+stays far above where it started for a sustained stretch. Precisely, with the constants below:
+
+* the *baseline* is the lowest of the first ``BASELINE_POINTS`` logged training losses (the
+  loss of the model as it starts; the lowest, so that a run exploding within its first steps
+  does not raise its own baseline: 1.4, 5.7, 22.8 gives 1.4);
+* the *smoothed loss* is an exponential moving average of the logged losses,
+  ``ema = EMA_WEIGHT * loss + (1 - EMA_WEIGHT) * ema`` (a single noisy batch does not count);
+* the *threshold* is ``max(RISE_FACTOR * baseline, baseline + MIN_RISE)``: relative for large
+  losses, with an absolute floor so that a fine-tune starting near zero loss (0.05 -> 0.2 is a
+  4x rise but no divergence) is not flagged;
+* the run has diverged once the smoothed loss is above the threshold for ``PATIENCE``
+  consecutive logged steps, or at the first non-finite loss.
+
+The issue's example, a learning rate of 1.0 sending a classifier's loss from 1.4 to 44, is far
+past any of these; a healthy run, whose loss falls, never comes near them. The monitor is pure
+Python (no torch), so it is tested on plain sequences of numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+BASELINE_POINTS = 3
+EMA_WEIGHT = 0.3
+RISE_FACTOR = 2.0
+MIN_RISE = 1.0  # nats
+PATIENCE = 5
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """What the monitor saw when it decided the run diverged."""
+
+    step: int
+    loss: float
+    baseline: float
+    smoothed: float | None
+    since_step: int
+
+    def describe(self) -> str:
+        """One sentence for the job's reason or warning."""
+        if not math.isfinite(self.loss):
+            return (
+                f"diverged at step {self.step}: loss {self.loss} from {self.baseline:.4g} at the "
+                "start (the loss is no longer a finite number). Lower the learning rate, add "
+                "warmup, or use fp32."
+            )
+        return (
+            f"diverged at step {self.step}: loss {self.loss:.4g} from {self.baseline:.4g} at the "
+            f"start (smoothed loss {self.smoothed:.4g}, above {RISE_FACTOR:g}x the start for "
+            f"{PATIENCE} logged steps since step {self.since_step}). Lower the learning rate or "
+            "add warmup."
+        )
+
+
+class DivergenceMonitor:
+    """Feed it every logged training loss with :meth:`observe`; it returns the
+    :class:`Divergence` once, at the step the run is judged diverged, and None otherwise."""
+
+    def __init__(self) -> None:
+        self.start: list[float] = []
+        self.smoothed: float | None = None
+        self.above_since: int | None = None
+        self.above_count = 0
+        self.divergence: Divergence | None = None
+
+    @property
+    def baseline(self) -> float | None:
+        return min(self.start) if self.start else None
+
+    def threshold(self) -> float | None:
+        baseline = self.baseline
+        if baseline is None or len(self.start) < BASELINE_POINTS:
+            return None
+        return max(RISE_FACTOR * baseline, baseline + MIN_RISE)
+
+    def observe(self, step: int, loss: float) -> Divergence | None:
+        if self.divergence is not None:
+            return None  # said once; the run goes on or stops as configured
+        if not math.isfinite(loss):
+            self.divergence = Divergence(
+                step=step,
+                loss=loss,
+                baseline=self.baseline if self.baseline is not None else math.nan,
+                smoothed=self.smoothed,
+                since_step=step,
+            )
+            return self.divergence
+        self.smoothed = (
+            loss if self.smoothed is None else EMA_WEIGHT * loss + (1 - EMA_WEIGHT) * self.smoothed
+        )
+        if len(self.start) < BASELINE_POINTS:
+            self.start.append(loss)
+            if len(self.start) < BASELINE_POINTS:
+                return None
+        threshold = self.threshold()
+        if threshold is not None and self.smoothed > threshold:
+            if self.above_since is None:
+                self.above_since = step
+            self.above_count += 1
+            if self.above_count >= PATIENCE:
+                self.divergence = Divergence(
+                    step=step,
+                    loss=loss,
+                    baseline=self.baseline,
+                    smoothed=self.smoothed,
+                    since_step=self.above_since,
+                )
+                return self.divergence
+        else:
+            self.above_since, self.above_count = None, 0
+        return None
