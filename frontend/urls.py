@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from frontend.views import accounts, data, evaluation, projects, teams, training
+from frontend.views import accounts, data, evaluation, projects, runs, teams, training
 
 urlpatterns = [
     path("", projects.dashboard, name="dashboard"),
@@ -41,11 +41,17 @@ urlpatterns = [
     path("versions/<int:pk>/profile/", data.version_profile, name="version-profile"),
     path("projects/<int:pk>/train/", training.train_stage, name="train-stage"),
     path("projects/<int:pk>/train/new/", training.training_launch, name="training-launch"),
+    path("projects/<int:pk>/train/runs/", runs.runs_page, name="runs-table"),
     path("training-jobs/<int:pk>/", training.training_job_detail, name="training-job-page"),
     path("training-jobs/<int:pk>/cancel/", training.training_job_cancel, name="training-cancel"),
     path("training-jobs/<int:pk>/resume/", training.training_job_resume, name="training-resume"),
     path("model-versions/<int:pk>/", training.model_version_detail, name="model-version-page"),
     path("model-versions/<int:pk>/stage/", training.model_version_stage, name="model-stage"),
+    path(
+        "model-versions/<int:pk>/download/",
+        runs.model_version_download,
+        name="model-version-download",
+    ),
     path("sweeps/<int:pk>/", training.sweep_detail, name="sweep-page"),
     path("projects/<int:pk>/evaluate/", evaluation.evaluate_stage, name="evaluate-stage"),
     path("projects/<int:pk>/evaluate/compare/", evaluation.compare, name="evaluate-compare"),

@@ -13,6 +13,7 @@ from django.views.decorators.http import require_POST
 from datasets_app import selectors as data_selectors
 from frontend import charts
 from frontend.forms import TrainingLaunchForm
+from frontend.views import runs
 from frontend.views.helpers import call_service, project_context, run_action
 from llmhub.services import job_cancel
 from projects import selectors as project_selectors
@@ -58,6 +59,8 @@ def _launch_form(request: HttpRequest, project, data=None) -> TrainingLaunchForm
             "size": "tiny",
             "train_split": "train",
             "eval_split": "validation",
+            # "Clone this run" (?clone=<job id>): that job's settings over the defaults.
+            **runs.clone_for(request, project),
         },
     )
 
@@ -176,8 +179,13 @@ def training_job_resume(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 def model_version_detail(request: HttpRequest, pk: int) -> HttpResponse:
     version = selectors.get_model_version_for_user(request.user, pk)
+    # Tags and description (saved on POST), stage history, evaluations, goal status.
+    extras = runs.model_version_page(request, version)
+    if isinstance(extras, HttpResponse):
+        return extras
     context = project_context(request, version.project, "train")
     context.update(
+        **extras,
         version=version,
         lineage=selectors.lineage_of(version),
         stage_choices=Stage.choices,

@@ -209,6 +209,9 @@ class ModelVersionSerializer(serializers.ModelSerializer):
             "tokenizer",
             "parent",
             "job",
+            "tags",
+            "description",
+            "warnings",
             "created_at",
         )
         read_only_fields = fields
@@ -216,6 +219,15 @@ class ModelVersionSerializer(serializers.ModelSerializer):
     def get_job(self, version) -> int | None:
         job = getattr(version, "produced_by", None)  # reverse one-to-one, None if absent
         return job.pk if job is not None else None
+
+
+class ModelVersionUpdateSerializer(StrictSerializer):
+    """PATCH of a version: what a tag may be is the service's to say (one validator)."""
+
+    description = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
+    tags = serializers.ListField(
+        child=serializers.CharField(allow_blank=True, trim_whitespace=False), required=False
+    )
 
 
 class StageSerializer(StrictSerializer):

@@ -3,6 +3,7 @@ external runs), sweeps, and the model registry."""
 
 from __future__ import annotations
 
+from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import status
@@ -11,12 +12,13 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from llmhub.api.viewsets import CreateMixin, ListRetrieveMixin, ScopedViewSet
+from llmhub.api.viewsets import CreateMixin, ListRetrieveMixin, ScopedViewSet, UpdateMixin
 from llmhub.services import job_cancel
 from projects.permissions import Action
 from training import metrics_store, selectors, services
 from training.api import filters
 from training.api import serializers as s
+from training.downloads import model_download_response
 
 
 @extend_schema_view(
@@ -214,15 +216,26 @@ class RegisteredModelViewSet(ListRetrieveMixin, ScopedViewSet):
         return selectors.registered_models_for_user(user)
 
 
-class ModelVersionViewSet(ListRetrieveMixin, ScopedViewSet):
-    """Model versions with their lineage (dataset version -> job -> model) and stage."""
+class ModelVersionViewSet(ListRetrieveMixin, UpdateMixin, ScopedViewSet):
+    """Model versions with their lineage (dataset version -> job -> model) and stage; PATCH
+    changes their tags and description; ``download`` streams their files as a zip."""
 
     serializer_class = s.ModelVersionSerializer
-    required_actions = {"stage": Action.EDIT_PROJECT}
+    required_actions = {"stage": Action.EDIT_PROJECT, "partial_update": Action.EDIT_PROJECT}
+    update_serializer_class = s.ModelVersionUpdateSerializer
     filterset_class = filters.ModelVersionFilterSet
 
     def scoped_queryset(self, user):
         return selectors.model_versions_for_user(user)
+
+    def perform_service_update(self, instance, data):
+        return services.model_version_update(actor=self.request.user, version=instance, **data)
+
+    @extend_schema(responses={(200, "application/zip"): OpenApiTypes.BINARY})
+    @action(detail=True, methods=["get"])
+    def download(self, request: Request, pk=None) -> StreamingHttpResponse:
+        """The version's model files (config, weights, tokenizer) as one zip, streamed."""
+        return model_download_response(self.get_object())
 
     @extend_schema(request=s.StageSerializer, responses=s.ModelVersionSerializer)
     @action(detail=True, methods=["post"])
