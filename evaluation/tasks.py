@@ -88,7 +88,13 @@ def _slice(report: BiasReport) -> dict:
         .to_pylist()
     )
     examples = [
-        {"index": e.index, "reference": e.reference, "prediction": e.prediction, "scores": e.scores}
+        {
+            "index": e.index,
+            "input": e.input,
+            "reference": e.reference,
+            "prediction": e.prediction,
+            "scores": e.scores,
+        }
         for e in run.examples.order_by("index")
     ]
     return slice_metrics(

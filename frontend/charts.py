@@ -7,31 +7,91 @@ Each builder returns a figure as a plain dict (``fig.to_plotly_json()``); templa
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import date, datetime, timedelta
 
 import plotly.graph_objects as go
 
 PALETTE = ["#4f46e5", "#0ea5e9", "#10b981", "#f59e0b", "#ef4444", "#8b5cf6", "#14b8a6", "#64748b"]
 
+WAITING_TEXT = "Waiting for data"
+
+# Legends sit above the plot, right-aligned, and the title on the left: a legend below the plot
+# covered the x-axis title, one inside it covered the curves.
+LEGEND = {"orientation": "h", "yanchor": "bottom", "y": 1.02, "xanchor": "right", "x": 1}
+
+# A loss curve's smoothing by default, as in W&B and TensorBoard (0 = raw, 0.99 = very smooth).
+DEFAULT_SMOOTHING = 0.6
+
 
 def _layout(title: str, *, x_title: str = "", y_title: str = "", height: int = 300) -> dict:
     return {
-        "title": {"text": title, "font": {"size": 14}},
+        "title": {"text": title, "font": {"size": 14}, "x": 0, "xanchor": "left", "y": 0.98},
         "height": height,
-        "margin": {"l": 50, "r": 20, "t": 40, "b": 45},
-        "xaxis": {"title": {"text": x_title}, "gridcolor": "#eef0f4"},
-        "yaxis": {"title": {"text": y_title}, "gridcolor": "#eef0f4", "rangemode": "tozero"},
+        "margin": {"l": 60, "r": 20, "t": 60, "b": 50},
+        "xaxis": {"title": {"text": x_title}, "gridcolor": "#eef0f4", "automargin": True},
+        "yaxis": {
+            "title": {"text": y_title},
+            "gridcolor": "#eef0f4",
+            "rangemode": "tozero",
+            "automargin": True,
+        },
         "plot_bgcolor": "#fff",
         "paper_bgcolor": "#fff",
         "font": {"family": "Inter, system-ui, sans-serif", "size": 12},
         "colorway": PALETTE,
-        "legend": {"orientation": "h", "y": -0.2},
+        "legend": dict(LEGEND),
     }
+
+
+def waiting(title: str = "", *, text: str = WAITING_TEXT, height: int = 300) -> dict:
+    """A chart with nothing to show yet: no axes (an empty plot draws them from -1 to 6), only
+    ``text`` in the middle. ``layout.meta.empty`` tells the page it holds no data."""
+    layout = _layout(title, height=height)
+    for axis in ("xaxis", "yaxis"):
+        layout[axis] = {"visible": False}
+    layout["annotations"] = [
+        {
+            "text": text,
+            "xref": "paper",
+            "yref": "paper",
+            "x": 0.5,
+            "y": 0.5,
+            "showarrow": False,
+            "font": {"size": 14, "color": "#667085"},
+        }
+    ]
+    layout["meta"] = {"empty": True}
+    return go.Figure(layout=layout).to_plotly_json()
+
+
+def ema(values: Sequence[float | None], weight: float = DEFAULT_SMOOTHING) -> list[float | None]:
+    """Exponential moving average with TensorBoard's debiasing (the first points are not pulled
+    towards zero): ``s_t = (w * a_{t-1} + (1 - w) * v_t) / (1 - w^n)``. Missing values (None)
+    stay missing and do not count. ``training.js`` draws the same curve in the browser."""
+    if not 0 <= weight < 1:
+        raise ValueError("The smoothing weight must be in [0, 1).")
+    smoothed: list[float | None] = []
+    accumulated, count = 0.0, 0
+    for value in values:
+        if value is None:
+            smoothed.append(None)
+            continue
+        accumulated = accumulated * weight + (1 - weight) * value
+        count += 1
+        smoothed.append(accumulated / (1 - weight**count))
+    return smoothed
+
+
+def _is_time(values: Sequence) -> bool:
+    return bool(values) and all(isinstance(v, (datetime, date)) for v in values)
 
 
 def histogram(
     edges: Sequence[float], counts: Sequence[int], *, title: str, x_title: str = ""
 ) -> dict:
     """A histogram from precomputed bin edges (n+1) and counts (n)."""
+    if not counts:
+        return waiting(title)
     centers = [(edges[i] + edges[i + 1]) / 2 for i in range(len(counts))]
     widths = [edges[i + 1] - edges[i] for i in range(len(counts))]
     fig = go.Figure(
@@ -57,6 +117,8 @@ def bars(
     color: str | None = None,
 ) -> dict:
     labels, values = [str(label) for label in labels], list(values)
+    if not values:
+        return waiting(title)
     if horizontal:
         trace = go.Bar(
             y=labels[::-1], x=values[::-1], orientation="h", marker_color=color or PALETTE[1]
@@ -81,14 +143,23 @@ def lines(
     height: int = 320,
     target: float | None = None,
 ) -> dict:
-    """Line chart of ``[{"name", "x", "y"}]`` series; an optional horizontal target line."""
+    """Line chart of ``[{"name", "x", "y"}]`` series; an optional horizontal target line.
+
+    No points at all gives the "waiting for data" chart. Short series get markers (one point
+    on a line is invisible), and a time axis whose points share one moment spans a day
+    around it, labelled with the date and time, instead of milliseconds.
+    """
+    series = [s for s in series if len(s["x"])]
+    if not series:
+        return waiting(title, height=height)
     fig = go.Figure()
     for index, s in enumerate(series):
+        default_mode = "lines+markers" if len(s["x"]) < 30 else "lines"
         fig.add_trace(
             go.Scatter(
                 x=list(s["x"]),
                 y=list(s["y"]),
-                mode=s.get("mode", "lines"),
+                mode=s.get("mode", default_mode),
                 name=s["name"],
                 line={"color": PALETTE[index % len(PALETTE)], "width": 2},
             )
@@ -97,6 +168,17 @@ def lines(
     if log_y:
         layout["yaxis"]["type"] = "log"
         layout["yaxis"].pop("rangemode")
+    xs = [x for s in series for x in s["x"]]
+    if _is_time(xs):
+        layout["xaxis"].update(type="date", tickformat="%H:%M<br>%b %-d")
+        low, high = min(xs), max(xs)
+        if high - low < timedelta(minutes=1):
+            layout["xaxis"]["range"] = [
+                (low - timedelta(hours=12)).isoformat(),
+                (high + timedelta(hours=12)).isoformat(),
+            ]
+            layout["xaxis"]["tickformat"] = "%b %-d, %Y"
+            layout["xaxis"]["nticks"] = 3
     fig.update_layout(**layout)
     if target is not None:
         fig.add_hline(

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from datetime import timedelta
 
 from django import template
-from django.utils.html import format_html
+from django.apps import apps
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
 
 register = template.Library()
 
@@ -101,3 +105,152 @@ def key_label(key: str) -> str:
     words = [w.upper() if w in ("ci", "n") else w for w in words]
     text = " ".join(words)
     return text[:1].upper() + text[1:]
+
+
+# Live jobs: one mechanism for every page that shows a job. An element carrying
+# ``data-job-url`` (the job's API detail) and ``data-job-active="true"`` is polled by
+# llmhub.js while the job is queued or running; when it ends the page reloads (or offers to,
+# once a form has been edited). Pages declare the jobs they show with these tags, never by
+# writing the attributes themselves, so a new page follows its jobs by showing them.
+_JOB_API_ROUTES = {
+    "datasets_app.datajob": "data-job-detail",
+    "training.trainingjob": "training-job-detail",
+    "evaluation.evaluationrun": "evaluation-run-detail",
+    "evaluation.biasreport": "bias-report-detail",
+    "projects.projecthealthcheck": "health-check-detail",
+}
+
+
+def job_api_url(job) -> str:
+    """The API detail URL the page polls for ``job`` (any concrete ``Job`` model)."""
+    return reverse(_JOB_API_ROUTES[job._meta.label_lower], args=[job.pk])
+
+
+@register.simple_tag
+def live_job(job) -> str:
+    """Attributes that make the element carrying them follow ``job``:
+    ``<tr {% live_job job %}>``. Inside it, ``[data-status]`` (a job badge), ``.progress > div``
+    and ``[data-job-message]`` are kept current while the job runs."""
+    return format_html(
+        'data-job-url="{}" data-job-active="{}"',
+        job_api_url(job),
+        "true" if job.is_active else "false",
+    )
+
+
+@register.simple_tag
+def live_jobs(*job_lists) -> str:
+    """Hidden markers for the active jobs among ``job_lists`` (jobs or iterables of jobs), for
+    a page whose content a job changes without showing it as a row: the Define page follows
+    the project's running evaluations, since their end changes the goals' status."""
+    markers = []
+    for jobs in job_lists:
+        if jobs is None or jobs == "":
+            continue
+        for job in jobs if isinstance(jobs, Iterable) else [jobs]:
+            if job.is_active:
+                markers.append(
+                    format_html(
+                        '<span hidden data-live-job data-job-url="{}" data-job-active="true">'
+                        "</span>",
+                        job_api_url(job),
+                    )
+                )
+    return format_html_join("", "{}", ((m,) for m in markers))
+
+
+@register.filter
+def example_columns(examples) -> list[str]:
+    """The keys of a report's example rows, in first-seen order: the columns of its table."""
+    columns: dict[str, None] = {}
+    for example in examples or []:
+        if isinstance(example, dict):
+            columns.update(dict.fromkeys(example))
+    return list(columns)
+
+
+@register.filter
+def cell(value, limit: int = 300) -> str:
+    """One table cell: numbers to 4 significant digits, text cut at ``limit`` characters."""
+    if value is None or value == "":
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return num(value)
+    if isinstance(value, dict):
+        text = ", ".join(f"{k} {cell(v)}" for k, v in value.items())
+    else:
+        text = str(value)
+    limit = int(limit)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# The activity feed. An event keeps the text of its target as it was then ("health check #3
+# (queued)"); for jobs the feed shows the job's status now instead, so a finished job never
+# reads "(queued)".
+_STATUS_SUFFIX = re.compile(r" \((?:queued|running|succeeded|failed|cancelled)\)$")
+
+
+def _job_models() -> dict[str, type]:
+    from llmhub.models import Job
+
+    return {m._meta.model_name: m for m in apps.get_models() if issubclass(m, Job)}
+
+
+@register.filter
+def with_job_status(events) -> list:
+    """The events, each with ``target_label`` (its target's text) and, for a job, ``job``
+    and ``job_status`` (its current status): one query per kind of job in the list."""
+    events = list(events)
+    models = _job_models()
+    wanted: dict[str, set[int]] = {}
+    for event in events:
+        event.target_label = event.target_repr
+        event.job = event.job_status = None
+        if event.target_type in models and event.target_id.isdigit():
+            wanted.setdefault(event.target_type, set()).add(int(event.target_id))
+    jobs: dict[tuple[str, int], object] = {}
+    projects = {e.project_id for e in events if e.project_id is not None}
+    for name, ids in wanted.items():
+        # Only jobs of the events' own projects: the events are already scoped to the user.
+        rows = models[name].objects.filter(pk__in=ids, project_id__in=projects)
+        jobs.update(((name, job.pk), job) for job in rows.only("pk", "status", "project_id"))
+    for event in events:
+        if event.target_type in models and event.target_id.isdigit():
+            job = jobs.get((event.target_type, int(event.target_id)))
+            if job is not None:
+                event.target_label = _STATUS_SUFFIX.sub("", event.target_repr)
+                event.job = job
+                event.job_status = job.status
+    return events
+
+
+@register.filter
+def change_text(value) -> str:
+    """One entry of an event's changes: ``[old, new]`` reads "old → new"; a created object's
+    value (a string, a number, a list of names) reads as itself, never letter by letter."""
+    # ``update_instance`` stores each change as the pair [old, new].
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        return f"{_change_item(value[0])} → {_change_item(value[1])}"
+    return _change_item(value)
+
+
+def _change_item(value) -> str:
+    if value is None or value == "":
+        return "—"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_change_item(v) for v in value) or "—"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {_change_item(v)}" for k, v in value.items()) or "—"
+    if isinstance(value, float):
+        return num(value)
+    return str(value)
+
+
+@register.simple_tag
+def default_smoothing() -> str:
+    """The loss charts' default smoothing weight (one constant, in ``frontend.charts``)."""
+    from frontend.charts import DEFAULT_SMOOTHING
+
+    return f"{DEFAULT_SMOOTHING:.2f}"

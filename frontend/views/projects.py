@@ -8,8 +8,10 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from evaluation import selectors as evaluation_selectors
 from frontend.forms import GoalForm, ProjectCreateForm, ProjectForm
 from frontend.views.helpers import STAGES, call_service, project_context, run_action
+from llmhub.models import ACTIVE_STATUSES
 from llmhub.services import job_cancel
 from projects import selectors, services
 from projects.permissions import Action, role_allows
@@ -97,6 +99,10 @@ def project_detail(request: HttpRequest, pk: int) -> HttpResponse:
         goal_form=GoalForm(task_type=project.task_type),
         activity=selectors.audit_events_for_user(request.user).filter(project=project)[:15],
         health_checks=selectors.health_checks_for_user(request.user).filter(project=project)[:3],
+        # Running evaluations change the goals' status when they end: the page follows them.
+        live_jobs=evaluation_selectors.evaluation_runs_for_user(request.user).filter(
+            project=project, status__in=ACTIVE_STATUSES
+        ),
     )
     return render(request, "frontend/project_define.html", context)
 

@@ -73,39 +73,70 @@ function drawFigures(root) {
     const source = document.getElementById(el.dataset.figure);
     if (!source) return;
     const figure = JSON.parse(source.textContent);
+    // A figure with no data yet (frontend.charts.waiting) says so instead of drawing axes.
+    el.dataset.empty = figure.layout && figure.layout.meta && figure.layout.meta.empty ? "true" : "false";
     Plotly.react(el, figure.data, figure.layout, { responsive: true, displaylogo: false });
   });
 }
 document.addEventListener("DOMContentLoaded", () => drawFigures());
 
-// Job lists: rows with data-job-url poll their API while active and refresh the page when
-// one finishes, so new versions and results appear without a manual refresh.
+// Live jobs, the one mechanism every page uses: elements carrying data-job-url and
+// data-job-active="true" (written by the {% live_job %} and {% live_jobs %} template tags) poll
+// their job's API while it is queued or running, keep its badge, progress bar and message
+// current, and refresh the page when it ends, so new versions, results and goal status appear.
+const JOB_BADGES = { queued: "badge-muted", running: "badge-info", succeeded: "badge-success", failed: "badge-danger", cancelled: "badge-warning" };
+function showJobStatus(el, job) {
+  el.querySelectorAll("[data-status]").forEach((badge) => {
+    badge.textContent = job.status.charAt(0).toUpperCase() + job.status.slice(1);
+    badge.dataset.status = job.status;
+    Object.values(JOB_BADGES).forEach((css) => badge.classList.remove(css));
+    badge.classList.add(JOB_BADGES[job.status] || "badge-muted");
+  });
+  const bar = el.querySelector(".progress > div");
+  if (bar) bar.style.width = Math.round(job.progress * 100) + "%";
+  const message = el.querySelector("[data-job-message]");
+  if (message) message.textContent = job.error || job.progress_message || "";
+}
 document.addEventListener("DOMContentLoaded", () => {
   const rows = Array.from(document.querySelectorAll("[data-job-url][data-job-active='true']"));
   if (!rows.length) return;
+  // Several elements may follow the same job (a row and a hidden marker): one request each.
+  const byUrl = new Map();
+  rows.forEach((row) => { if (!byUrl.has(row.dataset.jobUrl)) byUrl.set(row.dataset.jobUrl, []); byUrl.get(row.dataset.jobUrl).push(row); });
   LLMHub.poll(async () => {
-    let active = 0;
-    for (const row of rows) {
-      if (row.dataset.jobActive !== "true") continue;
-      const job = await LLMHub.api(row.dataset.jobUrl);
-      const badge = row.querySelector("[data-status]");
-      if (badge) { badge.textContent = job.status.charAt(0).toUpperCase() + job.status.slice(1); }
-      const bar = row.querySelector(".progress > div");
-      if (bar) bar.style.width = Math.round(job.progress * 100) + "%";
-      const message = row.querySelector("[data-job-message]");
-      if (message) message.textContent = job.error || job.progress_message || "";
-      if (job.status === "queued" || job.status === "running") active += 1;
-      else {
-        row.dataset.jobActive = "false";
-        setTimeout(() => LLMHub.refresh("A job on this page has finished."), 300);
-        return false;
+    let finished = false;
+    for (const [url, els] of byUrl) {
+      const job = await LLMHub.api(url);
+      els.forEach((el) => showJobStatus(el, job));
+      if (job.status !== "queued" && job.status !== "running") {
+        els.forEach((el) => { el.dataset.jobActive = "false"; });
+        byUrl.delete(url);
+        finished = true;
       }
     }
-    return active > 0;
-  }, 2000);
+    if (finished) {
+      // What a job's end updates (goal status, results) is written just after its status:
+      // give it a moment before reloading.
+      setTimeout(() => LLMHub.refresh("A job on this page has finished."), 800);
+      return false;
+    }
+    return byUrl.size > 0;
+  }, 1500);
 });
 
-// Cancel buttons on job rows.
+// Confirmation before anything that cannot be undone (cancelling a job, deleting): a form or a
+// button with data-confirm="question" asks first; dismissing the dialog does nothing at all.
+// Capture phase, so the question comes before any other handler (the cancel buttons below).
+document.addEventListener("submit", (event) => {
+  const form = event.target.closest("form[data-confirm]");
+  if (form && !window.confirm(form.dataset.confirm)) { event.preventDefault(); event.stopImmediatePropagation(); }
+}, true);
+document.addEventListener("click", (event) => {
+  const el = event.target.closest("[data-confirm]:not(form)");
+  if (el && !window.confirm(el.dataset.confirm)) { event.preventDefault(); event.stopImmediatePropagation(); }
+}, true);
+
+// Cancel buttons that post to the API (job rows, report pages); they carry data-confirm.
 document.addEventListener("click", async (event) => {
   const button = event.target.closest("[data-cancel-url]");
   if (!button) return;
