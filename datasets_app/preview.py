@@ -1,28 +1,15 @@
-"""Reading a page of rows from a stored Parquet table for previews (web process, pyarrow)."""
+"""Reading pages of rows from a stored Parquet table for previews and the row browser (web
+process, pyarrow). The work is done by the plain runtime :mod:`datasets_app.cleaning.browse`;
+this module finds the stored file."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
+from datasets_app.cleaning.browse import RowQuery, browse, cell
 from llmhub import storage
 
-MAX_CELL_CHARS = 2000
-
-
-def _cell(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        # Strict JSON has no NaN or Infinity: say them as text rather than fail the page.
-        return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
-    if isinstance(value, dict):
-        return {key: _cell(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_cell(item) for item in value]
-    if isinstance(value, str) and len(value) > MAX_CELL_CHARS:
-        return value[:MAX_CELL_CHARS] + "…"
-    if isinstance(value, bytes):
-        return f"<{len(value)} bytes>"
-    return value
+_cell = cell  # the name older callers used
 
 
 def read_rows(name: str, *, offset: int, limit: int) -> dict:
@@ -41,7 +28,7 @@ def read_rows(name: str, *, offset: int, limit: int) -> dict:
         table = parquet.read_row_group(group)
         start = max(offset - position, 0)
         for row in table.slice(start, limit - len(rows)).to_pylist():
-            rows.append({key: _cell(value) for key, value in row.items()})
+            rows.append({key: cell(value) for key, value in row.items()})
         position += group_rows
         if len(rows) >= limit:
             break
@@ -52,3 +39,10 @@ def read_rows(name: str, *, offset: int, limit: int) -> dict:
         "columns": parquet.schema_arrow.names,
         "rows": rows,
     }
+
+
+def browse_rows(name: str, query: RowQuery) -> dict[str, Any]:
+    """The page of the stored table ``name`` that ``query`` asks for (see
+    :func:`datasets_app.cleaning.browse.browse`); matches are cached under the storage name,
+    which is the table's content hash."""
+    return browse(storage.local_copy(name), query, cache_key=name)

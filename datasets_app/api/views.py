@@ -17,8 +17,17 @@ from rest_framework.response import Response
 from datasets_app import selectors, services
 from datasets_app.api import filters
 from datasets_app.api import serializers as s
-from datasets_app.preview import read_rows
+from datasets_app.cleaning.browse import (
+    MAX_PAGE,
+    OPERATORS,
+    PAGE_SIZE_DEFAULT,
+    PAGE_SIZE_MAX,
+    RowQuery,
+)
+from datasets_app.cleaning.options import OptionError
+from datasets_app.preview import browse_rows, read_rows
 from datasets_app.uploads import UploadParser, prepare_upload, too_large_message
+from llmhub.api.params import query_int
 from llmhub.api.parsers import SafeJSONParser
 from llmhub.api.viewsets import (
     CreateMixin,
@@ -150,28 +159,53 @@ class VersionViewSet(ListRetrieveMixin, ScopedViewSet):
 
     @extend_schema(
         parameters=[
-            OpenApiParameter("offset", int),
-            OpenApiParameter("limit", int),
+            OpenApiParameter("page", int, description="Page number, from 1."),
+            OpenApiParameter("page_size", int, description="Rows per page (1-200, default 50)."),
+            OpenApiParameter("search", str, description="Keep rows whose text contains this."),
+            OpenApiParameter("column", str, description="Filter on this column..."),
+            OpenApiParameter("op", str, enum=list(OPERATORS), description="...with this op..."),
+            OpenApiParameter("value", str, description="...against this value."),
+            OpenApiParameter("offset", int, description="Without page: the first row."),
+            OpenApiParameter("limit", int, description="Without page: how many rows (1-200)."),
             OpenApiParameter("split", str),
         ],
         responses=OpenApiTypes.OBJECT,
     )
     @action(detail=True, methods=["get"])
     def rows(self, request: Request, pk=None) -> Response:
-        """A page of rows for previewing (at most 200)."""
+        """A page of rows: ``?page=&page_size=``, a case-insensitive ``?search=`` over the
+        text columns, a filter ``?column=&op=&value=`` (op: equals, contains, gte, lte);
+        ``matched`` counts the rows kept. Plain ``?offset=&limit=`` previews still work."""
         version = self.get_object()
-        try:
-            offset = max(int(request.query_params.get("offset", 0)), 0)
-            limit = min(max(int(request.query_params.get("limit", 20)), 1), 200)
-        except ValueError:
-            raise ValidationError({"offset": ["offset and limit must be integers."]}) from None
         name = version.file
         if split_name := request.query_params.get("split"):
             split = version.splits.filter(name=split_name).first()
             if split is None:
                 raise ValidationError({"split": [f"No split named '{split_name}'."]})
             name = split.file
-        return Response(read_rows(name, offset=offset, limit=limit))
+        browsing = ("page", "page_size", "search", "column", "op", "value")
+        if not any(request.query_params.get(key) for key in browsing):
+            offset = query_int(request, "offset", default=0)
+            limit = query_int(request, "limit", default=20, min_value=1, max_value=PAGE_SIZE_MAX)
+            return Response(read_rows(name, offset=offset, limit=limit))
+        try:
+            query = RowQuery(
+                page=query_int(request, "page", default=1, min_value=1, max_value=MAX_PAGE),
+                page_size=query_int(
+                    request,
+                    "page_size",
+                    default=PAGE_SIZE_DEFAULT,
+                    min_value=1,
+                    max_value=PAGE_SIZE_MAX,
+                ),
+                search=request.query_params.get("search", ""),
+                column=request.query_params.get("column"),
+                op=request.query_params.get("op", "equals"),
+                value=request.query_params.get("value"),
+            )
+            return Response(browse_rows(name, query))
+        except OptionError as exc:
+            raise ValidationError({exc.field: [str(exc)]}) from None
 
     @extend_schema(responses=OpenApiTypes.OBJECT)
     @action(detail=True, methods=["get"])
