@@ -186,14 +186,16 @@ def evaluation_store_results(*, run: EvaluationRun, result: dict[str, Any]) -> E
 
 def chosen_model_version(project: Project) -> ModelVersion | None:
     """The model the project's goals are measured on: the production version, else staging,
-    else the most recently evaluated one."""
+    else the most recently evaluated one without warnings."""
     versions = ModelVersion.objects.filter(registered_model__project=project)
     for stage in (Stage.PRODUCTION, Stage.STAGING):
         chosen = versions.filter(stage=stage).order_by("-created_at").first()
         if chosen is not None:
             return chosen
+    # Never a version with warnings (a diverged run) on its own: only a stage set by hand.
     latest = (
         EvaluationRun.objects.filter(project=project, status=JobStatus.SUCCEEDED)
+        .filter(model_version__warnings=[])
         .order_by("-finished_at", "-id")
         .select_related("model_version")
         .first()

@@ -430,7 +430,14 @@ class EvaluationForm(forms.Form):
 
     def __init__(self, *args, models=(), versions=(), task_type: str = "", **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["model_version"].choices = [(str(m.pk), str(m)) for m in models]
+        models = list(models)
+        # A version with warnings (a diverged run) is marked, and never the one proposed.
+        self.fields["model_version"].choices = [
+            (str(m.pk), f"{m} (warnings)" if m.warnings else str(m)) for m in models
+        ]
+        clean = [m for m in models if not m.warnings]
+        if clean:
+            self.initial.setdefault("model_version", str(clean[0].pk))
         self.fields["dataset_version"].choices = [
             (
                 str(v.pk),

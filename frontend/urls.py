@@ -1,16 +1,8 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from frontend.views import (
-    accounts,
-    data,
-    data_browser,
-    evaluation,
-    projects,
-    runs,
-    teams,
-    training,
-)
+from frontend.views import accounts, data, evaluation, projects, runs, teams, training
+from frontend.views import base_models as base_model_views
 
 urlpatterns = [
     path("", projects.dashboard, name="dashboard"),
@@ -48,7 +40,6 @@ urlpatterns = [
     path("versions/<int:pk>/tokenizer/", data.version_tokenizer, name="version-tokenizer"),
     path("versions/<int:pk>/roles/", data.version_roles, name="version-roles"),
     path("versions/<int:pk>/profile/", data.version_profile, name="version-profile"),
-    path("versions/<int:pk>/rows/", data_browser.version_rows, name="version-rows"),
     path("projects/<int:pk>/train/", training.train_stage, name="train-stage"),
     path("projects/<int:pk>/train/new/", training.training_launch, name="training-launch"),
     path("projects/<int:pk>/train/runs/", runs.runs_page, name="runs-table"),
@@ -63,6 +54,21 @@ urlpatterns = [
         name="model-version-download",
     ),
     path("sweeps/<int:pk>/", training.sweep_detail, name="sweep-page"),
+    path(
+        "projects/<int:pk>/train/base-models/",
+        base_model_views.base_models_page,
+        name="base-models-page",
+    ),
+    path(
+        "projects/<int:pk>/train/base-models/add/",
+        base_model_views.base_model_add_package,
+        name="base-model-add-package",
+    ),
+    path(
+        "projects/<int:pk>/train/base-models/upload/",
+        base_model_views.base_model_upload,
+        name="base-model-upload",
+    ),
     path("projects/<int:pk>/evaluate/", evaluation.evaluate_stage, name="evaluate-stage"),
     path("projects/<int:pk>/evaluate/compare/", evaluation.compare, name="evaluate-compare"),
     path("projects/<int:pk>/evaluate/bias/", evaluation.bias_report_launch, name="bias-launch"),

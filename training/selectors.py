@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db.models import Count, QuerySet
 
 from projects.selectors import User, get_visible, visible_to
-from training.models import ModelVersion, RegisteredModel, Sweep, TrainingJob
+from training.models import BaseSource, ModelVersion, RegisteredModel, Sweep, TrainingJob
 
 
 def training_jobs_for_user(user: User) -> QuerySet[TrainingJob]:
@@ -52,6 +52,7 @@ def model_versions_for_user(user: User) -> QuerySet[ModelVersion]:
             "dataset_version__dataset",
             "tokenizer",
             "parent__registered_model",
+            "base_model",
             "created_by",
             "produced_by",
         ),
@@ -68,7 +69,11 @@ def get_model_version_for_user(user: User, pk) -> ModelVersion:
 
 def sweep_ranking(sweep: Sweep) -> list[TrainingJob]:
     """The sweep's trials, best first by its metric; trials without the metric last."""
-    trials = list(sweep.trials.select_related("model_version").order_by("id"))
+    trials = list(
+        sweep.trials.select_related("model_version__registered_model")
+        .prefetch_related("checkpoints")
+        .order_by("id")
+    )
     reverse = sweep.direction == "maximize"
 
     def key(job: TrainingJob):
@@ -120,10 +125,41 @@ def lineage_of(version: ModelVersion) -> dict:
             "name": version.tokenizer.name,
             "vocab_size": version.tokenizer.vocab_size,
         },
-        "base_model": None
-        if version.parent is None
-        else {
-            "id": version.parent.pk,
-            "name": str(version.parent),
-        },
+        "base_model": pretrained_origin(version),
     }
+
+
+def pretrained_origin(version: ModelVersion) -> dict:
+    """What ``version`` started from, never None: a registered base model (with its license),
+    a registry version, a local directory, a hub id, or random weights (``kind`` says which;
+    ``id`` and ``name`` are there for every kind)."""
+    job = getattr(version, "produced_by", None)
+    source = job.base_source if job is not None else ""
+    base = version.base_model or (job.base_model if job is not None else None)
+    if base is not None:
+        return {
+            "kind": "base_model",
+            "id": base.pk,
+            "name": base.name,
+            "license": base.license,
+            "source": base.source,
+            "package": base.package,
+            "architecture": base.architecture,
+            "parameters": base.parameters,
+        }
+    if version.parent is not None:
+        return {"kind": "model_version", "id": version.parent.pk, "name": str(version.parent)}
+    if source == BaseSource.LOCAL_DIR:
+        return {"kind": "local_dir", "id": None, "name": job.base_path, "path": job.base_path}
+    if source == BaseSource.HUB:
+        return {"kind": "hub", "id": None, "name": job.hub_model_id, "hub_id": job.hub_model_id}
+    if source == BaseSource.RANDOM and job is not None:
+        spec = job.model_spec or {}
+        label = " ".join(str(spec[k]) for k in ("family", "size") if spec.get(k))
+        return {
+            "kind": "random",
+            "id": None,
+            "name": f"random weights ({label})" if label else "random weights",
+            "model_spec": spec,
+        }
+    return {"kind": "unknown", "id": None, "name": "not recorded (no job made this version)"}

@@ -7,6 +7,7 @@ from rest_framework.routers import DefaultRouter
 from datasets_app.api import views as data_views
 from evaluation.api import views as evaluation_views
 from projects.api import views as project_views
+from training.api import base_models as base_model_views
 from training.api import views as training_views
 
 router = DefaultRouter()
@@ -24,6 +25,7 @@ router.register("tokenizers", data_views.TokenizerViewSet, basename="tokenizer")
 router.register("data-jobs", data_views.DataJobViewSet, basename="data-job")
 router.register("training-jobs", training_views.TrainingJobViewSet, basename="training-job")
 router.register("sweeps", training_views.SweepViewSet, basename="sweep")
+router.register("base-models", base_model_views.BaseModelViewSet, basename="base-model")
 router.register("models", training_views.RegisteredModelViewSet, basename="registered-model")
 router.register("model-versions", training_views.ModelVersionViewSet, basename="model-version")
 router.register("evaluation-runs", evaluation_views.EvaluationRunViewSet, basename="evaluation-run")

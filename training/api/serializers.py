@@ -8,6 +8,7 @@ from llmhub.api.fields import ScopedPrimaryKeyRelatedField
 from llmhub.api.serializers import JobSerializer, StrictSerializer
 from projects.selectors import projects_for_user
 from training import selectors
+from training.base_models import base_models_for_user
 from training.models import (
     BaseSource,
     Checkpoint,
@@ -31,6 +32,7 @@ class TrainingJobSerializer(JobSerializer):
             "method",
             "base_source",
             "base_model_version",
+            "base_model",
             "base_path",
             "hub_model_id",
             "model_spec",
@@ -68,6 +70,12 @@ class TrainingLaunchSerializer(StrictSerializer):
     )
     base_model_version = ScopedPrimaryKeyRelatedField(
         selector=selectors.model_versions_for_user, required=False, allow_null=True
+    )
+    base_model = ScopedPrimaryKeyRelatedField(
+        selector=base_models_for_user,
+        required=False,
+        allow_null=True,
+        help_text='A registered base model (base_source "base_model").',
     )
     base_path = serializers.CharField(required=False, allow_blank=True, default="")
     hub_model_id = serializers.CharField(required=False, allow_blank=True, default="")
@@ -232,6 +240,9 @@ class ModelVersionUpdateSerializer(StrictSerializer):
 
 class StageSerializer(StrictSerializer):
     stage = serializers.ChoiceField(choices=Stage.choices)
+    reason = serializers.CharField(
+        max_length=2000, required=False, allow_blank=True, default="", help_text="Why (kept)."
+    )
 
 
 class RegisteredModelSerializer(serializers.ModelSerializer):

@@ -245,7 +245,10 @@ class ModelVersionViewSet(ListRetrieveMixin, UpdateMixin, ScopedViewSet):
         data = self._validated(s.StageSerializer, request.data)
         return self.respond(
             services.model_version_set_stage(
-                actor=request.user, version=self.get_object(), stage=data["stage"]
+                actor=request.user,
+                version=self.get_object(),
+                stage=data["stage"],
+                reason=data["reason"],
             )
         )
 
