@@ -5,6 +5,7 @@ is reported once, one-off totals stay off the curves, system metrics come with e
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import Counter
 from pathlib import Path
@@ -194,7 +195,7 @@ def test_early_stopping_stops_when_the_metric_stops_improving(data_dir, tmp_path
     # It stopped at the first evaluation that did not beat the best one so far.
     values = [value for _, value in evaluations]
     assert values[-1] <= max(values[:-1])
-    assert all(b > a for a, b in zip(values[:-2], values[1:-1], strict=True))
+    assert all(b > a for a, b in itertools.pairwise(values[:-1]))
 
 
 def test_the_best_checkpoint_by_metric_is_the_final_model(data_dir, tmp_path) -> None:
