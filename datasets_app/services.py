@@ -77,6 +77,39 @@ def _require_free_name(
     return name
 
 
+# Roles that carry the input text training and evaluation read; a version with none of them
+# mapped is warned about at upload and in the launch forms.
+INPUT_TEXT_ROLES = ("text", "prompt", "question", "context")
+
+
+def lacks_text_role(column_roles: dict | None) -> bool:
+    """Whether no column of a version has an input-text role."""
+    return not set(INPUT_TEXT_ROLES) & set(column_roles or {})
+
+
+def no_text_role_warning(columns: list[str]) -> str:
+    """The warning stored on a version whose table has text but no column with a text role."""
+    return (
+        f"No column has a text role ({', '.join(INPUT_TEXT_ROLES)}); the columns are "
+        f"{', '.join(columns)}. Map the text column on the version page before training or "
+        "evaluating."
+    )
+
+
+def default_dataset_name(*, project: Project, filename: str) -> str:
+    """A free dataset name from an uploaded file's name: ``poems.csv.gz`` -> ``poems``, then
+    ``poems (2)``... if the project has one (an upload without a name is named after its file)."""
+    stem = Path(filename or "").name
+    for suffix in (".gz", ".bz2", ".xz", ".zst", ".zip"):
+        stem = stem.removesuffix(suffix)
+    stem = (Path(stem).stem or "dataset").strip()[:110] or "dataset"
+    name, number = stem, 1
+    while Dataset.objects.filter(project=project, name=name).exists():
+        number += 1
+        name = f"{stem} ({number})"
+    return name
+
+
 # --- datasets and data cards --------------------------------------------------------------------
 
 
@@ -572,6 +605,8 @@ def tokenizer_launch(
     leave the second to fail at the end, its work lost)."""
     require(actor, version.dataset.project.team, Action.EDIT_DATA)
     project = version.dataset.project
+    # No name given: named after the version and the algorithm (as the form proposes).
+    name = (name or "").strip() or f"{version.dataset.name}-v{version.number}-{algorithm}"
     params = _options(
         opts.TokenizerParams,
         name=name,

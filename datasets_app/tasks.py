@@ -66,6 +66,10 @@ def _ingest(job: DataJob, ctx: JobContext, scratch: Path) -> None:
         columns = [c["name"] for c in result.columns]
         roles = options.column_roles or infer_column_roles(result.columns)
         validate_column_roles(roles, columns)
+        has_strings = any(c["type"] == "string" for c in result.columns)
+        if has_strings and services.lacks_text_role(roles):
+            # A table without strings is already warned about by the reader.
+            result.warnings.append(services.no_text_role_warning(columns))
         version = services.version_register(
             dataset=job.dataset,
             local_path=output,

@@ -9,6 +9,163 @@ from django.contrib.auth.forms import UserCreationForm
 from evaluation.metrics.catalog import METRICS
 from projects.models import Comparison, Role, Split, TaskType
 
+# The training kind a project's task type starts from (the launch form's default kind).
+KIND_FOR_TASK_TYPE: dict[str, str] = {
+    TaskType.CLASSIFICATION: "classification",
+    TaskType.GENERATION: "sft_causal",
+    TaskType.SUMMARIZATION: "seq2seq",
+    TaskType.TRANSLATION: "seq2seq",
+    TaskType.QA: "qa",
+}
+# Kinds whose models generate text: only they have generation settings.
+GENERATIVE_KINDS = ("pretrain_clm", "sft_causal", "seq2seq")
+# The architecture each training kind is best started from: an encoder for classification, QA
+# and masked LM, a decoder for causal LM, an encoder-decoder for seq2seq. It chooses defaults
+# (the preset family, a registered base), never refuses a choice.
+ARCHITECTURE_FOR_KIND: dict[str, str] = {
+    "classification": "encoder",
+    "qa": "encoder",
+    "pretrain_mlm": "encoder",
+    "pretrain_clm": "decoder",
+    "sft_causal": "decoder",
+    "seq2seq": "encoder-decoder",
+}
+# Config ``model_type`` values of pretrained bases, by architecture.
+MODEL_TYPES: dict[str, set[str]] = {
+    "encoder": {
+        "bert",
+        "roberta",
+        "distilbert",
+        "electra",
+        "deberta",
+        "deberta-v2",
+        "albert",
+        "xlm-roberta",
+        "mpnet",
+        "camembert",
+        "modernbert",
+    },
+    "decoder": {
+        "gpt2",
+        "llama",
+        "mistral",
+        "qwen2",
+        "qwen3",
+        "gpt_neox",
+        "opt",
+        "phi",
+        "phi3",
+        "gemma",
+        "gemma2",
+        "gptj",
+        "bloom",
+        "falcon",
+    },
+    "encoder-decoder": {"t5", "mt5", "bart", "mbart", "marian", "pegasus"},
+}
+# Split names in order of preference for each use; the first present wins.
+TRAIN_SPLITS = ("train",)
+EVAL_SPLITS = ("validation", "dev", "val")
+EVALUATE_SPLITS = ("test", "validation", "dev", "val")
+NO_TEXT_NOTE = (
+    "This version has no text column (no column has the role text, prompt, question or "
+    "context): map one on the version page first."
+)
+
+
+def split_names(version) -> list[str]:
+    """The names of a version's splits, in the order they were made."""
+    return [s.name for s in version.splits.all()]
+
+
+def default_split(names: list[str], prefer: tuple[str, ...], *, else_first: bool) -> str:
+    """The first of ``prefer`` that ``names`` holds; else the first split (``else_first``) or
+    none (the whole version, or no eval split)."""
+    for name in prefer:
+        if name in names:
+            return name
+    return names[0] if names and else_first else ""
+
+
+def lacks_text(version) -> bool:
+    """Whether ``version`` has no column with an input-text role."""
+    from datasets_app.services import lacks_text_role
+
+    return lacks_text_role(version.column_roles)
+
+
+def base_fits_kind(base_model, kind: str) -> bool:
+    """Whether a registered base model's architecture suits ``kind`` (a default, not a rule)."""
+    model_type = (
+        base_model.model_type or (base_model.config or {}).get("model_type") or ""
+    ).lower()
+    return model_type in MODEL_TYPES.get(ARCHITECTURE_FOR_KIND.get(kind, ""), set())
+
+
+def default_family(presets: dict, kind: str) -> str:
+    """The first preset family built for ``kind`` with the architecture that suits it."""
+    suits = [name for name, p in presets.items() if kind in p.get("kinds", [kind])]
+    best = [n for n in suits if presets[n].get("architecture") == ARCHITECTURE_FOR_KIND.get(kind)]
+    return (best or suits or list(presets) or [""])[0]
+
+
+def _condition(field: str, values) -> str:
+    """A ``data-show-when`` condition for frontend/static/frontend/forms.js."""
+    return f"{field}={','.join(str(v) for v in values)}"
+
+
+class SplitSelect(forms.Select):
+    """A select of a version's splits that forms.js refills when the version changes."""
+
+
+def _split_field(*, label: str, blank: str, help_text: str = "") -> forms.CharField:
+    # A CharField with a select: the choices depend on the version chosen in the same form, so
+    # the form's clean() checks the value against that version (with a message naming it).
+    return forms.CharField(
+        required=False,
+        label=label,
+        help_text=help_text,
+        widget=SplitSelect(attrs={"data-blank": blank}),
+    )
+
+
+def _set_split_choices(
+    field: forms.Field, names: list[str], *, source: str, prefer, else_first: bool
+) -> None:
+    field.widget.choices = [("", field.widget.attrs["data-blank"]), *[(n, n) for n in names]]
+    field.widget.attrs.update(
+        {
+            "data-splits-from": source,
+            "data-prefer": ",".join(prefer),
+            "data-prefer-first": "true" if else_first else "false",
+        }
+    )
+
+
+def _version_info(versions) -> tuple[dict, str]:
+    """(pk -> version, the JSON map of pk -> split names that forms.js reads)."""
+    import json
+
+    by_pk = {str(v.pk): v for v in versions}
+    return by_pk, json.dumps({pk: split_names(v) for pk, v in by_pk.items()})
+
+
+def _default_version(versions) -> str:
+    """The newest version with splits (made to be trained on), else the first listed."""
+    versions = list(versions)
+    with_splits = [v for v in versions if split_names(v)]
+    chosen = max(with_splits, key=lambda v: (v.created_at, v.pk)) if with_splits else None
+    chosen = chosen or (versions[0] if versions else None)
+    return str(chosen.pk) if chosen else ""
+
+
+def _check_split(form: forms.Form, field: str, version, value: str) -> None:
+    """A field error when ``version`` has no split ``value`` (the service says the same)."""
+    names = split_names(version)
+    if value and value not in names:
+        have = f"its splits are {', '.join(names)}" if names else "it has no splits"
+        form.add_error(field, f"{version} has no '{value}' split; {have}.")
+
 
 class SignUpForm(UserCreationForm):
     email = forms.EmailField(required=True)
@@ -89,7 +246,11 @@ FILE_FORMAT_CHOICES = [
 class UploadForm(forms.Form):
     """A file for a dataset: new (with a name) or a new version of an existing one."""
 
-    name = forms.CharField(max_length=120, required=False, help_text="Name of the new dataset.")
+    name = forms.CharField(
+        max_length=120,
+        required=False,
+        help_text="Name of the new dataset; left empty, it is named after the file.",
+    )
     description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
     file = forms.FileField(
         help_text="CSV, TSV, JSON, JSONL, TXT or Parquet, optionally .gz compressed."
@@ -150,7 +311,15 @@ class SplitForm(forms.Form):
 
 
 class TokenizerForm(forms.Form):
-    name = forms.CharField(max_length=120)
+    """Train a tokenizer on a version. The default name follows the algorithm
+    (``<dataset>-v<n>-wordpiece``): forms.js renames it when the algorithm changes, and the
+    service names a tokenizer left without a name the same way."""
+
+    name = forms.CharField(
+        max_length=120,
+        required=False,
+        help_text="Left empty: named after the version and the algorithm.",
+    )
     algorithm = forms.ChoiceField(
         choices=[("bpe", "Byte-level BPE"), ("wordpiece", "WordPiece"), ("unigram", "Unigram")]
     )
@@ -158,6 +327,16 @@ class TokenizerForm(forms.Form):
     vocab_size = forms.IntegerField(initial=8000)
     min_frequency = forms.IntegerField(initial=2)
     lowercase = forms.BooleanField(required=False)
+
+    def __init__(self, *args, name_prefix: str = "", **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if name_prefix:
+            # forms.js keeps the name "<prefix>-<algorithm>" until the user types their own.
+            self.fields["name"].widget.attrs.update(
+                {"data-follows": "algorithm", "data-template": f"{name_prefix}-{{value}}"}
+            )
+            algorithm = self.initial.get("algorithm", "bpe")
+            self.initial.setdefault("name", f"{name_prefix}-{algorithm}")
 
 
 class RolesForm(forms.Form):
@@ -175,24 +354,35 @@ class RecipeForm(forms.Form):
 
 class TrainingLaunchForm(forms.Form):
     """Launch a training job. Hyperparameter fields are generated from the runtime's schema,
-    so the form, the API and the runtime validate the same ranges."""
+    so the form, the API and the runtime validate the same ranges.
+
+    Defaults follow the data: the kind from the project's task type, the version with splits,
+    its train and validation splits, a registered base that fits the kind (else random weights
+    with the project's newest tokenizer). Fields that do not apply to the choices made (LoRA
+    settings without LoRA, a base model's fields for another source) are hidden by forms.js and
+    neither validated nor used here."""
 
     name = forms.CharField(max_length=120)
     kind = forms.ChoiceField(choices=())
     base_source = forms.ChoiceField(choices=(), label="Start from")
     family = forms.ChoiceField(choices=(), required=False, label="Architecture")
     size = forms.ChoiceField(choices=(), required=False)
+    base_model = forms.ChoiceField(choices=(), required=False, label="Base model")
     base_model_version = forms.ChoiceField(choices=(), required=False, label="Model version")
     base_path = forms.CharField(required=False, label="Local model directory")
     hub_model_id = forms.CharField(
         required=False, label="Hub model id", help_text="Only then is anything downloaded."
     )
-    tokenizer = forms.ChoiceField(choices=(), required=False)
-    train_version = forms.ChoiceField(choices=(), label="Dataset version")
-    train_split = forms.CharField(
-        required=False, initial="train", help_text="Leave empty to train on the whole version."
+    tokenizer = forms.ChoiceField(
+        choices=(),
+        required=False,
+        help_text="Required from random weights; a pretrained base brings its own tokenizer.",
     )
-    eval_split = forms.CharField(required=False, initial="validation")
+    train_version = forms.ChoiceField(choices=(), label="Dataset version")
+    train_split = _split_field(label="Train split", blank="the whole version")
+    eval_split = _split_field(
+        label="Eval split", blank="— none", help_text="Evaluated during training when chosen."
+    )
     method = forms.ChoiceField(choices=(), initial="full")
     # An optional sweep: when a search space is given, one job per trial is launched.
     sweep_space = forms.CharField(
@@ -221,6 +411,18 @@ class TrainingLaunchForm(forms.Form):
         label="Best is",
     )
 
+    # Fields that only apply to one base source: shown (and used) only for it.
+    SOURCE_FIELDS = {
+        "family": "random",
+        "size": "random",
+        "base_model": "base_model",
+        "base_model_version": "model_version",
+        "base_path": "local_dir",
+        "hub_model_id": "hub",
+    }
+    # Hyperparameters that only apply to one kind.
+    KIND_ONLY = {"mlm_probability": ("pretrain_mlm",)}
+
     def __init__(
         self,
         *args,
@@ -232,9 +434,12 @@ class TrainingLaunchForm(forms.Form):
         tokenizers,
         versions,
         hyperparameters: list[dict],
+        task_type: str = "",
+        base_models=(),
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
+        self.presets = presets
         self.fields["kind"].choices = kinds
         self.fields["base_source"].choices = base_sources
         self.fields["method"].choices = methods
@@ -250,63 +455,181 @@ class TrainingLaunchForm(forms.Form):
             ),
         )
         self.fields["size"].choices = [(s, s) for s in sizes]
+        self.base_models = {str(b.pk): b for b in base_models}
+        self.fields["base_model"].choices = [("", "—")] + [
+            (pk, str(b) + (f" ({b.model_type})" if b.model_type else ""))
+            for pk, b in self.base_models.items()
+        ]
+        if not self.base_models:
+            self.fields["base_model"].help_text = "The team has no registered base model yet."
         self.fields["base_model_version"].choices = [("", "—")] + [
             (str(v.pk), str(v)) for v in model_versions
         ]
-        self.fields["tokenizer"].choices = [("", "—")] + [(str(t.pk), str(t)) for t in tokenizers]
+        tokenizers = list(tokenizers)
+        self.fields["tokenizer"].choices = [("", "— the base model's own")] + [
+            (str(t.pk), str(t)) for t in tokenizers
+        ]
+        self.versions, splits_json = _version_info(versions)
         self.fields["train_version"].choices = [
             (
-                str(v.pk),
+                pk,
                 f"{v} ({v.row_count:,} rows"
-                + (
-                    f"; splits {', '.join(s.name for s in v.splits.all())}"
-                    if v.splits.all()
-                    else ""
-                )
+                + (f"; splits {', '.join(split_names(v))}" if split_names(v) else "")
                 + ")",
             )
-            for v in versions
+            for pk, v in self.versions.items()
         ]
+        self.fields["train_version"].widget.attrs["data-version-splits"] = splits_json
+        no_text = [pk for pk, v in self.versions.items() if lacks_text(v)]
+        if no_text:
+            self.fields["train_version"].notes = [
+                (_condition("train_version", no_text), NO_TEXT_NOTE)
+            ]
+        for name, source in self.SOURCE_FIELDS.items():
+            self.fields[name].show_when = _condition("base_source", [source])
+            self.fields[name].required_when = _condition("base_source", [source])
+        self.fields["tokenizer"].required_when = _condition("base_source", ["random"])
+        for name in ("sweep_max_trials", "sweep_metric"):
+            self.fields[name].required_note = "required for a sweep"
+
         self.hyperparameter_names = []
         self.lora_names = []
         self.hyperparameter_specs = {spec["name"]: spec for spec in hyperparameters}
         for spec in hyperparameters:
-            self.fields[f"hp_{spec['name']}"] = _hyperparameter_field(spec)
+            field = _hyperparameter_field(spec)
+            if spec["name"] in self.KIND_ONLY:
+                field.show_when = _condition("kind", self.KIND_ONLY[spec["name"]])
+            self.fields[f"hp_{spec['name']}"] = field
             self.hyperparameter_names.append(spec["name"])
             if spec.get("lora_only"):
                 self.lora_names.append(spec["name"])
+
+        self._set_defaults(task_type, tokenizers)
+        version = self.versions.get(str(self._value("train_version") or ""))
+        names = split_names(version) if version else []
+        _set_split_choices(
+            self.fields["train_split"],
+            names,
+            source="train_version",
+            prefer=TRAIN_SPLITS,
+            else_first=True,
+        )
+        _set_split_choices(
+            self.fields["eval_split"],
+            names,
+            source="train_version",
+            prefer=EVAL_SPLITS,
+            else_first=False,
+        )
+        self.initial.setdefault("train_split", default_split(names, TRAIN_SPLITS, else_first=True))
+        self.initial.setdefault("eval_split", default_split(names, EVAL_SPLITS, else_first=False))
+
+    def _value(self, name: str):
+        """The submitted value of ``name`` (bound form), else its initial value."""
+        if self.is_bound:
+            return self.data.get(self.add_prefix(name))
+        return self.initial.get(name, self.fields[name].initial)
+
+    def _set_defaults(self, task_type: str, tokenizers: list) -> None:
+        """Initial values that follow the project and its data (the view's own initial wins)."""
+        kind = KIND_FOR_TASK_TYPE.get(task_type, "pretrain_clm")
+        self.initial.setdefault("kind", kind)
+        kind = self.initial["kind"]
+        self.initial.setdefault("train_version", _default_version(self.versions.values()))
+        fitting = [pk for pk, b in self.base_models.items() if base_fits_kind(b, kind)]
+        newest = max(tokenizers, key=lambda t: (t.created_at, t.pk)) if tokenizers else None
+        # The newest tokenizer, for random weights (forms.js selects it again when the user
+        # switches to random weights; a pretrained base keeps its own).
+        self.newest_tokenizer = str(newest.pk) if newest else ""
+        if fitting:
+            self.initial.setdefault("base_source", "base_model")
+            self.initial.setdefault("base_model", fitting[0])
+        else:
+            self.initial.setdefault("base_source", "random")
+        self.initial.setdefault("family", default_family(self.presets, kind))
+        if self.initial["base_source"] == "random":
+            self.initial.setdefault("tokenizer", self.newest_tokenizer)
+        self.fields["tokenizer"].widget.attrs["data-random-default"] = self.newest_tokenizer
+
+    def _drop(self, name: str) -> None:
+        """Forget a field that does not apply (hidden in the page): no error, no value."""
+        self._errors.pop(name, None)
+        self.cleaned_data.pop(name, None)
+
+    def applies(self, hyperparameter: str) -> bool:
+        """Whether ``hyperparameter`` applies to the kind and method chosen."""
+        data = self.cleaned_data
+        if hyperparameter in self.lora_names and data.get("method") != "lora":
+            return False
+        kinds = self.KIND_ONLY.get(hyperparameter)
+        return not kinds or data.get("kind") in kinds
 
     def hyperparameters(self) -> dict:
         return {
             name: self.cleaned_data[f"hp_{name}"]
             for name in self.hyperparameter_names
-            if self.cleaned_data.get(f"hp_{name}") not in (None, "")
+            if self.applies(name) and self.cleaned_data.get(f"hp_{name}") not in (None, "")
         }
 
     def clean_sweep_space(self) -> dict:
-        """Parse the search space text into the dict ``training.services.sweep_launch`` takes."""
+        """Parse the search space text into the dict ``training.services.sweep_launch`` takes;
+        every bad line is reported, not only the first."""
         space: dict = {}
+        errors: list[str] = []
         lines = (line.strip() for line in self.cleaned_data["sweep_space"].splitlines())
         for number, line in enumerate(lines, start=1):
             if not line or line.startswith("#"):
                 continue
             name, colon, values = (part.strip() for part in line.partition(":"))
             if not colon or not values:
-                raise forms.ValidationError(f"Line {number}: write 'name: values'.")
+                errors.append(f"Line {number}: write 'name: values'.")
+                continue
             spec = self.hyperparameter_specs.get(name)
             if spec is None:
-                raise forms.ValidationError(
+                errors.append(
                     f"Line {number}: '{name}' is not a hyperparameter; choose from "
                     + ", ".join(self.hyperparameter_names)
                     + "."
                 )
+                continue
             if name in space:
-                raise forms.ValidationError(f"Line {number}: '{name}' is given twice.")
-            space[name] = _sweep_values(values, spec, line_number=number)
+                errors.append(f"Line {number}: '{name}' is given twice.")
+                continue
+            try:
+                space[name] = _sweep_values(values, spec, line_number=number)
+            except forms.ValidationError as exc:
+                errors.extend(exc.messages)
+        if errors:
+            raise forms.ValidationError(errors)
         return space
 
     def clean(self) -> dict:
         cleaned = super().clean()
+        source = cleaned.get("base_source")
+        for name, only_for in self.SOURCE_FIELDS.items():
+            if source != only_for:
+                self._drop(name)
+        for name in self.hyperparameter_names:
+            if not self.applies(name):
+                self._drop(f"hp_{name}")
+        if source == "random" and not cleaned.get("tokenizer"):
+            self.add_error(
+                "tokenizer",
+                "A model from random weights needs a tokenizer trained on your data "
+                "(Data tab -> a version -> Train a tokenizer).",
+            )
+        if source == "base_model" and not cleaned.get("base_model"):
+            self.add_error(
+                "base_model",
+                "Choose the base model to start from."
+                if self.base_models
+                else "The team has no registered base model: register one on the Train tab, "
+                "or start from random weights.",
+            )
+        version = self.versions.get(cleaned.get("train_version") or "")
+        if version is not None:
+            for field in ("train_split", "eval_split"):
+                _check_split(self, field, version, (cleaned.get(field) or "").strip())
         if cleaned.get("sweep_space"):
             if not cleaned.get("sweep_max_trials"):
                 self.add_error("sweep_max_trials", "How many trials at most?")
@@ -409,11 +732,13 @@ def _evaluation_setting_field(name: str, **kwargs) -> forms.Field:
 
 
 class EvaluationForm(forms.Form):
+    """Evaluate a model version on a split of a dataset version. The split is a select of the
+    chosen version's splits (test, else validation, else its first); generation settings apply
+    to generative models only and are hidden (and ignored) for the others."""
+
     model_version = forms.ChoiceField(choices=(), label="Model version")
     dataset_version = forms.ChoiceField(choices=(), label="Dataset version")
-    split = forms.CharField(
-        initial="test", required=False, help_text="Leave empty to evaluate on the whole version."
-    )
+    split = _split_field(label="Split", blank="the whole version")
     metrics = forms.MultipleChoiceField(
         choices=(),
         required=False,
@@ -428,6 +753,8 @@ class EvaluationForm(forms.Form):
     top_p = _evaluation_setting_field("top_p", label="Top-p")
     num_beams = _evaluation_setting_field("num_beams", label="Beams")
 
+    GENERATION_SETTINGS = ("max_new_tokens", "temperature", "top_p", "num_beams")
+
     def __init__(self, *args, models=(), versions=(), task_type: str = "", **kwargs) -> None:
         super().__init__(*args, **kwargs)
         models = list(models)
@@ -438,25 +765,59 @@ class EvaluationForm(forms.Form):
         clean = [m for m in models if not m.warnings]
         if clean:
             self.initial.setdefault("model_version", str(clean[0].pk))
-        self.fields["dataset_version"].choices = [
-            (
-                str(v.pk),
-                f"{v}"
-                + (
-                    f" (splits: {', '.join(s.name for s in v.splits.all())})"
-                    if v.splits.all()
-                    else ""
-                ),
+        self.generative = {str(m.pk) for m in models if m.task_kind in GENERATIVE_KINDS}
+        for name in self.GENERATION_SETTINGS:
+            self.fields[name].show_when = _condition(
+                "model_version", sorted(self.generative) or ["-"]
             )
-            for v in versions
+        self.versions, splits_json = _version_info(versions)
+        self.fields["dataset_version"].choices = [
+            (pk, f"{v}" + (f" (splits: {', '.join(split_names(v))})" if split_names(v) else ""))
+            for pk, v in self.versions.items()
         ]
+        self.fields["dataset_version"].widget.attrs["data-version-splits"] = splits_json
+        no_text = [pk for pk, v in self.versions.items() if lacks_text(v)]
+        if no_text:
+            self.fields["dataset_version"].notes = [
+                (_condition("dataset_version", no_text), NO_TEXT_NOTE)
+            ]
         self.fields["metrics"].choices = [
             (m.name, m.label) for m in METRICS.values() if task_type in m.tasks
         ]
+        self.initial.setdefault("dataset_version", _default_version(self.versions.values()))
+        chosen = (
+            self.data.get(self.add_prefix("dataset_version"))
+            if self.is_bound
+            else self.initial["dataset_version"]
+        )
+        version = self.versions.get(str(chosen or ""))
+        names = split_names(version) if version else []
+        _set_split_choices(
+            self.fields["split"],
+            names,
+            source="dataset_version",
+            prefer=EVALUATE_SPLITS,
+            else_first=True,
+        )
+        self.initial.setdefault("split", default_split(names, EVALUATE_SPLITS, else_first=True))
+
+    def is_generative(self) -> bool:
+        return self.cleaned_data.get("model_version") in self.generative
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        if not self.is_generative():
+            for name in self.GENERATION_SETTINGS:
+                self._errors.pop(name, None)
+                cleaned.pop(name, None)
+        version = self.versions.get(cleaned.get("dataset_version") or "")
+        if version is not None:
+            _check_split(self, "split", version, (cleaned.get("split") or "").strip())
+        return cleaned
 
     def settings(self) -> dict:
         data = self.cleaned_data
-        settings = {k: data[k] for k in ("max_new_tokens", "temperature", "top_p", "num_beams")}
+        settings = {k: data[k] for k in self.GENERATION_SETTINGS if data.get(k) is not None}
         if data.get("max_examples"):
             settings["max_examples"] = data["max_examples"]
         return settings

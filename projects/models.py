@@ -83,7 +83,9 @@ class Project(models.Model):
     class Meta:
         ordering = ["-updated_at", "-id"]
         constraints = [
-            models.UniqueConstraint(fields=["team", "slug"], name="project_slug_unique_in_team")
+            models.UniqueConstraint(fields=["team", "slug"], name="project_slug_unique_in_team"),
+            # Two projects of one team with one name cannot be told apart in any list.
+            models.UniqueConstraint(fields=["team", "name"], name="project_name_unique_in_team"),
         ]
 
     def __str__(self) -> str:
@@ -93,12 +95,24 @@ class Project(models.Model):
         try:
             super().validate_constraints(exclude=exclude)
         except ValidationError as exc:
-            # Say which slug clashes instead of Django's generic constraint message.
-            if "__all__" in exc.message_dict and self.slug:
-                raise ValidationError(
-                    {"slug": f"A project with the slug '{self.slug}' already exists in this team."}
-                ) from exc
-            raise
+            if "__all__" not in exc.message_dict:
+                raise
+            # Say which name or slug clashes instead of Django's generic constraint message,
+            # each on its field (both at once when both clash).
+            others = Project.objects.filter(team_id=self.team_id).exclude(pk=self.pk)
+            errors = {}
+            if self.name and others.filter(name=self.name).exists():
+                errors["name"] = (
+                    f"A project named '{self.name}' already exists in this team; choose another "
+                    "name."
+                )
+            if self.slug and others.filter(slug=self.slug).exists():
+                errors["slug"] = (
+                    f"A project with the slug '{self.slug}' already exists in this team."
+                )
+            if not errors:
+                raise
+            raise ValidationError(errors) from exc
 
 
 class Comparison(models.TextChoices):

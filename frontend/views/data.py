@@ -88,13 +88,13 @@ def _dataset_upload(request: HttpRequest, pk: int, error: str | None) -> HttpRes
                     selectors.datasets_for_user(request.user).filter(project=project),
                     pk=dataset_id,
                 )
-            elif not data["name"]:
-                raise ValidationError({"name": "Give the new dataset a name."})
             else:
+                # A new dataset without a name is named after its file (the label says optional).
                 dataset = services.dataset_create(
                     actor=request.user,
                     project=project,
-                    name=data["name"],
+                    name=data["name"].strip()
+                    or services.default_dataset_name(project=project, filename=data["file"].name),
                     description=data["description"],
                 )
             job = services.upload_start(
@@ -235,8 +235,11 @@ def _profile_figures(profile: dict) -> list[dict]:
 
 
 @login_required
-def version_detail(request: HttpRequest, pk: int) -> HttpResponse:
+def version_detail(request: HttpRequest, pk: int, bound_forms: dict | None = None) -> HttpResponse:
+    """The version page; ``bound_forms`` (a refused split or tokenizer form) are shown with their
+    errors next to their fields instead of fresh ones."""
     version = selectors.get_version_for_user(request.user, pk)
+    bound_forms = bound_forms or {}
     project = version.dataset.project
     recipes = list(selectors.recipes_for_user(request.user).filter(project=project))
     profile_job = selectors.latest_profile(version)
@@ -252,17 +255,23 @@ def version_detail(request: HttpRequest, pk: int) -> HttpResponse:
         profile_figures=_profile_figures(profile) if profile else [],
         cleaning_report=producer.result if producer else None,
         clean_form=CleanForm(recipes=recipes),
-        split_form=SplitForm(columns=version.columns),
-        tokenizer_form=TokenizerForm(
-            initial={"name": f"{version.dataset.name}-v{version.number}-bpe"}
-        ),
+        split_form=bound_forms.get("split_form") or SplitForm(columns=version.columns),
+        tokenizer_form=bound_forms.get("tokenizer_form")
+        or TokenizerForm(name_prefix=_tokenizer_name_prefix(version)),
         roles_form=RolesForm(initial={"column_roles": json.dumps(version.column_roles)}),
         has_recipes=bool(recipes),
         jobs=selectors.data_jobs_for_user(request.user).filter(source_version=version)[:10],
         tokenizers=selectors.tokenizers_for_user(request.user).filter(project=project),
         preview_url=reverse("dataset-version-rows", args=[version.pk]),
     )
-    return render(request, "frontend/data/version.html", context)
+    return render(
+        request, "frontend/data/version.html", context, status=400 if bound_forms else 200
+    )
+
+
+def _tokenizer_name_prefix(version) -> str:
+    # The service names a tokenizer left without a name "<prefix>-<algorithm>" too.
+    return f"{version.dataset.name}-v{version.number}"
 
 
 @login_required
@@ -310,22 +319,21 @@ def version_split(request: HttpRequest, pk: int) -> HttpResponse:
         ):
             messages.success(request, "Splitting started.")
             return redirect("version-page", pk=version.pk)
-    messages.error(request, " ".join(e for errs in form.errors.values() for e in errs))
-    return redirect("version-page", pk=version.pk)
+    # Every error next to its field, on the version page itself.
+    return version_detail(request, version.pk, bound_forms={"split_form": form})
 
 
 @login_required
 @require_POST
 def version_tokenizer(request: HttpRequest, pk: int) -> HttpResponse:
     version = selectors.get_version_for_user(request.user, pk)
-    form = TokenizerForm(request.POST)
+    form = TokenizerForm(request.POST, name_prefix=_tokenizer_name_prefix(version))
     if form.is_valid() and call_service(
         form, services.tokenizer_launch, actor=request.user, version=version, **form.cleaned_data
     ):
         messages.success(request, "Tokenizer training started.")
-    else:
-        messages.error(request, " ".join(e for errs in form.errors.values() for e in errs))
-    return redirect("version-page", pk=version.pk)
+        return redirect("version-page", pk=version.pk)
+    return version_detail(request, version.pk, bound_forms={"tokenizer_form": form})
 
 
 @login_required

@@ -37,6 +37,9 @@ def train_stage(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def _launch_form(request: HttpRequest, project, data=None) -> TrainingLaunchForm:
+    """The launch form with choices from the project: its versions (and their splits), model
+    versions, tokenizers and the team's registered base models; defaults follow them."""
+    from training.base_models import base_models_for_user
     from training.runtime.config import hyperparameter_schema
     from training.runtime.presets import preset_catalog
 
@@ -53,15 +56,10 @@ def _launch_form(request: HttpRequest, project, data=None) -> TrainingLaunchForm
         tokenizers=data_selectors.tokenizers_for_user(request.user).filter(project=project),
         versions=versions,
         hyperparameters=hyperparameter_schema(),
-        initial={
-            "name": f"{project.slug}-run",
-            "family": "gpt2",
-            "size": "tiny",
-            "train_split": "train",
-            "eval_split": "validation",
-            # "Clone this run" (?clone=<job id>): that job's settings over the defaults.
-            **runs.clone_for(request, project),
-        },
+        task_type=project.task_type,
+        base_models=base_models_for_user(request.user).filter(team=project.team),
+        # "Clone this run" (?clone=<job id>): that job's settings over the defaults.
+        initial={"name": f"{project.slug}-run", "size": "tiny", **runs.clone_for(request, project)},
     )
 
 
@@ -111,8 +109,10 @@ def training_launch(request: HttpRequest, pk: int) -> HttpResponse:
 def _launch_arguments(request: HttpRequest, data: dict, hyperparameters: dict) -> dict:
     """The launch form's choices as ``training_job_launch`` keyword arguments (less the actor,
     project and name), each object looked up within the user's teams."""
+    from training.base_models import base_models_for_user
+
     source = data["base_source"]
-    return {
+    arguments = {
         "kind": data["kind"],
         "method": data["method"],
         "base_source": source,
@@ -120,20 +120,25 @@ def _launch_arguments(request: HttpRequest, data: dict, hyperparameters: dict) -
         if source == BaseSource.RANDOM
         else None,
         "base_model_version": selectors.model_versions_for_user(request.user)
-        .filter(pk=data["base_model_version"] or None)
+        .filter(pk=data.get("base_model_version") or None)
         .first(),
-        "base_path": data["base_path"],
-        "hub_model_id": data["hub_model_id"],
+        "base_path": data.get("base_path", ""),
+        "hub_model_id": data.get("hub_model_id", ""),
         "tokenizer": data_selectors.tokenizers_for_user(request.user)
         .filter(pk=data["tokenizer"] or None)
         .first(),
         "train_version": data_selectors.versions_for_user(request.user)
         .filter(pk=data["train_version"])
         .first(),
-        "train_split": data["train_split"].strip(),
-        "eval_split": data["eval_split"].strip(),
+        "train_split": (data.get("train_split") or "").strip(),
+        "eval_split": (data.get("eval_split") or "").strip(),
         "hyperparameters": hyperparameters,
     }
+    if source == BaseSource.BASE_MODEL:
+        arguments["base_model"] = (
+            base_models_for_user(request.user).filter(pk=data.get("base_model") or None).first()
+        )
+    return arguments
 
 
 @login_required

@@ -55,10 +55,21 @@ def test_upload_from_the_page_then_every_data_page_renders(world, engineer) -> N
 
 
 def test_page_upload_errors_are_reported_as_json(world, engineer) -> None:
-    response = _upload(engineer, world.project.pk, name="")
+    response = _upload(engineer, world.project.pk, encoding_errors="bogus", txt_mode="bogus")
     assert response.status_code == 400
-    assert response.json()["errors"]["name"][0]["message"] == "Give the new dataset a name."
+    errors = response.json()["errors"]
+    # Every error at once, each on its field.
+    assert set(errors) == {"encoding_errors", "txt_mode"}
+    assert "bogus is not one of the available choices" in errors["txt_mode"][0]["message"]
     assert not DataJob.objects.exists()
+
+
+def test_an_upload_without_a_name_is_named_after_its_file(world, engineer) -> None:
+    first = _upload(engineer, world.project.pk, name="")
+    second = _upload(engineer, world.project.pk, name="  ")
+    assert first.status_code == second.status_code == 202
+    names = sorted(j.dataset.name for j in DataJob.objects.filter(kind="ingest"))
+    assert names == ["papers", "papers (2)"]
 
 
 def test_version_actions_from_the_page(world, engineer) -> None:
