@@ -9,16 +9,24 @@ Tasks are acknowledged late and re-delivered if their worker dies; job rows make
 idempotent (a job is claimed once, see ``llmhub.jobs``). Every worker also sweeps jobs on a
 timer of its own (``llmhub.sweeper``), started when it is ready.
 
+A stopping worker (SIGTERM or Ctrl-C, to it or to its process group) hands its running jobs back
+instead of waiting for them (Celery's warm shutdown would wait for a training run to finish):
+the main process asks the jobs it runs itself (solo pool) and every pool process (SIGTERM) to
+stop; a pool process's SIGTERM handler asks its job to stop, and ``llmhub.jobs`` re-queues or
+fails it with the reason. An idle pool process still dies on SIGTERM as before.
+
 The broker is the filesystem under ``var/broker`` unless REDIS_URL (or CELERY_BROKER_URL) is set.
 Results are not stored: a job's outcome lives on its row.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 
 from celery import Celery
-from celery.signals import worker_ready
+from celery.signals import task_prerun, worker_process_init, worker_ready, worker_shutting_down
 from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "llmhub.settings")
@@ -89,6 +97,53 @@ def _start_job_sweeper(sender=None, **kwargs) -> None:
     from llmhub.sweeper import start_sweeper
 
     start_sweeper(where="worker")
+
+
+@worker_shutting_down.connect
+def _hand_back_jobs_on_shutdown(sig: str = "", how: str = "", **kwargs) -> None:
+    # Runs in the main process's signal handler (no database work). Without this, the warm
+    # shutdown waits for every running task, however long: bin/dev never returned.
+    import billiard.process
+
+    from llmhub.jobs import hand_back_running_jobs
+
+    hand_back_running_jobs()  # jobs of this process itself (solo and threads pools)
+    for child in billiard.process.active_children():  # prefork pool processes
+        with contextlib.suppress(ProcessLookupError, TypeError):  # gone, or not started
+            os.kill(child.pid, signal.SIGTERM)
+
+
+_pool_process = False  # true in a prefork pool process
+_previous_sigterm = None  # billiard's handler, for an idle pool process
+
+
+@worker_process_init.connect
+def _mark_pool_process(**kwargs) -> None:
+    global _pool_process
+    _pool_process = True
+
+
+@task_prerun.connect
+def _install_pool_process_sigterm(**kwargs) -> None:
+    # Billiard sets its own SIGTERM handler in a pool process after worker_process_init (it
+    # raises SystemExit inside the task, leaving the job "running"), so ours goes in before the
+    # first task: a running job is handed back; an idle process exits the way billiard does.
+    global _previous_sigterm
+    if _pool_process and _previous_sigterm is None:
+        _previous_sigterm = signal.getsignal(signal.SIGTERM)
+        signal.signal(signal.SIGTERM, _pool_process_sigterm)
+
+
+def _pool_process_sigterm(signum: int, frame) -> None:
+    from llmhub.jobs import hand_back_running_jobs
+
+    if hand_back_running_jobs():
+        return
+    if callable(_previous_sigterm):
+        _previous_sigterm(signum, frame)
+    else:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 app.autodiscover_tasks(["llmhub", "projects", "datasets_app", "training", "evaluation", "serving"])

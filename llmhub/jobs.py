@@ -13,6 +13,12 @@ nothing to claim and does nothing), starts a heartbeat thread, runs the function
 ``JobCancelled`` -> cancelled, ``JobInputError`` -> failed with its message, any other exception
 -> failed with the exception and its traceback kept. The heartbeat thread also writes progress,
 the log tail and buffered metric points, so the runtime never waits on the database.
+
+When the worker stops (SIGTERM, Ctrl-C), :func:`hand_back_running_jobs` asks the jobs running in
+the process to stop like a cancel; :func:`execute_job` then hands each one back instead of
+recording an outcome: a kind that resumes from a checkpoint is queued again and its message
+re-sent, any other kind fails with the reason. A job that does not stop within
+``JOB_SHUTDOWN_GRACE_SECONDS`` is handed back anyway and the process exits.
 """
 
 from __future__ import annotations
@@ -201,7 +207,9 @@ class JobContext:
         )
         self._log_dirty = False
         self._stop = threading.Event()
-        if job.cancel_requested_at is not None:
+        self._cancel_requested = job.cancel_requested_at is not None
+        self._hand_back = threading.Event()
+        if self._cancel_requested:
             self._stop.set()
         self.success_callbacks: list[Callable[[], None]] = []
 
@@ -226,6 +234,15 @@ class JobContext:
 
     def request_stop(self) -> None:
         self._stop.set()
+
+    def request_hand_back(self) -> None:
+        """Stop because the worker stops (not a cancel): the job is handed back, not ended."""
+        self._hand_back.set()
+        self._stop.set()
+
+    @property
+    def hand_back_requested(self) -> bool:
+        return self._hand_back.is_set() and not self._cancel_requested
 
     def record(self, **fields) -> None:
         """Store the job's own outputs (results, device, produced objects) on its row: the one
@@ -259,6 +276,7 @@ class JobContext:
             .first()
         )
         if cancel_requested is not None:
+            self._cancel_requested = True
             self._stop.set()
 
 
@@ -302,6 +320,105 @@ def worker_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+# --- worker shutdown: running jobs are handed back ---------------------------------------------
+
+# Re-entrant: the signal handler may interrupt the main thread while it holds the lock.
+_running_lock = threading.RLock()
+_running_contexts: dict[int, tuple[type[Job], JobContext]] = {}  # id(ctx) -> (model, ctx)
+_all_done = threading.Condition(_running_lock)
+
+SHUTDOWN_REASON = "the worker was stopped while the job was running"
+
+
+def hand_back_running_jobs(*, grace: float | None = None, exit_after: bool = True) -> int:
+    """Ask every job running in this process to stop and be handed back; returns how many.
+
+    Called from signal handlers (no database work here): the worker's ``worker_shutting_down``
+    and a pool process's SIGTERM (``llmhub.celery``). Each job stops at its runtime's next
+    ``should_stop()`` poll and :func:`execute_job` hands it back. A job still running after
+    ``grace`` seconds (default ``JOB_SHUTDOWN_GRACE_SECONDS``: a runtime stuck in one long call)
+    is handed back from a watchdog thread and, with ``exit_after``, the process exits, so a
+    stopping worker never waits on its jobs for long.
+    """
+    with _running_lock:
+        contexts = [ctx for _model, ctx in _running_contexts.values()]
+    for ctx in contexts:
+        ctx.request_hand_back()
+    if contexts:
+        grace = float(settings.JOB_SHUTDOWN_GRACE_SECONDS if grace is None else grace)
+        threading.Thread(
+            target=_shutdown_watchdog,
+            args=(grace, exit_after),
+            name="llmhub-job-shutdown-watchdog",
+            daemon=True,
+        ).start()
+    return len(contexts)
+
+
+def _shutdown_watchdog(grace: float, exit_after: bool) -> None:
+    deadline = time.monotonic() + grace
+    with _running_lock:
+        while _running_contexts and time.monotonic() < deadline:
+            _all_done.wait(max(deadline - time.monotonic(), 0.01))
+        left = list(_running_contexts.values())
+    if not left:
+        return
+    for model, ctx in left:
+        logger.warning("%s did not stop within %ss; handing it back now", ctx.job, grace)
+        try:
+            ctx.append_log(f"The job did not stop within {grace:g}s of the worker stopping.")
+            _hand_back(model, ctx)
+        except Exception:  # the process exits anyway; the sweep recovers the row
+            logger.exception("Could not hand back %s", ctx.job)
+        finally:
+            connection.close()
+    if exit_after:
+        logging.shutdown()
+        os._exit(1)
+
+
+def _hand_back(model: type[Job], ctx: JobContext) -> JobStatus | None:
+    """Give a job back after its worker stopped: queued again with its message re-sent when its
+    kind resumes from a checkpoint (``max_attempts > 1``; the hand-back does not count as an
+    attempt), else failed with the reason. Returns the new status, or None when the row was
+    no longer running (finished, swept)."""
+    now = timezone.now()
+    job_id = ctx.job.pk
+    if model.max_attempts > 1:
+        message = f"Re-queued: {SHUTDOWN_REASON}; it resumes from its last checkpoint."
+        ctx.append_log(message)
+        _flush_quietly(ctx)
+        if model.objects.filter(pk=job_id, status=JobStatus.RUNNING).update(
+            status=JobStatus.QUEUED,
+            attempts=F("attempts") - 1,
+            worker_host="",
+            progress_message=message[:255],
+            enqueued_at=now,
+        ):
+            logger.warning("Handed back %s: queued again", ctx.job)
+            _send_after_commit(model, job_id, now)
+            return JobStatus.QUEUED
+        return None
+    error = (
+        f"Stopped: {SHUTDOWN_REASON} (a {model._meta.verbose_name} cannot resume); start it again."
+    )
+    ctx.append_log(f"FAILED: {error}")
+    _flush_quietly(ctx)
+    if model.objects.filter(pk=job_id, status=JobStatus.RUNNING).update(
+        status=JobStatus.FAILED, error=error, finished_at=now
+    ):
+        logger.warning("Handed back %s: failed (%s)", ctx.job, error)
+        return JobStatus.FAILED
+    return None
+
+
+def _flush_quietly(ctx: JobContext) -> None:
+    try:
+        ctx.flush()
+    except Exception:
+        logger.exception("Final flush of %s failed", ctx.job)
+
+
 def execute_job(
     model: type[J],
     job_id: int,
@@ -329,6 +446,8 @@ def execute_job(
 
     job = model.objects.get(pk=job_id)
     ctx = JobContext(job)
+    with _running_lock:
+        _running_contexts[id(ctx)] = (model, ctx)
     handler = _JobLogHandler(ctx)
     root = logging.getLogger()
     root.addHandler(handler)
@@ -340,24 +459,35 @@ def execute_job(
         beat.start()
 
     status, error, trace = JobStatus.SUCCEEDED, "", ""
+    input_error = False
     try:
-        logger.info("Started %s on %s", job, job.worker_host)
-        fn(job, ctx)
-    except JobCancelled:
-        status, error = JobStatus.CANCELLED, "Cancelled on request."
-    except JobInputError as exc:
-        status, error = JobStatus.FAILED, str(exc) or type(exc).__name__
-    except Exception as exc:
-        status = JobStatus.FAILED
-        error = f"The job crashed: {type(exc).__name__}: {exc}"
-        trace = traceback.format_exc()
-        logger.exception("%s crashed", job)
+        try:
+            logger.info("Started %s on %s", job, job.worker_host)
+            fn(job, ctx)
+        except JobCancelled:
+            status, error = JobStatus.CANCELLED, "Cancelled on request."
+        except JobInputError as exc:
+            status, error, input_error = JobStatus.FAILED, str(exc) or type(exc).__name__, True
+        except Exception as exc:
+            status = JobStatus.FAILED
+            error = f"The job crashed: {type(exc).__name__}: {exc}"
+            trace = traceback.format_exc()
+            logger.exception("%s crashed", job)
+        finally:
+            if beat:
+                beat.stopped.set()
+                beat.join()
+            root.removeHandler(handler)
+            root.setLevel(previous_level)
+        # Stopped because the worker stops (a crash then is most likely the stop itself, e.g.
+        # torchrun's ranks killed with the worker): handed back, not ended. A job that finished
+        # anyway, or failed on its input, keeps its outcome.
+        if ctx.hand_back_requested and status != JobStatus.SUCCEEDED and not input_error:
+            return _hand_back(model, ctx)
     finally:
-        if beat:
-            beat.stopped.set()
-            beat.join()
-        root.removeHandler(handler)
-        root.setLevel(previous_level)
+        with _running_lock:
+            _running_contexts.pop(id(ctx), None)
+            _all_done.notify_all()
 
     if status == JobStatus.SUCCEEDED:
         ctx.progress(1.0, "Done")

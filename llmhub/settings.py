@@ -310,6 +310,9 @@ JOB_SWEEP_INTERVAL_SECONDS = env_int("LLMHUB_JOB_SWEEP_INTERVAL_SECONDS", 30, mi
 # harmless, the claim is a conditional update, so this only bounds how long a loss can last and
 # how many duplicates a job waiting behind long work collects (one per interval).
 JOB_RESEND_AFTER_SECONDS = env_int("LLMHUB_JOB_RESEND_AFTER_SECONDS", 300, minimum=2)
+# A stopping worker (SIGTERM, Ctrl-C) asks its running jobs to stop and hands them back; one
+# that has not stopped after this many seconds is handed back anyway and its process exits.
+JOB_SHUTDOWN_GRACE_SECONDS = env_int("LLMHUB_JOB_SHUTDOWN_GRACE_SECONDS", 5, minimum=1)
 # Every worker and every web process run the sweep on a timer of their own (concurrent sweeps
 # are harmless), so recovery does not depend on one process being alive. Off: rely on beat/cron.
 JOB_SWEEP_IN_PROCESS = env_bool("LLMHUB_JOB_SWEEP_IN_PROCESS", True)
