@@ -59,15 +59,25 @@ def required_action(view_class: type, action: str, method: str) -> Action | None
 
 @cache
 def team_path_for(model: type[Model]) -> str | None:
-    """The shortest foreign-key path from ``model`` to its Team ("" for Team), or None."""
+    """The shortest foreign-key path from ``model`` to its Team ("" for Team), or None.
+
+    Paths through required foreign keys win over shorter ones through nullable keys: a model
+    version's optional ``base_model`` (-> team) must not hide ``registered_model__project__team``,
+    or a version without a base would have no team and skip the role check."""
     if model is Team:
         return ""
+    return _team_path(model, required_only=True) or _team_path(model, required_only=False)
+
+
+def _team_path(model: type[Model], *, required_only: bool) -> str | None:
     queue: list[tuple[type[Model], str]] = [(model, "")]
     seen = {model}
     while queue:
         current, path = queue.pop(0)
         for field in current._meta.get_fields():
             if not (field.many_to_one and field.concrete and field.related_model):
+                continue
+            if required_only and field.null:
                 continue
             step = f"{path}__{field.name}" if path else field.name
             if field.related_model is Team:
