@@ -15,6 +15,7 @@ from evaluation import selectors, services
 from evaluation.metrics.catalog import METRICS
 from frontend import charts
 from frontend.forms import BiasReportForm, EvaluationForm
+from frontend.views import runs as runs_views
 from frontend.views.helpers import call_service, project_context, run_action
 from projects import selectors as project_selectors
 from training import selectors as training_selectors
@@ -210,6 +211,10 @@ def compare(request: HttpRequest, pk: int) -> HttpResponse:
                 title="Training loss of the compared models",
                 y_title="loss",
             )
+    # What the compared models were trained with, the differing hyperparameters first.
+    hp_diff = runs_views.hyperparameter_diff(
+        [(f"#{run.pk} {run.model_version}", run.model_version.hyperparameters) for run in runs]
+    )
     a, b = request.GET.get("a"), request.GET.get("b")
     if a and b and a.isdigit() and b.isdigit() and int(a) in found and int(b) in found:
         diff = selectors.example_diff(found[int(a)], found[int(b)], limit=50)
@@ -220,6 +225,7 @@ def compare(request: HttpRequest, pk: int) -> HttpResponse:
         bars=bars,
         curves=curves,
         diff=diff,
+        hp_diff=hp_diff,
         available=available[:100],
         selected=set(found),
         runs_chosen=len(chosen),

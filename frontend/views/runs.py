@@ -513,3 +513,26 @@ def model_version_download(request: HttpRequest, pk: int) -> HttpResponse:
     """The version's model files as one zip, streamed from storage."""
     version = selectors.get_model_version_for_user(request.user, pk)
     return model_download_response(version)
+
+
+# The compare page's hyperparameter diff ----------------------------------------------------
+
+
+def hyperparameter_diff(models: list[tuple[str, dict]]) -> dict[str, Any]:
+    """For models given as ``(label, hyperparameters)``: the names whose values differ between
+    them (a name one model lacks counts as differing), and those that are all equal."""
+    labels = [label for label, _ in models]
+    names = sorted({n for _, hp in models for n in (hp or {})})
+    differ, same = [], []
+    for name in names:
+        values = [(hp or {}).get(name) for _, hp in models]
+        present = [name in (hp or {}) for _, hp in models]
+        row = {
+            "name": name,
+            "values": [_display(v) if p else "—" for v, p in zip(values, present, strict=True)],
+        }
+        if all(present) and len({repr(v) for v in values}) == 1:
+            same.append(row)
+        else:
+            differ.append(row)
+    return {"labels": labels, "differ": differ, "same": same}

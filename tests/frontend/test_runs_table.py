@@ -222,3 +222,60 @@ def test_clone_of_another_teams_job_is_404(world) -> None:
     url = f"/projects/{world.project.pk}/train/new/"
     assert client.get(url, {"clone": theirs.pk}).status_code == 404
     assert client.get(url, {"clone": "nope"}).status_code == 404
+
+
+def test_the_compare_page_diffs_the_models_hyperparameters(viewer, world) -> None:
+    from datasets_app.models import Dataset, DatasetVersion
+    from evaluation.models import EvaluationRun
+    from training.models import ModelVersion, RegisteredModel
+
+    registered = RegisteredModel.objects.create(project=world.project, name="m")
+    dataset = Dataset.objects.create(project=world.project, name="d")
+    data = DatasetVersion.objects.create(
+        dataset=dataset,
+        number=1,
+        file="x.parquet",
+        content_sha256="0" * 64,
+        row_count=1,
+        size_bytes=1,
+        schema=[{"name": "text", "type": "string"}],
+    )
+    hps = [
+        {"learning_rate": 0.001, "batch_size": 8, "seed": 0},
+        {"learning_rate": 0.003, "batch_size": 8, "seed": 0, "warmup_steps": 10},
+    ]
+    runs = []
+    for number, hp in enumerate(hps, start=1):
+        model = ModelVersion.objects.create(
+            registered_model=registered,
+            number=number,
+            task_kind="classification",
+            files_prefix="x",
+            hyperparameters=hp,
+        )
+        runs.append(
+            EvaluationRun.objects.create(
+                project=world.project,
+                model_version=model,
+                dataset_version=data,
+                split="test",
+                task_type="classification",
+                metrics=["accuracy"],
+                status="succeeded",
+                finished_at=timezone.now(),
+                results={"accuracy": {"value": 0.5 + number / 10}},
+            )
+        )
+    response = viewer.get(
+        f"/projects/{world.project.pk}/evaluate/compare/", {"runs": [r.pk for r in runs]}
+    )
+    diff = response.context["hp_diff"]
+    assert [(r["name"], r["values"]) for r in diff["differ"]] == [
+        ("learning_rate", ["0.001", "0.003"]),
+        ("warmup_steps", ["—", "10"]),
+    ]
+    assert [r["name"] for r in diff["same"]] == ["batch_size", "seed"]
+    html = response.content.decode()
+    table = html[html.index('id="hp-differ"') : html.index('id="hp-same"')]
+    assert "learning_rate" in table and "0.003" in table and "batch_size" not in table
+    assert "2 equal in all" in html
