@@ -805,11 +805,22 @@ class EvaluationForm(forms.Form):
         return self.cleaned_data.get("model_version") in self.generative
 
     def clean(self) -> dict:
+        from evaluation.runtime.config import validate_settings
+        from llmhub.reporting import JobInputError
+
         cleaned = super().clean()
         if not self.is_generative():
             for name in self.GENERATION_SETTINGS:
                 self._errors.pop(name, None)
                 cleaned.pop(name, None)
+        # The runtime's own validator, setting by setting, so each error lands on its field
+        # together with the others (the service checks them again, all together).
+        for name in ("max_examples", *self.GENERATION_SETTINGS):
+            if cleaned.get(name) is not None:
+                try:
+                    validate_settings({name: cleaned[name]})
+                except JobInputError as exc:
+                    self.add_error(name, str(exc))
         version = self.versions.get(cleaned.get("dataset_version") or "")
         if version is not None:
             _check_split(self, "split", version, (cleaned.get("split") or "").strip())
