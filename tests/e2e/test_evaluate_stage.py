@@ -104,7 +104,7 @@ def test_manager_evaluates_compares_and_reads_a_bias_report(page, world, celery_
     for name in ("barely-trained", "trained"):
         page.select_option("#id_model_version", str(jobs[name].model_version_id))
         page.select_option("#id_dataset_version", str(intents.pk))
-        page.fill("#id_split", "test")
+        assert page.input_value("#id_split") == "test"  # the version's test split, by default
         page.check("input[name=metrics][value=f1_macro]")
         page.check("input[name=metrics][value=accuracy]")
         with page.expect_navigation():

@@ -44,7 +44,10 @@ def _launch(
     for name, value in selects.items():
         page.select_option(f"#id_{name}", value)
     for name, value in fields.items():
-        page.fill(f"#id_{name}", value)
+        if name in ("train_split", "eval_split"):  # selects of the chosen version's splits
+            page.select_option(f"#id_{name}", value)
+        else:
+            page.fill(f"#id_{name}", value)
     if sweep_space:
         page.click("#sweep summary")
         page.fill("#id_sweep_space", sweep_space)
