@@ -211,3 +211,14 @@ def goal_progress(project: Project) -> list[dict[str, Any]]:
             }
         )
     return progress
+
+
+def confusion_of(run: EvaluationRun) -> dict[str, Any] | None:
+    """The confusion matrix, per-class precision/recall/F1 and most confused pairs of a
+    classification run, from its stored examples (None for other task types)."""
+    from evaluation.metrics.confusion import confusion
+
+    if run.task_type != "classification":
+        return None
+    pairs = run.examples.order_by().values_list("reference", "prediction").iterator(chunk_size=5000)
+    return {"run": run.pk, **confusion(pairs)}

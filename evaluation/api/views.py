@@ -71,6 +71,18 @@ class EvaluationRunViewSet(ListRetrieveMixin, CreateMixin, ScopedViewSet):
         page = self.paginate_queryset(examples)
         return self.get_paginated_response(s.ExampleSerializer(page, many=True).data)
 
+    @extend_schema(responses=OpenApiTypes.OBJECT)
+    @action(detail=True, methods=["get"])
+    def confusion(self, request: Request, pk=None) -> Response:
+        """A classification run's confusion matrix (counts and normalised per true class),
+        per-class precision, recall, F1 and support, and the most confused pairs."""
+        data = selectors.confusion_of(self.get_object())
+        if data is None:
+            raise ValidationError(
+                {"run": ["A confusion matrix is for classification runs; this run is not one."]}
+            )
+        return Response(data)
+
     @extend_schema(
         parameters=[
             OpenApiParameter("runs", str, required=True),

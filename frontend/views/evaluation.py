@@ -13,7 +13,7 @@ from django.views.decorators.http import require_POST
 from datasets_app import selectors as data_selectors
 from evaluation import selectors, services
 from evaluation.metrics.catalog import METRICS
-from frontend import charts
+from frontend import charts, charts_evaluation
 from frontend.forms import BiasReportForm, EvaluationForm
 from frontend.views import runs as runs_views
 from frontend.views.helpers import call_service, project_context, run_action
@@ -137,8 +137,26 @@ def evaluation_run_detail(request: HttpRequest, pk: int) -> HttpResponse:
                 [METRICS[m].label for m in bounded],
                 title="Metrics with 95% intervals",
             )
+    # Classification runs: the confusion matrix from the stored examples (once they exist).
+    confusion = selectors.confusion_of(run) if run.status == "succeeded" else None
+    if confusion is not None and not confusion["n"]:
+        confusion = None
+    confusion_figure = charts_evaluation.confusion_heatmap(confusion) if confusion else None
+    confusion_rows = (
+        [
+            (label, list(zip(counts, shares, strict=True)))
+            for label, counts, shares in zip(
+                confusion["labels"], confusion["matrix"], confusion["normalized"], strict=True
+            )
+        ]
+        if confusion
+        else []
+    )
     context = project_context(request, run.project, "evaluate")
     context.update(
+        confusion=confusion,
+        confusion_figure=confusion_figure,
+        confusion_rows=confusion_rows,
         run=run,
         page=page,
         order=order,
