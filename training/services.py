@@ -121,14 +121,18 @@ def _model_limits(config: dict) -> tuple[int | None, int | None]:
     return vocab, None
 
 
-def _validate_hyperparameters(hyperparameters: dict, *, method: str) -> dict:
+def _validate_hyperparameters(
+    hyperparameters: dict, *, method: str, kind: str | None = None, has_eval: bool | None = None
+) -> dict:
     from llmhub.reporting import JobInputError
     from training.runtime.config import validate_hyperparameters
 
     if not isinstance(hyperparameters, dict):
         raise _error("hyperparameters", "Give an object of hyperparameter -> value.")
     try:
-        return validate_hyperparameters(hyperparameters)
+        # With the kind and the eval split: early stopping and the best checkpoint are checked
+        # here as the worker checks them.
+        return validate_hyperparameters(hyperparameters, kind=kind, has_eval=has_eval)
     except JobInputError as exc:
         raise _error("hyperparameters", str(exc)) from exc
 
@@ -147,6 +151,7 @@ def _estimate(spec: dict, *, hyperparameters: dict, method: str, kind: str | Non
             batch_size=hyperparameters["batch_size"],
             precision=hyperparameters["precision"],
             method=method,
+            kind=kind,  # the head the job builds (a classifier's, not an LM's) is counted
         )
         check_model_size(estimate["parameters"], limit=settings.LLMHUB_MAX_MODEL_PARAMETERS)
     except JobInputError as exc:
@@ -188,7 +193,9 @@ def _prepare(
     _check_split(train_version, eval_split, "eval_split")
     roles = dict(train_version.column_roles)
     _check_roles(kind, train_version, roles)
-    hyperparameters = _validate_hyperparameters(hyperparameters, method=method)
+    hyperparameters = _validate_hyperparameters(
+        hyperparameters, method=method, kind=kind, has_eval=bool(eval_split)
+    )
 
     vocab, max_positions, spec = None, None, dict(model_spec or {})
     if base_source == BaseSource.RANDOM:
@@ -239,7 +246,9 @@ def _prepare(
             )
         estimate = {}
         if config:
-            estimate = _estimate({"config": config}, hyperparameters=hyperparameters, method=method)
+            estimate = _estimate(
+                {"config": config}, hyperparameters=hyperparameters, method=method, kind=kind
+            )
     if max_positions and hyperparameters["max_seq_length"] > max_positions:
         raise _error(
             "hyperparameters",
@@ -598,6 +607,16 @@ def sweep_launch(
         raise _error(
             "metric", f"{metric} is measured on an eval split: name one, or rank by train_loss."
         )
+    if base.get("kind") in TrainingKind.values:
+        from training.runtime.config import final_metric_names
+
+        allowed = final_metric_names(base["kind"], has_eval=bool(base.get("eval_split")))
+        if metric not in allowed:
+            raise _error(
+                "metric",
+                f"A {TrainingKind(base['kind']).label} trial does not report {metric}; rank by "
+                f"one of {', '.join(allowed)}.",
+            )
     trials = _trial_params(search_space, method=method, max_trials=max_trials, seed=seed)
     base = dict(base)
     base_hp = dict(base.pop("hyperparameters", None) or {})
@@ -890,7 +909,8 @@ def sweep_register_best(*, sweep: Sweep, ended: TrainingJob | None = None) -> Mo
                 files=final.files,
                 size=final.size_bytes,
                 metrics=best.final_metrics,
-                parameters=_final_parameters(best),
+                # The figure the runner counted (on the job), as for a version of a lone job.
+                parameters=(best.estimate or {}).get("parameters") or _final_parameters(best),
             )
             record_event(
                 actor=sweep.created_by,

@@ -144,6 +144,7 @@ def run_training_job(job: TrainingJob, ctx: JobContext) -> None:
             total_steps=result.global_step,
             final_metrics=metrics,
             warnings=warnings,
+            estimate=_with_counted_parameters(job.estimate, result),
         )
         job.warnings = warnings
         services.model_version_register(
@@ -154,6 +155,21 @@ def run_training_job(job: TrainingJob, ctx: JobContext) -> None:
         # Failed and cancelled runs keep their curves for comparisons too.
         ctx.flush()
         ctx.record(curve_summary=summarize(job.pk))
+
+
+def _with_counted_parameters(estimate: dict, result) -> dict:
+    """The job's estimate with the parameters of the model it built, counted, so the job and
+    its model version show one figure; the launch's estimate stays as
+    ``estimated_parameters`` where it differed (a classifier's head is estimated for two
+    classes before the labels are read)."""
+    estimate = dict(estimate or {})
+    if not estimate:
+        return estimate
+    if estimate.get("parameters") != result.parameters:
+        estimate["estimated_parameters"] = estimate.get("parameters")
+    estimate["parameters"] = result.parameters
+    estimate["trainable_parameters"] = result.trainable_parameters
+    return estimate
 
 
 def _train_in_processes(config, ctx: JobContext, on_checkpoint, processes: int, work_dir: Path):

@@ -400,8 +400,11 @@ def estimate(
     precision: str = "fp32",
     method: str = "full",
     kind: str | None = None,
+    num_labels: int = 2,
 ) -> dict:
-    """Parameters, training memory (bytes) and training FLOPs per token, estimated.
+    """Parameters, training memory (bytes) and training FLOPs per token, estimated. The
+    parameters are counted exactly for the model a job of ``kind`` builds (its head included:
+    a classifier's, not a language model's), as the registered version reports them.
 
     Memory: fp32 weights and gradients plus Adam's two moments (16 bytes per trained
     parameter, 4 per frozen one) plus activations (~34 bytes per token, layer and width
@@ -409,7 +412,7 @@ def estimate(
     token, plus attention's 12 x layers x width x sequence length.
     """
     kind = kind or KINDS_BY_ARCHITECTURE[spec.architecture][0]
-    parameters = count_parameters(spec, vocab_size=vocab_size, kind=kind)
+    parameters = count_parameters(spec, vocab_size=vocab_size, kind=kind, num_labels=num_labels)
     layers, width = _layers_and_width(spec)
     trainable = parameters if method == "full" else _lora_parameters(spec, layers, width)
     frozen = parameters - trainable if method != "full" else 0
@@ -440,6 +443,8 @@ def estimate_from_config(
     batch_size: int,
     precision: str = "fp32",
     method: str = "full",
+    kind: str | None = None,
+    num_labels: int = 2,
 ) -> dict:
     """The same estimate for an existing model's config.json (a base model to fine-tune)."""
     model_type = config.get("model_type", "")
@@ -464,6 +469,8 @@ def estimate_from_config(
         batch_size=batch_size,
         precision=precision,
         method=method,
+        kind=kind,
+        num_labels=num_labels,
     )
 
 
@@ -474,8 +481,11 @@ def estimate_from_dict(
     batch_size: int,
     precision: str = "fp32",
     method: str = "full",
+    kind: str | None = None,
+    num_labels: int = 2,
 ) -> dict:
-    """Estimate from ``{"family", "size", ..., "vocab_size"}`` or ``{"config": config.json}``."""
+    """Estimate from ``{"family", "size", ..., "vocab_size"}`` or ``{"config": config.json}``,
+    for a job of ``kind`` (the family's first kind when None) with ``num_labels`` classes."""
     if not isinstance(spec_or_config, dict):
         raise JobInputError('A model spec is an object, e.g. {"family": "gpt2", "size": "tiny"}.')
     if "config" in spec_or_config:
@@ -485,6 +495,8 @@ def estimate_from_dict(
             batch_size=batch_size,
             precision=precision,
             method=method,
+            kind=kind,
+            num_labels=num_labels,
         )
     spec = ModelSpec.from_dict(spec_or_config)
     return estimate(
@@ -494,4 +506,6 @@ def estimate_from_dict(
         batch_size=batch_size,
         precision=precision,
         method=method,
+        kind=kind,
+        num_labels=num_labels,
     )
