@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from django import forms
 from django.contrib.auth import get_user_model
 from django.contrib.auth.forms import UserCreationForm
@@ -144,8 +146,6 @@ def _set_split_choices(
 
 def _version_info(versions) -> tuple[dict, str]:
     """(pk -> version, the JSON map of pk -> split names that forms.js reads)."""
-    import json
-
     by_pk = {str(v.pk): v for v in versions}
     return by_pk, json.dumps({pk: split_names(v) for pk, v in by_pk.items()})
 
@@ -547,6 +547,10 @@ class TrainingLaunchForm(forms.Form):
         else:
             self.initial.setdefault("base_source", "random")
         self.initial.setdefault("family", default_family(self.presets, kind))
+        # The launch page's script changes an untouched architecture when the kind changes.
+        self.fields["kind"].widget.attrs["data-family-for-kind"] = json.dumps(
+            {k: default_family(self.presets, k) for k, _ in self.fields["kind"].choices}
+        )
         if self.initial["base_source"] == "random":
             self.initial.setdefault("tokenizer", self.newest_tokenizer)
         self.fields["tokenizer"].widget.attrs["data-random-default"] = self.newest_tokenizer

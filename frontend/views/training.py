@@ -73,7 +73,7 @@ def training_launch(request: HttpRequest, pk: int) -> HttpResponse:
         if data["sweep_space"]:
             sweep = call_service(
                 form,
-                services.sweep_launch,
+                _on_form_fields(form, services.sweep_launch),
                 actor=request.user,
                 project=project,
                 name=data["name"],
@@ -92,7 +92,7 @@ def training_launch(request: HttpRequest, pk: int) -> HttpResponse:
         else:
             job = call_service(
                 form,
-                services.training_job_launch,
+                _on_form_fields(form, services.training_job_launch),
                 actor=request.user,
                 project=project,
                 name=data["name"],
@@ -104,6 +104,40 @@ def training_launch(request: HttpRequest, pk: int) -> HttpResponse:
     context = project_context(request, project, "train")
     context.update(form=form, estimate_url=reverse("training-job-estimate"))
     return render(request, "frontend/train/launch.html", context)
+
+
+# Fields of the launch services that the form spells differently.
+_SERVICE_FIELDS = {
+    "model_spec": "family",
+    "search_space": "sweep_space",
+    "max_trials": "sweep_max_trials",
+    "metric": "sweep_metric",
+    "direction": "sweep_direction",
+}
+
+
+def _on_form_fields(form: TrainingLaunchForm, service):
+    """``service``, with the fields of its ValidationErrors renamed to the form's: a
+    hyperparameter's error (``hyperparameters: "learning_rate must be positive"``) lands on that
+    hyperparameter's field, ``model_spec`` on the architecture."""
+
+    def run(**kwargs):
+        try:
+            return service(**kwargs)
+        except ValidationError as exc:
+            if not hasattr(exc, "error_dict"):
+                raise
+            errors: dict[str, list[str]] = {}
+            for field, messages_ in exc.message_dict.items():
+                for message in messages_:
+                    target = _SERVICE_FIELDS.get(field, field)
+                    if field == "hyperparameters":
+                        named = [n for n in form.hyperparameter_names if message.startswith(n)]
+                        target = f"hp_{max(named, key=len)}" if named else field
+                    errors.setdefault(target, []).append(message)
+            raise ValidationError(errors) from exc
+
+    return run
 
 
 def _launch_arguments(request: HttpRequest, data: dict, hyperparameters: dict) -> dict:

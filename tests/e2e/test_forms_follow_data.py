@@ -62,6 +62,12 @@ def test_the_launch_form_follows_the_project_and_its_data(page, world) -> None:
     assert page.input_value("#id_tokenizer") == str(newest.pk)
     assert page.locator("#id_family").is_visible() and page.input_value("#id_family") == "bert"
 
+    # The architecture follows the kind until the user picks one.
+    page.select_option("#id_kind", "pretrain_clm")
+    assert page.input_value("#id_family") == "gpt2"
+    page.select_option("#id_kind", "classification")
+    assert page.input_value("#id_family") == "bert"
+
     # LoRA settings only for LoRA: hidden and disabled (never validated by the browser) before.
     lora = page.locator("#lora-settings")
     assert not lora.is_visible() and page.is_disabled("#id_hp_lora_r")

@@ -224,6 +224,17 @@ def test_fields_that_do_not_apply_are_neither_validated_nor_used(world, engineer
     assert job.base_path == "" and job.train_split == "train" and job.eval_split == "test"
 
 
+def test_a_service_error_on_a_hyperparameter_lands_on_its_field(world, engineer, data) -> None:
+    # Past the tiny BERT's 256 positions: only the service knows (it reads the architecture).
+    response = engineer.post(
+        f"/projects/{world.project.pk}/train/new/", _launch_form(data, hp_max_seq_length=4096)
+    )
+    assert response.status_code == 200 and not TrainingJob.objects.exists()
+    errors = response.context["form"].errors
+    assert "above the model's maximum of 256 positions" in errors["hp_max_seq_length"][0]
+    assert "__all__" not in errors
+
+
 def test_lora_settings_are_validated_when_lora_is_chosen(world, engineer, data) -> None:
     response = engineer.post(
         f"/projects/{world.project.pk}/train/new/",
