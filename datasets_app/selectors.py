@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
+from django.core.exceptions import ValidationError
 from django.db.models import Count, Prefetch, QuerySet
 
 from datasets_app.models import (
@@ -12,6 +16,7 @@ from datasets_app.models import (
     DatasetVersion,
     Tokenizer,
 )
+from llmhub import storage
 from projects.selectors import User, get_visible, visible_to
 
 
@@ -82,3 +87,42 @@ def lineage(version: DatasetVersion) -> list[DatasetVersion]:
     while chain[-1].parent_id is not None:
         chain.append(DatasetVersion.objects.select_related("dataset").get(pk=chain[-1].parent_id))
     return list(reversed(chain))
+
+
+@functools.lru_cache(maxsize=16)
+def _diff(old_file: str, new_file: str, key: str | None, limit: int) -> dict[str, Any]:
+    # Tables are stored under their content hash and never change: a diff of two files is
+    # the same forever, so a page reload or the API after the page costs nothing.
+    from datasets_app.cleaning.diff import diff_tables
+
+    return diff_tables(
+        storage.local_copy(old_file),
+        storage.local_copy(new_file),
+        key=key,
+        limit=limit,
+        names=("the first version", "the second version"),
+    )
+
+
+def version_diff(
+    old: DatasetVersion, new: DatasetVersion, *, key: str | None = None, limit: int = 20
+) -> dict[str, Any]:
+    """What changed from ``old`` to ``new`` (two versions of one dataset, both already read
+    through the user's scope): schema changes, rows added, removed and changed (by ``key``
+    when given, else by row content), with up to ``limit`` examples of each. A
+    ValidationError names the parameter at fault (``other``, ``key``, ``limit``)."""
+    from datasets_app.cleaning.options import OptionError
+
+    if old.dataset_id != new.dataset_id:
+        raise ValidationError(
+            {"other": f"{new} belongs to another dataset: compare two versions of {old.dataset}."}
+        )
+    try:
+        result = _diff(old.file, new.file, key or None, limit)
+    except OptionError as exc:
+        raise ValidationError({exc.field: str(exc)}) from None
+    return {
+        "old": {"id": old.pk, "number": old.number, "label": str(old), "rows": old.row_count},
+        "new": {"id": new.pk, "number": new.number, "label": str(new), "rows": new.row_count},
+        **result,
+    }

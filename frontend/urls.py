@@ -34,6 +34,7 @@ urlpatterns = [
     path("projects/<int:pk>/recipes/new/", data.recipe_edit, name="recipe-create"),
     path("projects/<int:pk>/recipes/<int:recipe_pk>/", data.recipe_edit, name="recipe-edit"),
     path("datasets/<int:pk>/", data.dataset_detail, name="dataset-page"),
+    path("datasets/<int:pk>/diff/", data_browser.dataset_diff, name="dataset-diff"),
     path("versions/<int:pk>/", data.version_detail, name="version-page"),
     path("versions/<int:pk>/clean/", data.version_clean, name="version-clean"),
     path("versions/<int:pk>/split/", data.version_split, name="version-split"),

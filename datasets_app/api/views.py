@@ -24,10 +24,11 @@ from datasets_app.cleaning.browse import (
     PAGE_SIZE_MAX,
     RowQuery,
 )
+from datasets_app.cleaning.diff import EXAMPLES_DEFAULT, EXAMPLES_MAX
 from datasets_app.cleaning.options import OptionError
 from datasets_app.preview import browse_rows, read_rows
 from datasets_app.uploads import UploadParser, prepare_upload, too_large_message
-from llmhub.api.params import query_int
+from llmhub.api.params import query_id, query_int
 from llmhub.api.parsers import SafeJSONParser
 from llmhub.api.viewsets import (
     CreateMixin,
@@ -206,6 +207,32 @@ class VersionViewSet(ListRetrieveMixin, ScopedViewSet):
             return Response(browse_rows(name, query))
         except OptionError as exc:
             raise ValidationError({exc.field: [str(exc)]}) from None
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("other", int, required=True, description="The version to compare."),
+            OpenApiParameter("key", str, description="Match rows by this column (unique)."),
+            OpenApiParameter("limit", int, description="Examples of each kind (1-100)."),
+        ],
+        responses=OpenApiTypes.OBJECT,
+    )
+    @action(detail=True, methods=["get"])
+    def diff(self, request: Request, pk=None) -> Response:
+        """What changed from this version to ``?other=``: columns added, removed or retyped;
+        rows added, removed and changed (matched by ``?key=`` when given, else by content),
+        with a page of examples of each."""
+        version = self.get_object()
+        other_id = query_id(request, "other", required=True)
+        other = self.get_queryset().filter(pk=other_id).first()
+        if other is None:
+            raise ValidationError({"other": [f"No version {other_id} among those you can see."]})
+        limit = query_int(
+            request, "limit", default=EXAMPLES_DEFAULT, min_value=1, max_value=EXAMPLES_MAX
+        )
+        data = selectors.version_diff(
+            version, other, key=request.query_params.get("key") or None, limit=limit
+        )
+        return Response(data)
 
     @extend_schema(responses=OpenApiTypes.OBJECT)
     @action(detail=True, methods=["get"])

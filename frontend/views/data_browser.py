@@ -1,5 +1,6 @@
 """The row browser of a dataset version (pages of rows, a search over the text columns, a filter
-on any column) and the diff between two versions of a dataset.
+on any column) and the diff between two versions of a dataset (schema changes, rows added,
+removed and changed).
 
 Both read through the data stage's selectors; the browser's parameters are checked by the
 runtime's :class:`~datasets_app.cleaning.browse.RowQuery`, the same validator the rows API
@@ -19,7 +20,7 @@ from datasets_app import selectors
 from datasets_app.cleaning.browse import OPERATORS, PAGE_SIZE_DEFAULT, RowQuery
 from datasets_app.cleaning.options import OptionError
 from datasets_app.preview import browse_rows
-from frontend.views.helpers import project_context
+from frontend.views.helpers import call_service, project_context
 
 PAGE_SIZES = (25, 50, 100, 200)
 CELL_CHARS = 300  # what a table cell shows; the API gives up to MAX_CELL_CHARS
@@ -106,3 +107,76 @@ def version_rows(request: HttpRequest, pk: int) -> HttpResponse:
         else None,
     )
     return render(request, "frontend/data/rows.html", context)
+
+
+# --- diff between two versions ----------------------------------------------------------------
+
+DIFF_EXAMPLES = 20
+
+
+class VersionDiffForm(forms.Form):
+    """Which two versions to compare, and optionally the column that names each row."""
+
+    a = forms.TypedChoiceField(coerce=int, label="From version")
+    b = forms.TypedChoiceField(coerce=int, label="To version")
+    key = forms.ChoiceField(
+        required=False,
+        label="Match rows by",
+        help_text="A column that names each row once (an id). Without one, rows are compared "
+        "by their content: an edited row shows as one removed and one added.",
+    )
+
+    def __init__(self, *args, versions=(), columns=(), **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        choices = [(v.pk, f"v{v.number} · {v.kind} · {v.row_count:,} rows") for v in versions]
+        self.fields["a"].choices = choices
+        self.fields["b"].choices = choices
+        self.fields["key"].choices = [("", "row content"), *[(c, c) for c in columns]]
+
+
+def _example_table(examples: list[dict]) -> tuple[list[str], list[tuple[int, list]]]:
+    columns = list(dict.fromkeys(name for e in examples for name in e["values"]))
+    rows = [
+        (e["row"], [(e["values"].get(c) is None, _show(e["values"].get(c))) for c in columns])
+        for e in examples
+    ]
+    return columns, rows
+
+
+@login_required
+def dataset_diff(request: HttpRequest, pk: int) -> HttpResponse:
+    """Compare two versions of a dataset: schema changes, rows added, removed and changed."""
+    dataset = selectors.get_dataset_for_user(request.user, pk)
+    versions = list(selectors.versions_for_user(request.user).filter(dataset=dataset))
+    by_id = {v.pk: v for v in versions}
+    # Defaults follow the data: the newest version against the one before it.
+    initial = {"a": versions[1].pk, "b": versions[0].pk} if len(versions) >= 2 else {}
+    # Every column of any version: the diff itself says when a key is missing from one.
+    columns = list(dict.fromkeys(c for v in versions for c in v.columns))
+    form = VersionDiffForm(
+        request.GET if "a" in request.GET else None,
+        initial=initial,
+        versions=versions,
+        columns=columns,
+    )
+    result = None
+    if form.is_bound and form.is_valid():
+        data = form.cleaned_data
+        result = call_service(
+            form,
+            selectors.version_diff,
+            old=by_id[data["a"]],
+            new=by_id[data["b"]],
+            key=data["key"] or None,
+            limit=DIFF_EXAMPLES,
+        )
+    context = project_context(request, dataset.project, "data")
+    context.update(
+        dataset=dataset,
+        versions=versions,
+        form=form,
+        result=result,
+        added=_example_table(result["examples"]["added"]) if result else None,
+        removed=_example_table(result["examples"]["removed"]) if result else None,
+    )
+    return render(request, "frontend/data/diff.html", context)
