@@ -248,7 +248,7 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": [
         "llmhub.api.filters.BoundedFilterBackend",  # django-filter, numbers bounded
-        "rest_framework.filters.OrderingFilter",
+        "llmhub.api.filters.StrictOrderingFilter",  # unknown ?ordering= fields: a 400
         "rest_framework.filters.SearchFilter",
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
