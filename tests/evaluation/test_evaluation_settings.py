@@ -171,6 +171,8 @@ def test_the_evaluate_form_refuses_what_the_worker_would_with_its_message(
     """The form takes its bounds from the runtime's table and has none of its own, so the
     page refuses top_p=0 with the same sentence as the worker (once it refused 0.001 alone)."""
     model, version = launchable
+    # Generation settings apply to (and are shown for) generative models only.
+    ModelVersion.objects.filter(pk=model.pk).update(task_kind="sft_causal")
     client.force_login(world.users["engineer"])
     form = {
         "model_version": model.pk,
