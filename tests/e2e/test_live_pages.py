@@ -17,13 +17,14 @@ from projects.audit import record_event
 from projects.models import GoalStatus, ProjectHealthCheck
 from projects.services import goal_create, goal_update
 from tests.api.objects import build
-from tests.e2e.test_live_refresh import _login
+from tests.e2e.test_live_refresh import _login, version_with_running_job  # noqa: F401
 from training.models import TrainingJob
 from training.services import metrics_ingest
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 RELOAD_TIMEOUT = 15_000
+WIDE_METRICS = ("accuracy", "f1_macro", "precision_macro", "recall_macro", "f1_weighted")
 
 
 def _mark(page) -> None:
@@ -279,3 +280,41 @@ def test_loss_chart_waits_for_data_then_smooths(page, world) -> None:
     _slide(page, "0")
     metas = [t["meta"] for t in traces()]
     assert "smoothed" not in metas and metas.count("raw") == 1
+
+
+def test_wide_tables_scroll_or_fit_instead_of_clipping(
+    page,
+    world,
+    version_with_running_job,  # noqa: F811 (the fixture, imported above)
+) -> None:
+    version = version_with_running_job[0]
+    for _ in range(2):
+        build(
+            EvaluationRun,
+            world,
+            status=JobStatus.SUCCEEDED,
+            split="test",
+            task_type="classification",
+            metrics=list(WIDE_METRICS),
+            results={
+                m: {"value": 0.5, "ci_low": 0.4, "ci_high": 0.6, "n": 3} for m in WIDE_METRICS
+            },
+        )
+    _login(page, world.users["engineer"])
+    # The jobs on a version sit in the narrow side column: they fit it, last column included.
+    page.goto(f"/versions/{version.pk}/")
+    wrap = "document.querySelector('#data-jobs').closest('.table-wrap')"
+    width, full = page.evaluate(f"() => [{wrap}.clientWidth, {wrap}.scrollWidth]")
+    assert full <= width
+    # A table wider than its card (many metric columns) scrolls inside its wrapper, and its
+    # last column can be scrolled fully into view.
+    page.goto(f"/projects/{world.project.pk}/evaluate/")
+    wrap = "document.querySelector('#evaluation-runs').closest('.table-wrap')"
+    assert page.evaluate(f"() => getComputedStyle({wrap}).overflowX") == "auto"
+    page.evaluate(f"() => {{ {wrap}.scrollLeft = 100000; }}")
+    right_edges = page.evaluate(
+        f"() => [{wrap}.getBoundingClientRect().right, "
+        "document.querySelector('#evaluation-runs thead th:last-child')"
+        ".getBoundingClientRect().right]"
+    )
+    assert right_edges[1] <= right_edges[0] + 1
