@@ -87,10 +87,17 @@ def lacks_text_role(column_roles: dict | None) -> bool:
     return not set(INPUT_TEXT_ROLES) & set(column_roles or {})
 
 
+NO_TEXT_ROLE_PREFIX = "No column has a text role"
+
+
+def _has_string_column(version: DatasetVersion) -> bool:
+    return any(c.get("type") == "string" for c in version.schema or [])
+
+
 def no_text_role_warning(columns: list[str]) -> str:
     """The warning stored on a version whose table has text but no column with a text role."""
     return (
-        f"No column has a text role ({', '.join(INPUT_TEXT_ROLES)}); the columns are "
+        f"{NO_TEXT_ROLE_PREFIX} ({', '.join(INPUT_TEXT_ROLES)}); the columns are "
         f"{', '.join(columns)}. Map the text column on the version page before training or "
         "evaluating."
     )
@@ -412,7 +419,13 @@ def version_remap_roles(*, actor, version: DatasetVersion, column_roles: dict) -
             schema=version.schema,
             column_roles=column_roles,
             recipe={"kind": "remap", "column_roles": column_roles},
-            warnings=version.warnings,
+            # The data's warnings stay; the one about roles follows the new roles.
+            warnings=[w for w in version.warnings if not w.startswith(NO_TEXT_ROLE_PREFIX)]
+            + (
+                [no_text_role_warning(version.columns)]
+                if lacks_text_role(column_roles) and _has_string_column(version)
+                else []
+            ),
             created_by=actor,
         )
     )

@@ -394,3 +394,11 @@ def test_a_table_without_a_text_role_is_warned_about_everywhere(world, engineer)
     assert "this version has no text column" in launch.lower()
     evaluate = engineer.get(f"/projects/{world.project.pk}/evaluate/").content.decode()
     assert f'data-show-when="dataset_version={version.pk}"' in evaluate
+    # Mapping a text column makes a version without the warning.
+    response = engineer.post(
+        f"/versions/{version.pk}/roles/",
+        {"column_roles": '{"text": "country", "label": "category"}'},
+    )
+    assert response.status_code == 302
+    remapped = DatasetVersion.objects.get(dataset__name="codes", number=2)
+    assert not any("No column has a text role" in w for w in remapped.warnings)
