@@ -57,9 +57,11 @@ def _checked_columns(field: str, columns: list[str] | None, available: list[str]
         raise ValidationError({exc.field: str(exc)}) from None
 
 
-def _create(instance: models.Model) -> models.Model:
-    """Validate (fields, choices, unique constraints) and insert: every create goes here."""
-    instance.full_clean()
+def _create(instance: models.Model, *, may_be_empty: tuple[str, ...] = ()) -> models.Model:
+    """Validate (fields, choices, unique constraints) and insert: every create goes here.
+    ``may_be_empty`` names fields whose empty value is valid here although the model's field is
+    not ``blank`` (a version whose columns have no role yet: ``column_roles={}``)."""
+    instance.full_clean(exclude=[f for f in may_be_empty if not getattr(instance, f)])
     instance.save(force_insert=True)
     return instance
 
@@ -370,7 +372,10 @@ def version_register(
                 note=note[:255],
                 warnings=list(warnings or []),
                 created_by=actor if getattr(actor, "is_authenticated", False) else None,
-            )
+            ),
+            # A table without text (numbers only) has no roles yet: stored with its warning,
+            # not a crash of the ingest.
+            may_be_empty=("column_roles",),
         )
         for split in stored_splits:
             _create(

@@ -402,3 +402,19 @@ def test_a_table_without_a_text_role_is_warned_about_everywhere(world, engineer)
     assert response.status_code == 302
     remapped = DatasetVersion.objects.get(dataset__name="codes", number=2)
     assert not any("No column has a text role" in w for w in remapped.warnings)
+
+
+def test_a_table_of_numbers_only_is_stored_with_its_warning(world, engineer) -> None:
+    upload = SimpleUploadedFile("numbers.csv", b"a,b\n1,2\n3,4\n")
+    engineer.post(
+        f"/projects/{world.project.pk}/data/upload/",
+        {"file": upload, "encoding": "utf-8", "encoding_errors": "strict", "txt_mode": "lines"},
+        HTTP_X_REQUESTED_WITH="XMLHttpRequest",
+    )
+    ingest = run_queued()[0]
+    assert ingest.status == "succeeded", ingest.error  # once a crash: column_roles was blank
+    version = DatasetVersion.objects.get(dataset__name="numbers")
+    assert version.column_roles == {}
+    assert any("The table has no text column" in w for w in version.warnings)
+    launch = _launch_page(engineer, world.project)
+    assert f'data-show-when="train_version={version.pk}" data-note-for="train_version"' in launch
