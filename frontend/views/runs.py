@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from html import escape  # the stdlib's: Django's lazy-wrapped one costs 10x per call
 from typing import Any
 from urllib.parse import urlencode
 
@@ -20,10 +21,13 @@ from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.utils import timezone
+from django.utils.safestring import SafeString, mark_safe
 
 from evaluation import selectors as evaluation_selectors
 from evaluation.metrics.catalog import METRICS
 from frontend import charts_runs
+from frontend.templatetags.llmhub_ui import _JOB_BADGES as JOB_BADGES
+from frontend.templatetags.llmhub_ui import duration, num
 from frontend.views.helpers import call_service, project_context
 from llmhub.models import JobStatus
 from projects import selectors as project_selectors
@@ -372,6 +376,43 @@ def runs_table(user, project: Project, query: RunsQuery) -> dict[str, Any]:
     }
 
 
+def _row_html(row: dict, overlay: list[int]) -> SafeString:
+    """One table row as HTML, every value escaped. Built here rather than in the template:
+    Django's template engine (and even ``format_html``, lazy-wrapped) took most of a second for
+    500 rows of twenty cells; plain escaping takes a few milliseconds."""
+    name = escape(row["name"])
+    extra = ""
+    if row["sweep"]:
+        extra += f' <small class="muted">sweep {escape(row["sweep"])}</small>'
+    if row["warning"] is not None:
+        extra += f' <span class="tag" title="{escape(row["warning"])}">warnings</span>'
+    status = escape(row["status"])
+    badge = JOB_BADGES.get(row["status"], "badge-muted")
+    lora = ' <span class="tag">LoRA</span>' if row["method"] == "lora" else ""
+    split = f" [{escape(row['train_split'])}]" if row["train_split"] else ""
+    created = row["created"]
+    cells = [
+        f'<td><input type="checkbox" name="overlay" value="{row["id"]}" form="runs-overlay-form"'
+        f' aria-label="Overlay {name}"{" checked" if row["id"] in overlay else ""}></td>',
+        f'<td data-column="name"><a href="/training-jobs/{row["id"]}/"><strong>{name}</strong>'
+        f"</a>{extra}</td>",
+        f'<td data-column="status"><span class="badge {badge}" data-status="{status}">'
+        f"{status.capitalize()}</span></td>",
+        f'<td data-column="kind"><small>{escape(row["kind_label"])}</small>{lora}</td>',
+        f'<td data-column="base"><small>{escape(row["base"] or "—")}</small></td>',
+        f'<td data-column="dataset"><small>{escape(row["dataset"] or "—")}{split}</small></td>',
+        f'<td data-column="created" class="muted" title="{created.isoformat()}">'
+        f"{created:%Y-%m-%d %H:%M}</td>",
+        f'<td data-column="duration" class="num">{duration(row["duration"])}</td>',
+    ]
+    cells += [f'<td class="num mono" data-kind="hp">{escape(v)}</td>' for v in row["hp_cells"]]
+    cells += [
+        f'<td class="num mono" data-kind="metric">{num(v, 4)}</td>' for v in row["metric_cells"]
+    ]
+    # Every value above went through escape(); numbers and durations are formatted here.
+    return mark_safe(f'<tr data-run="{row["id"]}">{"".join(cells)}</tr>')  # noqa: S308
+
+
 def _columns(query: RunsQuery, table: dict) -> list[dict]:
     """Header cells: label, key and the link that sorts by it (again: the other direction)."""
     columns = [{"key": key, "label": label, "kind": "fixed"} for key, label in FIXED_COLUMNS]
@@ -425,6 +466,8 @@ def runs_page(request: HttpRequest, pk: int) -> HttpResponse:
     project = project_selectors.get_project_for_user(request.user, pk)
     query = RunsQuery.from_params(request.GET)
     table = runs_table(request.user, project, query)
+    for row in table["rows"]:
+        row["html"] = _row_html(row, query.overlay)
     context = project_context(request, project, "train")
     context.update(
         table=table,

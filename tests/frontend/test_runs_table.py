@@ -279,3 +279,12 @@ def test_the_compare_page_diffs_the_models_hyperparameters(viewer, world) -> Non
     table = html[html.index('id="hp-differ"') : html.index('id="hp-same"')]
     assert "learning_rate" in table and "0.003" in table and "batch_size" not in table
     assert "2 equal in all" in html
+
+
+def test_names_and_values_are_escaped(viewer, world) -> None:
+    _job(world.project, "<script>alert(1)</script>", lr=0.001, batch=8, loss=0.5)
+    TrainingJob.objects.update(hyperparameters={"lr_scheduler": "<b>x</b>", "seed": 1})
+    _job(world.project, "plain", lr=0.001, batch=8, loss=0.5)
+    html = _get(viewer, world).content.decode()
+    assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)" in html
+    assert "<b>x</b>" not in html and "&lt;b&gt;x&lt;/b&gt;" in html
