@@ -428,6 +428,17 @@ def _columns(query: RunsQuery, table: dict) -> list[dict]:
     return columns
 
 
+def _sort_options(table: dict) -> list[tuple[str, str]]:
+    """Every sortable column in both directions, hidden hyperparameters and metrics included."""
+    keys = [(key, label) for key, label in FIXED_COLUMNS]
+    keys += [(f"hp:{n}", n) for n in table["hp_names"]]
+    keys += [(f"metric:{n}", n) for n in table["metric_names"]]
+    options = []
+    for key, label in keys:
+        options += [(key, f"{label} ↑"), (f"-{key}", f"{label} ↓")]
+    return options
+
+
 def overlay(table: dict, query: RunsQuery) -> dict[str, Any] | None:
     """The chosen metric's curve of each chosen run (the metric store's chart reader, as the
     curves API serves it) as one figure."""
@@ -479,6 +490,7 @@ def runs_page(request: HttpRequest, pk: int) -> HttpResponse:
         statuses=JobStatus.choices,
         kinds=TrainingKind.choices,
         group_options=table["hp_names"],
+        sort_options=_sort_options(table),
     )
     return render(request, "frontend/train/runs.html", context)
 

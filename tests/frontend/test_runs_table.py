@@ -288,3 +288,17 @@ def test_names_and_values_are_escaped(viewer, world) -> None:
     html = _get(viewer, world).content.decode()
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)" in html
     assert "<b>x</b>" not in html and "&lt;b&gt;x&lt;/b&gt;" in html
+
+
+def test_any_hyperparameter_is_sortable_even_when_not_a_column(viewer, world, runs) -> None:
+    # max_steps is the same for every run, so it is no column; the sort select still offers it.
+    response = _get(viewer, world)
+    assert "max_steps" not in response.context["table"]["hp_columns"]
+    assert ("hp:max_steps", "max_steps ↑") in response.context["sort_options"]
+    TrainingJob.objects.filter(pk=runs["c"].pk).update(
+        hyperparameters={"learning_rate": 0.001, "batch_size": 16, "max_steps": 5}
+    )
+    response = _get(viewer, world, sort="hp:max_steps")
+    assert ("-hp:max_steps", "max_steps ↓") in response.context["sort_options"]
+    assert _names(response)[0] == "charlie"
+    assert 'value="hp:max_steps" selected' in response.content.decode()
