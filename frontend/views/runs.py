@@ -76,6 +76,7 @@ class RunsQuery:
     group: str = ""
     metric: str = ""
     overlay: list[int] = field(default_factory=list)
+    overlay_requested: int = 0
     curve: str = ""
 
     @classmethod
@@ -94,6 +95,7 @@ class RunsQuery:
             group=params.get("group", "").strip()[:100],
             metric=params.get("metric", "").strip()[:100],
             overlay=overlay[:MAX_OVERLAY],
+            overlay_requested=len(overlay),
             curve=params.get("curve", "").strip()[:60],
         )
 

@@ -302,3 +302,10 @@ def test_any_hyperparameter_is_sortable_even_when_not_a_column(viewer, world, ru
     assert ("-hp:max_steps", "max_steps ↓") in response.context["sort_options"]
     assert _names(response)[0] == "charlie"
     assert 'value="hp:max_steps" selected' in response.content.decode()
+
+
+def test_the_overlay_says_when_it_shows_fewer_runs_than_selected(viewer, world) -> None:
+    jobs = [_job(world.project, f"r{i}", lr=0.001, batch=8, loss=0.5) for i in range(10)]
+    response = _get(viewer, world, overlay=[j.pk for j in jobs])
+    assert len(response.context["overlay"]["figure"]["data"]) == 8
+    assert "Showing the first 8 of the 10 runs selected." in response.content.decode()
