@@ -8,6 +8,7 @@ from django import forms
 from django.contrib.auth import get_user_model
 from django.contrib.auth.forms import UserCreationForm
 
+from datasets_app.services import INPUT_TEXT_ROLES, lacks_text_role
 from evaluation.metrics.catalog import METRICS
 from projects.models import Comparison, Role, Split, TaskType
 
@@ -70,8 +71,8 @@ TRAIN_SPLITS = ("train",)
 EVAL_SPLITS = ("validation", "dev", "val")
 EVALUATE_SPLITS = ("test", "validation", "dev", "val")
 NO_TEXT_NOTE = (
-    "This version has no text column (no column has the role text, prompt, question or "
-    "context): map one on the version page first."
+    f"This version has no text column (none has one of the roles {', '.join(INPUT_TEXT_ROLES)}): "
+    "map one on the version page first."
 )
 
 
@@ -91,8 +92,6 @@ def default_split(names: list[str], prefer: tuple[str, ...], *, else_first: bool
 
 def lacks_text(version) -> bool:
     """Whether ``version`` has no column with an input-text role."""
-    from datasets_app.services import lacks_text_role
-
     return lacks_text_role(version.column_roles)
 
 
