@@ -199,6 +199,8 @@ class SweepViewSet(ListRetrieveMixin, CreateMixin, ScopedViewSet):
                         "status": t.status,
                         "hyperparameters": t.hyperparameters,
                         "final_metrics": t.final_metrics,
+                        # Set on the one trial registered (the best, once all have ended).
+                        "model_version": t.model_version_id,
                     }
                     for t in trials
                 ],
