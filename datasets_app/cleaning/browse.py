@@ -16,8 +16,10 @@ the row groups holding the page's rows.
 from __future__ import annotations
 
 import math
+import os
 import threading
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,11 @@ OPERATOR_ALIASES = {"=": "equals", "==": "equals", ">=": "gte", "<=": "lte"}
 # each: 64 MB), per process.
 CACHE_ENTRIES = 64
 CACHE_POSITIONS = 8_000_000
+# Decoded columns that searches and filters read, per process: 1,000,000 rows of 160-character
+# texts take about 170 MB.
+COLUMN_CACHE_BYTES = 512 * 2**20
+BATCH_ROWS = 2048  # rows decoded at a time when reading a page from a row group
+SCAN_THREADS = 8  # threads matching a column's chunks (at most the machine's cores)
 
 
 def _is_int(value: Any) -> bool:
@@ -135,16 +142,15 @@ def _is_nested(field_type) -> bool:
     return pa.types.is_nested(field_type) or pa.types.is_dictionary(field_type)
 
 
-def _filter_mask(table, schema, query: RowQuery):
-    """The filter's boolean mask over ``table`` (which holds the filter column)."""
+def _filter_mask(column, schema, query: RowQuery):
+    """The filter's boolean mask over ``column`` (the values of the filter column)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     field = schema.field(query.column)
-    column = table.column(query.column)
     if _is_text(field.type):
         if query.op == "contains":
-            return pc.match_substring(column, query.value, ignore_case=True)
+            return _per_chunk(column, pc.match_substring, query.value, ignore_case=True)
         compare = {"equals": pc.equal, "gte": pc.greater_equal, "lte": pc.less_equal}[query.op]
         return compare(column, pa.scalar(query.value, field.type))
     if query.op == "contains":
@@ -189,23 +195,101 @@ def _check(schema, query: RowQuery) -> list[str]:
     return list(dict.fromkeys(needed))
 
 
-def _positions(path: Path, schema, query: RowQuery, columns: list[str]):
-    """Positions (int64 numpy array) of the rows matching ``query``, reading only ``columns``."""
+def _positions(path: Path, schema, query: RowQuery, columns: dict):
+    """Positions (int64 numpy array) of the rows matching ``query`` in ``columns`` (name ->
+    the column's values, as :func:`_read_columns` gives them)."""
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
-    table = pq.read_table(path, columns=columns, memory_map=True)
     mask = None
     if query.search:
-        text = [name for name in columns if _is_text(schema.field(name).type)]
-        for name in text:
-            hit = pc.match_substring(table.column(name), query.search, ignore_case=True)
-            mask = hit if mask is None else pc.or_kleene(mask, hit)
+        for name, values in columns.items():
+            if _is_text(schema.field(name).type):
+                hit = _per_chunk(values, pc.match_substring, query.search, ignore_case=True)
+                mask = hit if mask is None else pc.or_kleene(mask, hit)
     if query.column is not None:
-        kept = _filter_mask(table, schema, query)
+        kept = _filter_mask(columns[query.column], schema, query)
         mask = kept if mask is None else pc.and_kleene(mask, kept)
     mask = pc.fill_null(mask, False)
     return pc.indices_nonzero(mask).to_numpy()
+
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _per_chunk(values, kernel, *args, **kwargs):
+    """``kernel`` over each chunk of ``values`` in threads (pyarrow's kernels release the
+    GIL, and one call over a chunked array runs on one core): a substring scan of 1,000,000
+    texts is the slowest thing a page asks for."""
+    import pyarrow as pa
+
+    global _POOL
+    chunks = values.chunks if isinstance(values, pa.ChunkedArray) else [values]
+    if len(chunks) < 2:
+        return kernel(values, *args, **kwargs)
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(
+                max_workers=min(SCAN_THREADS, os.cpu_count() or 1),
+                thread_name_prefix="row-scan",
+            )
+    results = list(_POOL.map(lambda chunk: kernel(chunk, *args, **kwargs), chunks))
+    return pa.chunked_array(results, type=results[0].type)
+
+
+class _ColumnCache:
+    """Decoded columns per (table, column name), least recently used dropped first beyond
+    ``limit`` bytes: most of a cold search's time is decompressing and decoding the text
+    columns, not matching them. Tables never change under a name, so entries never go stale."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._items: OrderedDict[tuple, Any] = OrderedDict()
+        self._size = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple):
+        with self._lock:
+            found = self._items.get(key)
+            if found is not None:
+                self._items.move_to_end(key)
+            return found
+
+    def put(self, key: tuple, column) -> None:
+        size = column.nbytes
+        if size > self.limit:
+            return
+        with self._lock:
+            if key in self._items:
+                return
+            self._items[key] = column
+            self._size += size
+            while self._size > self.limit:
+                _old, dropped = self._items.popitem(last=False)
+                self._size -= dropped.nbytes
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self._size = 0
+
+
+COLUMNS = _ColumnCache(COLUMN_CACHE_BYTES)
+
+
+def _read_columns(path: Path, names: list[str], cache_key: str | None) -> dict:
+    """name -> the column's values, from the column cache or read (only those missing)."""
+    import pyarrow.parquet as pq
+
+    found = {name: COLUMNS.get((cache_key, name)) for name in names} if cache_key else {}
+    missing = [name for name in names if found.get(name) is None]
+    if missing:
+        table = pq.read_table(path, columns=missing, memory_map=True)
+        for name in missing:
+            found[name] = table.column(name)
+            if cache_key:
+                COLUMNS.put((cache_key, name), found[name])
+    return {name: found[name] for name in names}
 
 
 class _MatchCache:
@@ -253,21 +337,33 @@ def _group_starts(parquet) -> list[int]:
 
 
 def _read_positions(parquet, positions) -> list[dict]:
-    """The rows at ``positions`` (sorted), reading only the row groups that hold them."""
+    """The rows at ``positions`` (sorted), reading only the row groups that hold them, and in
+    each only up to its last wanted row (a page at the start of a 50,000-row group decodes a
+    few thousand rows, not the group)."""
     import numpy as np
+    import pyarrow as pa
 
     if len(positions) == 0:
         return []
+    positions = np.asarray(positions, dtype=np.int64)
     starts = np.array(_group_starts(parquet), dtype=np.int64)
     groups = np.searchsorted(starts, positions, side="right") - 1
-    wanted = sorted(set(groups.tolist()))
-    table = parquet.read_row_groups(wanted)
-    base, offsets = 0, {}
-    for group in wanted:
-        offsets[group] = base - int(starts[group])
-        base += parquet.metadata.row_group(group).num_rows
-    local = [int(p) + offsets[int(g)] for p, g in zip(positions, groups, strict=True)]
-    return table.take(local).to_pylist()
+    rows: list[dict] = []
+    for group in dict.fromkeys(groups.tolist()):
+        local = positions[groups == group] - starts[group]
+        first, last = int(local[0]), int(local[-1])
+        batches, seen, kept_from = [], 0, None
+        for batch in parquet.iter_batches(batch_size=BATCH_ROWS, row_groups=[group]):
+            if seen + batch.num_rows > first:
+                if kept_from is None:
+                    kept_from = seen
+                batches.append(batch)
+            seen += batch.num_rows
+            if seen > last:
+                break
+        table = pa.Table.from_batches(batches, schema=parquet.schema_arrow)
+        rows.extend(table.take(local - kept_from).to_pylist())
+    return rows
 
 
 def browse(path: Path, query: RowQuery, *, cache_key: str | None = None) -> dict[str, Any]:
@@ -293,7 +389,8 @@ def browse(path: Path, query: RowQuery, *, cache_key: str | None = None) -> dict
         key = (cache_key, *query.key()) if cache_key else None
         positions = MATCHES.get(key) if key else None
         if positions is None:
-            positions = _positions(Path(path), schema, query, columns)
+            values = _read_columns(Path(path), columns, cache_key)
+            positions = _positions(Path(path), schema, query, values)
             if key:
                 MATCHES.put(key, positions)
         matched = len(positions)

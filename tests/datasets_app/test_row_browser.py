@@ -172,3 +172,25 @@ def test_page_searches_filters_and_shows_errors_by_their_fields(world, client, v
     outsider = Client()
     outsider.force_login(world.outsider)
     assert outsider.get(url).status_code == 404
+
+
+def test_pages_inside_a_large_row_group_read_in_batches(tmp_path, monkeypatch) -> None:
+    import pyarrow.parquet as pq
+
+    from datasets_app.cleaning import browse as runtime
+
+    monkeypatch.setattr(runtime, "BATCH_ROWS", 64)  # many batches per group
+    path = tmp_path / "one-group.parquet"
+    pq.write_table(pa.table({"n": list(range(1000)), "text": [f"t{i}" for i in range(1000)]}), path)
+    page = browse(path, RowQuery(page=7, page_size=30))
+    assert page["row_numbers"] == list(range(180, 210))
+    assert [r["n"] for r in page["rows"]] == list(range(180, 210))
+    runtime.MATCHES.clear()
+    runtime.COLUMNS.clear()
+    found = browse(path, RowQuery(search="T99", page_size=20), cache_key="one-group")
+    assert found["row_numbers"] == [99, *range(990, 1000)]
+    assert [r["n"] for r in found["rows"]] == found["row_numbers"]
+    # The text column a search read stays decoded for the next query on the table.
+    assert runtime.COLUMNS.get(("one-group", "text")) is not None
+    again = browse(path, RowQuery(search="t5", page_size=5), cache_key="one-group")
+    assert again["matched"] == 111 and again["row_numbers"] == [5, 50, 51, 52, 53]
