@@ -974,9 +974,18 @@ def model_version_set_stage(
 
 
 def estimate_for(
-    *, model_spec: dict, hyperparameters: dict, method: str, kind: str | None = None
+    *,
+    model_spec: dict,
+    hyperparameters: dict,
+    method: str,
+    kind: str | None = None,
+    tokenizer: Tokenizer | None = None,
 ) -> dict:
-    """Parameters, memory and FLOPs per token of a spec (no launch; for forms)."""
+    """Parameters, memory and FLOPs per token of a spec (no launch; for forms). With the job's
+    ``kind`` its head is counted, with the chosen ``tokenizer`` its vocabulary sizes the
+    embeddings: the figure the launch stores on the job."""
+    if tokenizer is not None and isinstance(model_spec, dict) and "config" not in model_spec:
+        model_spec = {**model_spec, "vocab_size": tokenizer.vocab_size}
     return _estimate(model_spec, hyperparameters=hyperparameters, method=method, kind=kind)
 
 

@@ -10,6 +10,7 @@ from django.urls import reverse
 from llmhub.models import JobStatus
 from tests.training.conftest import TINY
 from tests.training.test_training_api import run_training
+from training import services
 from training.models import MetricPoint, ModelVersion
 from training.runtime.presets import ModelSpec, count_parameters
 
@@ -77,6 +78,15 @@ def test_the_job_and_its_version_count_the_same_parameters(world, api, prepared)
     assert response.json()["estimate"]["parameters"] == count_parameters(
         spec, vocab_size=vocab, kind="classification", num_labels=2
     )
+    # The form's estimate, given the kind and the tokenizer, is the launch's figure.
+    form_estimate = services.estimate_for(
+        model_spec={"family": "bert", "size": "tiny"},
+        hyperparameters={"max_seq_length": 32, "batch_size": 8, "precision": "fp32"},
+        method="full",
+        kind="classification",
+        tokenizer=prepared.tokenizer,
+    )
+    assert form_estimate["parameters"] == response.json()["estimate"]["parameters"]
     [job] = run_training()
     assert job.status == JobStatus.SUCCEEDED, job.error
     version = job.model_version
