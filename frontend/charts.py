@@ -82,8 +82,23 @@ def ema(values: Sequence[float | None], weight: float = DEFAULT_SMOOTHING) -> li
     return smoothed
 
 
-def _is_time(values: Sequence) -> bool:
-    return bool(values) and all(isinstance(v, (datetime, date)) for v in values)
+def _as_times(values: Sequence) -> list[datetime] | None:
+    """``values`` as datetimes when every one is a date, a datetime or an ISO string of one
+    (selectors serialise times as ISO strings); None otherwise."""
+    times = []
+    for value in values:
+        if isinstance(value, datetime):
+            times.append(value)
+        elif isinstance(value, date):
+            times.append(datetime(value.year, value.month, value.day))
+        elif isinstance(value, str):
+            try:
+                times.append(datetime.fromisoformat(value))
+            except ValueError:
+                return None
+        else:
+            return None
+    return times or None
 
 
 def histogram(
@@ -168,10 +183,10 @@ def lines(
     if log_y:
         layout["yaxis"]["type"] = "log"
         layout["yaxis"].pop("rangemode")
-    xs = [x for s in series for x in s["x"]]
-    if _is_time(xs):
+    times = _as_times([x for s in series for x in s["x"]])
+    if times:
         layout["xaxis"].update(type="date", tickformat="%H:%M<br>%b %-d")
-        low, high = min(xs), max(xs)
+        low, high = min(times), max(times)
         if high - low < timedelta(minutes=1):
             layout["xaxis"]["range"] = [
                 (low - timedelta(hours=12)).isoformat(),

@@ -83,6 +83,9 @@ def test_a_time_axis_with_one_point_spans_a_day_labelled_by_date() -> None:
     assert xaxis["tickformat"] == "%b %-d, %Y"
     # One point on a line is invisible: short series get markers.
     assert figure["data"][0]["mode"] == "lines+markers"
+    # Times as the selectors serialise them (ISO strings) read the same.
+    as_text = charts.lines([{"name": "m", "x": [at.isoformat()], "y": [0.8]}], title="t")
+    assert as_text["layout"]["xaxis"]["range"] == xaxis["range"]
     later = datetime(2026, 12, 3, 10, 0, tzinfo=UTC)
     spread = charts.lines([{"name": "m", "x": [at, later], "y": [0.8, 0.9]}], title="t")
     assert "range" not in spread["layout"]["xaxis"]

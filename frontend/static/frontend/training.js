@@ -141,8 +141,8 @@
     if (started && job.started_at) started.textContent = new Date(job.started_at).toLocaleString();
     const attempts = root.querySelector("[data-field=attempts]");
     if (attempts) attempts.textContent = job.attempts;
-    const badge = root.querySelector("[data-field=status] [data-status]");
-    if (badge) badge.textContent = job.status.charAt(0).toUpperCase() + job.status.slice(1);
+    const badge = root.querySelector("[data-field=status]");
+    if (badge) showJobStatus(badge, job);  // llmhub.js: the badge's text and colour
     const log = document.getElementById("job-log");
     if (job.log && log.textContent !== job.log) { log.textContent = job.log; log.scrollTop = log.scrollHeight; }
   }
