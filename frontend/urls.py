@@ -1,7 +1,16 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from frontend.views import accounts, data, evaluation, projects, runs, teams, training
+from frontend.views import (
+    accounts,
+    data,
+    data_browser,
+    evaluation,
+    projects,
+    runs,
+    teams,
+    training,
+)
 from frontend.views import base_models as base_model_views
 
 urlpatterns = [
@@ -41,6 +50,7 @@ urlpatterns = [
     path("versions/<int:pk>/tokenizer/", data.version_tokenizer, name="version-tokenizer"),
     path("versions/<int:pk>/roles/", data.version_roles, name="version-roles"),
     path("versions/<int:pk>/profile/", data.version_profile, name="version-profile"),
+    path("versions/<int:pk>/rows/", data_browser.version_rows, name="version-rows"),
     path("projects/<int:pk>/train/", training.train_stage, name="train-stage"),
     path("projects/<int:pk>/train/new/", training.training_launch, name="training-launch"),
     path("projects/<int:pk>/train/runs/", runs.runs_page, name="runs-table"),
