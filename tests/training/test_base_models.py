@@ -406,3 +406,40 @@ def test_versions_with_warnings_are_never_proposed(world) -> None:
             finished_at=version.created_at,
         )
     assert chosen_model_version(world.project) == clean
+
+
+def test_the_page_uploads_an_archive_and_shows_refusals_next_to_the_file(
+    world, client, tiny_bert
+) -> None:
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    client.force_login(world.users["engineer"])
+    url = f"/projects/{world.project.pk}/train/base-models/upload/"
+    refused = client.post(
+        url,
+        {
+            "name": "pickled",
+            "file": SimpleUploadedFile(
+                "m.zip", _zip(tiny_bert, extra={"pytorch_model.bin": b"pickle"})
+            ),
+        },
+    )
+    assert refused.status_code == 200
+    assert "Pickled weights are refused" in " ".join(refused.context["upload_form"].errors["file"])
+    assert not BaseModel.objects.exists()
+    accepted = client.post(
+        url,
+        {
+            "name": "tiny",
+            "license": "MIT",
+            "file": SimpleUploadedFile("m.zip", _zip(tiny_bert)),
+        },
+    )
+    assert accepted.status_code == 302
+    page = client.get(accepted.url).content.decode()
+    assert "tiny" in page and "MIT" in page and 'id="base-models"' in page
+    # A viewer sees the team's base models but no upload form nor Add button.
+    client.force_login(world.users["viewer"])
+    page = client.get(f"/projects/{world.project.pk}/train/base-models/").content.decode()
+    assert "tiny" in page and 'id="upload-base-model"' not in page
+    assert "Add all-MiniLM-L6-v2" not in page
