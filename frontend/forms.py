@@ -734,6 +734,17 @@ def _evaluation_setting_field(name: str, **kwargs) -> forms.Field:
     )
 
 
+def _model_version_choices(form: forms.Form, models: list) -> None:
+    """The model versions to pick from: a version with warnings (a diverged run) is marked,
+    and never the one proposed by default."""
+    form.fields["model_version"].choices = [
+        (str(m.pk), f"{m} (warnings)" if m.warnings else str(m)) for m in models
+    ]
+    clean = [m for m in models if not m.warnings]
+    if clean:
+        form.initial.setdefault("model_version", str(clean[0].pk))
+
+
 class EvaluationForm(forms.Form):
     """Evaluate a model version on a split of a dataset version. The split is a select of the
     chosen version's splits (test, else validation, else its first); generation settings apply
@@ -761,13 +772,7 @@ class EvaluationForm(forms.Form):
     def __init__(self, *args, models=(), versions=(), task_type: str = "", **kwargs) -> None:
         super().__init__(*args, **kwargs)
         models = list(models)
-        # A version with warnings (a diverged run) is marked, and never the one proposed.
-        self.fields["model_version"].choices = [
-            (str(m.pk), f"{m} (warnings)" if m.warnings else str(m)) for m in models
-        ]
-        clean = [m for m in models if not m.warnings]
-        if clean:
-            self.initial.setdefault("model_version", str(clean[0].pk))
+        _model_version_choices(self, models)
         self.generative = {str(m.pk) for m in models if m.task_kind in GENERATIVE_KINDS}
         for name in self.GENERATION_SETTINGS:
             self.fields[name].show_when = _condition(
@@ -861,7 +866,7 @@ class BiasReportForm(forms.Form):
 
     def __init__(self, *args, models=(), versions=(), **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["model_version"].choices = [(str(m.pk), str(m)) for m in models]
+        _model_version_choices(self, list(models))
         self.fields["probe_version"].choices = [("", "built-in")] + [
             (str(v.pk), str(v)) for v in versions
         ]

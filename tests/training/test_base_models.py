@@ -376,7 +376,7 @@ def test_stage_changes_are_recorded_with_their_reason(world, api) -> None:
 def test_versions_with_warnings_are_never_proposed(world) -> None:
     from evaluation.models import EvaluationRun
     from evaluation.services import chosen_model_version
-    from frontend.forms import EvaluationForm
+    from frontend.forms import BiasReportForm, EvaluationForm
 
     registered = world.project.registered_models.create(name="m")
     clean, diverged = (
@@ -393,6 +393,7 @@ def test_versions_with_warnings_are_never_proposed(world) -> None:
     form = EvaluationForm(models=models, versions=[])
     assert form.initial["model_version"] == str(clean.pk)
     assert dict(form.fields["model_version"].choices)[str(diverged.pk)] == "m v2 (warnings)"
+    assert BiasReportForm(models=models, versions=[]).initial["model_version"] == str(clean.pk)
     from datasets_app.models import DatasetVersion
     from tests.api.objects import build
 
