@@ -384,11 +384,18 @@ def _hand_back(model: type[Job], ctx: JobContext) -> JobStatus | None:
     no longer running (finished, swept)."""
     now = timezone.now()
     job_id = ctx.job.pk
+    # A cancel asked just before the stop (not yet seen by the heartbeat) still cancels.
+    running = model.objects.filter(pk=job_id, status=JobStatus.RUNNING)
+    if running.exclude(cancel_requested_at=None).update(
+        status=JobStatus.CANCELLED, error="Cancelled on request.", finished_at=now
+    ):
+        return JobStatus.CANCELLED
+    running = running.filter(cancel_requested_at=None)
     if model.max_attempts > 1:
         message = f"Re-queued: {SHUTDOWN_REASON}; it resumes from its last checkpoint."
         ctx.append_log(message)
         _flush_quietly(ctx)
-        if model.objects.filter(pk=job_id, status=JobStatus.RUNNING).update(
+        if running.update(
             status=JobStatus.QUEUED,
             attempts=F("attempts") - 1,
             worker_host="",
@@ -404,9 +411,7 @@ def _hand_back(model: type[Job], ctx: JobContext) -> JobStatus | None:
     )
     ctx.append_log(f"FAILED: {error}")
     _flush_quietly(ctx)
-    if model.objects.filter(pk=job_id, status=JobStatus.RUNNING).update(
-        status=JobStatus.FAILED, error=error, finished_at=now
-    ):
+    if running.update(status=JobStatus.FAILED, error=error, finished_at=now):
         logger.warning("Handed back %s: failed (%s)", ctx.job, error)
         return JobStatus.FAILED
     return None

@@ -15,6 +15,7 @@ import signal
 import socket
 import sqlite3
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -128,20 +129,22 @@ def test_a_job_that_cannot_resume_fails_with_the_reason(world, monkeypatch) -> N
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_cancel_asked_before_the_stop_still_cancels(world, monkeypatch) -> None:
-    monkeypatch.setattr(ProjectHealthCheck, "max_attempts", 2)
+@pytest.mark.parametrize("resumable", [True, False], ids=["resumable", "not-resumable"])
+def test_a_cancel_asked_just_before_the_stop_still_cancels(world, monkeypatch, resumable) -> None:
+    monkeypatch.setattr(ProjectHealthCheck, "max_attempts", 2 if resumable else 1)
     queue = _private_queue(monkeypatch)
     job = health_check_launch(
         actor=world.users["engineer"], project=world.project, sleep_seconds=60
     )
     _purge(queue)
     thread = _run_in_thread(job)
-    jobs.request_cancel(_row(job))
-    # The heartbeat (every second in tests) reads the cancel request; then the worker stops.
-    assert wait_until(lambda: _row(job).status == JobStatus.CANCELLED, timeout=10)
+    # Asked on the row, and the worker stops before its heartbeat has read the request.
+    assert jobs.request_cancel(_row(job)) == JobStatus.RUNNING
+    assert hand_back_running_jobs(exit_after=False) == 1
     thread.join(10)
-    assert hand_back_running_jobs(exit_after=False) == 0  # nothing left to hand back
-    assert _row(job).status == JobStatus.CANCELLED and _queue_size(queue) == 0
+    row = _row(job)
+    assert row.status == JobStatus.CANCELLED and row.error == "Cancelled on request."
+    assert _queue_size(queue) == 0  # not re-sent
 
 
 @pytest.mark.django_db(transaction=True)
@@ -270,3 +273,118 @@ def test_bin_dev_stops_within_seconds_and_hands_the_running_job_back(tmp_path, s
     assert status == JobStatus.FAILED, log
     assert error.startswith("Stopped: the worker was stopped while the job was running")
     assert f"Handed back health check #{job_id}" in log
+
+
+# --- a training run on bin/dev's worker: handed back, then resumed ------------------------------
+
+
+def _start_dev_style_worker(log_path: Path) -> subprocess.Popen:
+    """The worker as bin/dev starts it (prefork, two pool processes), on the test database and
+    broker, in a process group of its own."""
+    env = os.environ | {
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "LLMHUB_TEST_WORKER_DB": str(connection.settings_dict["NAME"]),
+        "LLMHUB_JOB_SWEEP_IN_PROCESS": "false",  # nothing but the hand-back re-queues here
+        "PYTHONUNBUFFERED": "1",
+    }
+    command = [sys.executable, "-m", "celery", "-A", "llmhub.celery", "worker", "-Q", "cpu,gpu"]
+    command += ["--concurrency", "2", "-l", "info", "-n", f"dev-{uuid.uuid4().hex[:8]}@%h"]
+    with log_path.open("ab") as log:
+        worker = subprocess.Popen(
+            command,
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    assert wait_until(lambda: " ready." in log_path.read_text(), timeout=60), log_path.read_text()
+    return worker
+
+
+def _stop(worker: subprocess.Popen) -> None:
+    if worker.poll() is None:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(10)
+
+
+@pytest.mark.worker
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_training_run_is_handed_back_and_resumes_on_the_next_worker(world, api, tmp_path) -> None:
+    from tests.training.conftest import TINY, prepare
+    from training.models import Checkpoint, MetricPoint, TrainingJob
+
+    def status() -> str:
+        return TrainingJob.objects.values_list("status", flat=True).get(pk=job_id)
+
+    prepared = prepare(world)
+    log_path = tmp_path / "worker.log"
+    worker = _start_dev_style_worker(log_path)
+    try:
+        response = api(world.users["engineer"]).post(
+            "/api/v1/training-jobs/",
+            {
+                "project": world.project.pk,
+                "name": "long",
+                "kind": "pretrain_clm",
+                # As in tests/training/test_training_worker.py: a few steps per second here.
+                "model_spec": {"family": "gpt2", "size": "small"},
+                "tokenizer": prepared.tokenizer.pk,
+                "train_version": prepared.corpus.pk,
+                "hyperparameters": {
+                    **TINY,
+                    "max_steps": 40,
+                    "save_steps": 5,
+                    "max_seq_length": 128,
+                    "learning_rate": 0.001,
+                },
+            },
+        )
+        assert response.status_code == 201, response.content
+        job_id = response.json()["id"]
+        assert wait_until(
+            lambda: (
+                MetricPoint.objects.filter(job_id=job_id, name="loss").count() > 5
+                and Checkpoint.objects.filter(job_id=job_id).exists()
+            ),
+            timeout=120,
+        ), log_path.read_text()
+        first_point = MetricPoint.objects.get(job_id=job_id, name="loss", step=1).pk
+
+        asked = time.monotonic()
+        os.killpg(worker.pid, signal.SIGTERM)  # as bin/dev stops it
+        worker.wait(20)
+        took = time.monotonic() - asked
+    finally:
+        _stop(worker)
+    log = log_path.read_text()
+    # A training step and its checkpoint may outlast the grace (JOB_SHUTDOWN_GRACE_SECONDS, 5 s):
+    # then the job is handed back anyway and the pool process exits; Celery's own shutdown
+    # (its consumer loop, pool and connection) takes a few seconds more.
+    assert took < 20, f"the worker took {took:.1f}s to stop:\n{log}"
+    job = TrainingJob.objects.get(pk=job_id)
+    assert job.status == JobStatus.QUEUED, (job.status, job.error, log)
+    assert job.attempts == 0 and job.worker_host == ""
+    assert "Re-queued: the worker was stopped" in job.log
+    stopped_at = Checkpoint.objects.filter(job=job).order_by("-step").first().step
+    assert 0 < stopped_at < 40  # the stop kept a checkpoint
+
+    # The next worker takes the re-sent message at once (no sweep runs here) and resumes.
+    worker = _start_dev_style_worker(tmp_path / "worker-2.log")
+    try:
+        assert wait_until(lambda: status() in ("succeeded", "failed"), timeout=400), (
+            tmp_path / "worker-2.log"
+        ).read_text()
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(20)
+        _stop(worker)
+    done = TrainingJob.objects.get(pk=job_id)
+    assert done.status == "succeeded", done.error
+    assert done.global_step == 40 and done.attempts == 1
+    steps = list(MetricPoint.objects.filter(job=done, name="loss").values_list("step", flat=True))
+    assert len(steps) == len(set(steps)) and max(steps) == 40
+    # Resumed, not started over: the first run's early points are the ones kept.
+    assert MetricPoint.objects.get(job=done, name="loss", step=1).pk == first_point
+    assert done.model_version is not None
