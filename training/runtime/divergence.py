@@ -12,7 +12,16 @@ stays far above where it started for a sustained stretch. Precisely, with the co
   losses, with an absolute floor so that a fine-tune starting near zero loss (0.05 -> 0.2 is a
   4x rise but no divergence) is not flagged;
 * the run has diverged once the smoothed loss is above the threshold for ``PATIENCE``
-  consecutive logged steps, or at the first non-finite loss.
+  consecutive logged steps, or at the first non-finite logged loss, or once the gradient norm
+  is not finite for ``PATIENCE`` consecutive logged steps.
+
+Why the gradient norm: the Trainer replaces a NaN or infinite step loss in its logs by the
+average of the window (its ``logging_nan_inf_filter``, kept on, because a batch with nothing to
+predict, e.g. a masked-LM batch where no token was masked, has a NaN loss but a zero gradient
+and harms nothing). A model whose weights have become NaN therefore logs a loss of 0 while its
+gradient norm is NaN at every step; one overflowing fp16 step (an infinite norm the loss
+scaler skips) is not a stretch of them. A step whose gradient norm is exactly 0 (such an empty
+batch) is left out of the loss rule: its logged loss is the Trainer's filler, not a measurement.
 
 The issue's example, a learning rate of 1.0 sending a classifier's loss from 1.4 to 44, is far
 past any of these; a healthy run, whose loss falls, never comes near them. The monitor is pure
@@ -40,9 +49,17 @@ class Divergence:
     baseline: float
     smoothed: float | None
     since_step: int
+    gradients: bool = False  # judged by the gradient norm, not the loss
 
     def describe(self) -> str:
         """One sentence for the job's reason or warning."""
+        if self.gradients:
+            return (
+                f"diverged at step {self.step}: the gradient norm is no longer a finite number "
+                f"(for {PATIENCE} logged steps since step {self.since_step}; the loss was "
+                f"{self.baseline:.4g} at the start). Lower the learning rate, add warmup, or use "
+                "fp32."
+            )
         if not math.isfinite(self.loss):
             return (
                 f"diverged at step {self.step}: loss {self.loss} from {self.baseline:.4g} at the "
@@ -66,6 +83,8 @@ class DivergenceMonitor:
         self.smoothed: float | None = None
         self.above_since: int | None = None
         self.above_count = 0
+        self.bad_gradients_since: int | None = None
+        self.bad_gradients = 0
         self.divergence: Divergence | None = None
 
     @property
@@ -78,9 +97,30 @@ class DivergenceMonitor:
             return None
         return max(RISE_FACTOR * baseline, baseline + MIN_RISE)
 
-    def observe(self, step: int, loss: float) -> Divergence | None:
+    def observe(self, step: int, loss: float, grad_norm: float | None = None) -> Divergence | None:
         if self.divergence is not None:
             return None  # said once; the run goes on or stops as configured
+        if grad_norm is not None and not math.isfinite(grad_norm):
+            if self.bad_gradients_since is None:
+                self.bad_gradients_since = step
+            self.bad_gradients += 1
+            if self.bad_gradients >= PATIENCE:
+                baseline = self.baseline
+                self.divergence = Divergence(
+                    step=step,
+                    loss=loss,
+                    baseline=baseline if baseline is not None else math.nan,
+                    smoothed=self.smoothed,
+                    since_step=self.bad_gradients_since,
+                    gradients=True,
+                )
+                return self.divergence
+        elif grad_norm is not None:
+            self.bad_gradients_since, self.bad_gradients = None, 0
+        if grad_norm == 0.0:
+            # Nothing to predict in the batch (its loss NaN, logged as the Trainer's filler):
+            # the step says nothing about where the loss is going.
+            return None
         if not math.isfinite(loss):
             self.divergence = Divergence(
                 step=step,

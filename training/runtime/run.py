@@ -499,7 +499,9 @@ def _make_callback(
                 if isinstance(v, int | float) and not isinstance(v, bool) and k != "epoch"
             }
             if "loss" in numbers and self.divergence is None:
-                self.divergence = self.monitor.observe(state.global_step, numbers["loss"])
+                self.divergence = self.monitor.observe(
+                    state.global_step, numbers["loss"], numbers.get("grad_norm")
+                )
                 if self.divergence is not None:
                     logger.warning("Training %s", self.divergence.describe())
                     if config.on_divergence == "stop" and not _distributed():
@@ -677,8 +679,6 @@ def train(
         max_steps=config.max_steps if config.max_steps > 0 else -1,
         logging_steps=config.logging_steps,
         logging_first_step=True,
-        # A NaN or infinite loss must reach the divergence check, not be averaged away.
-        logging_nan_inf_filter=False,
         eval_strategy="steps" if do_eval_steps else "no",
         eval_steps=config.eval_steps if do_eval_steps else None,
         save_strategy="steps" if save_steps > 0 else "no",

@@ -82,6 +82,49 @@ def test_the_monitor_flags_a_sustained_rise_once_and_not_a_falling_or_spiky_loss
     assert inf.step == 1
 
 
+def test_gradients_that_stay_non_finite_are_a_divergence_and_empty_batches_are_not() -> None:
+    monitor = DivergenceMonitor()
+    # A model whose weights became NaN: the Trainer logs its loss as 0, its norm as NaN.
+    steps = [(1.4, 3.0), (1.3, 2.0), (1.2, 2.0)] + [(0.0, math.nan)] * 6
+    found = [monitor.observe(i, loss, norm) for i, (loss, norm) in enumerate(steps, start=1)]
+    [diverged] = [d for d in found if d is not None]
+    assert diverged.step == 8 and diverged.since_step == 4 and diverged.gradients
+    assert "gradient norm is no longer a finite number" in diverged.describe()
+    # One overflowing fp16 step (infinite norm, skipped by the loss scaler) is not a stretch.
+    monitor = DivergenceMonitor()
+    steps = [(1.4, 3.0), (1.3, math.inf), (1.2, 2.0), (1.1, math.inf), (1.0, 2.0)] * 4
+    assert all(monitor.observe(i, loss, norm) is None for i, (loss, norm) in enumerate(steps))
+    # Batches with nothing to predict (zero gradient, the Trainer's filler loss of 0) are no
+    # baseline: the real losses around them do not count as a rise from 0.
+    monitor = DivergenceMonitor()
+    steps = [(0.0, 0.0), (0.0, 0.0), (5.9, 12.9), (0.0, 0.0), (6.2, 12.3), (5.9, 13.5)] * 5
+    assert all(monitor.observe(i, loss, norm) is None for i, (loss, norm) in enumerate(steps))
+
+
+def test_a_masked_lm_run_with_empty_batches_is_not_diverged(data_dir, tmp_path) -> None:
+    # Batches of 8 tokens with 5% masked: about two in three mask nothing (NaN loss, no
+    # gradient); the run is healthy and must not be flagged.
+    reporter = RecordingReporter()
+    result = train(
+        TrainingConfig(
+            kind="pretrain_mlm",
+            model_spec=ModelSpec("bert", "tiny"),
+            train_path=data_dir / "corpus.parquet",
+            output_dir=tmp_path / "out",
+            column_roles={"text": "text"},
+            tokenizer_dir=data_dir / "tokenizer",
+            max_seq_length=8,
+            batch_size=1,
+            mlm_probability=0.05,
+            max_steps=30,
+            on_divergence="stop",
+        ),
+        reporter=reporter,
+    )
+    assert result.global_step == 30 and result.warnings == []
+    assert any(value == 0.0 for _, value in _points(reporter, "grad_norm"))  # empty batches
+
+
 def test_the_rule_constants_are_the_documented_ones() -> None:
     # The module docstring documents the rule with these names; the threshold uses them.
     monitor = DivergenceMonitor()
