@@ -18,7 +18,9 @@ process. The others clear only the match positions: a new search or filter on a 
 earlier one read. The operating system's file cache stays warm in both, as on a server that
 has read the file once. One warm-up round, then ``--rounds`` rounds; figures are medians of the
 rounds that were not contended (``bench/helpers/contention.py``: others took more than 15% of
-a core), flagged when every round was. No database and no web server: this is data time.
+a core), flagged when every round was; each figure also has its CPU time (``*_cpu_ms``, all
+of the process's threads), which contention does not inflate. No database and no web server:
+this is data time.
 
     .venv/bin/python bench/row_browser.py
     .venv/bin/python bench/row_browser.py --rows 200000 --rounds 3
@@ -145,6 +147,9 @@ def main() -> None:
                 with Round() as meter:
                     page = browse(path, query, cache_key="bench")
                 result["times"][name] = meter.wall * 1000
+                # CPU time of this process (all its threads): what the request costs whatever
+                # else runs on the machine.
+                result.setdefault("cpu", {})[name] = meter.own_cores * meter.wall * 1000
                 result["meters"].append(meter)
                 matched[name] = page["matched"]
                 assert len(page["rows"]) == min(50, max(0, page["matched"] - query.offset))
@@ -152,12 +157,17 @@ def main() -> None:
                 rounds.append(result)
         clean, discarded = split_rounds(rounds, lambda r: r["meters"])
         contended = discarded == len(rounds)
-        print(f"\n{'request':<30} {'matched':>10} {'median ms':>10} {'max ms':>9}")
+        print(f"\n{'request':<30} {'matched':>10} {'median ms':>10} {'max ms':>9} {'cpu ms':>8}")
         figures: dict = {"rows": args.rows, "mean_text_chars": info["mean_text_chars"]}
         for name, _params, _clear in timed:
             values = [r["times"][name] for r in clean]
             figures[name] = round(statistics.median(values), 1)
-            print(f"{name:<30} {matched[name]:>10,} {figures[name]:>10.1f} {max(values):>9.1f}")
+            cpu = statistics.median(r["cpu"][name] for r in clean)
+            figures[name.replace("_ms", "_cpu_ms")] = round(cpu, 1)
+            print(
+                f"{name:<30} {matched[name]:>10,} {figures[name]:>10.1f} {max(values):>9.1f} "
+                f"{cpu:>8.1f}"
+            )
         others = [m.other_cores for r in rounds for m in r["meters"]]
         figures.update(
             rounds=len(rounds),

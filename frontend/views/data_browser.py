@@ -9,6 +9,7 @@ uses, and its sentences are shown next to the fields they name.
 
 from __future__ import annotations
 
+import json
 import time
 
 from django import forms
@@ -58,7 +59,7 @@ def _page_url(request: HttpRequest, page: int) -> str:
 
 
 def _show(value) -> str:
-    text = value if isinstance(value, str) else repr(value)
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
     return text if len(text) <= CELL_CHARS else text[:CELL_CHARS] + "…"
 
 
