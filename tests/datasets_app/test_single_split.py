@@ -104,3 +104,27 @@ def test_whole_version_as_test_split_measures_a_goal_on_test(world, api) -> None
     assert goal.measured_value == evaluation.value("accuracy")
     assert f"evaluation #{evaluation.pk} on test" in goal.measured_source
     assert goal.status == GoalStatus.MET
+
+
+def test_version_page_split_form_names_the_whole_version_test(world) -> None:
+    import pyarrow as pa
+    from django.test import Client
+    from django.urls import reverse
+
+    from datasets_app.models import DataJob
+    from tests.datasets_app.tables import make_version
+
+    version = make_version(world, pa.table({"text": ["a", "b", "c"], "label": ["x", "y", "x"]}))
+    browser = Client()
+    browser.force_login(world.users["engineer"])
+    response = browser.post(
+        reverse("version-split", args=[version.pk]),
+        {"train": "0", "validation": "0", "test": "1", "seed": "42"},
+    )
+    assert response.status_code == 302
+    job = DataJob.objects.get(kind="split", source_version=version)
+    assert job.params["ratios"] == {"test": 1.0}
+    (done,) = run_queued()
+    assert done.status == JobStatus.SUCCEEDED, done.error
+    split = done.result_version.splits.get()
+    assert (split.name, split.row_count) == ("test", 3)
