@@ -355,6 +355,29 @@ def test_estimates_and_presets_for_the_form(world, api) -> None:
     assert abs(estimate["parameters"] - 124_439_808) < 1000
 
 
+def test_the_form_estimate_with_tokenizer_and_kind_is_the_launch_figure(world, api, prepared):
+    """The launch form's estimate (tokenizer and kind sent) is the figure the job stores."""
+    client = api(world.users["engineer"])
+    launched = pretrain(client, world, prepared).json()
+    estimate = client.post(
+        "/api/v1/training-jobs/estimate/",
+        {
+            "model_spec": {"family": "gpt2", "size": "tiny"},
+            "tokenizer": prepared.tokenizer.pk,
+            "kind": "pretrain_clm",
+            "max_seq_length": TINY.get("max_seq_length", 128),
+        },
+        format="json",
+    ).json()
+    without_tokenizer = client.post(
+        "/api/v1/training-jobs/estimate/",
+        {"model_spec": {"family": "gpt2", "size": "tiny"}, "kind": "pretrain_clm"},
+        format="json",
+    ).json()
+    assert estimate["parameters"] == launched["estimate"]["parameters"]
+    assert without_tokenizer["parameters"] != estimate["parameters"]  # the vocabulary counts
+
+
 @pytest.mark.parametrize("spec", [None, [], "gpt2", {"size": "tiny"}])
 def test_estimates_of_malformed_specs_are_400(world, api, spec) -> None:
     response = api(world.users["viewer"]).post(

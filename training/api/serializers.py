@@ -51,6 +51,7 @@ class TrainingJobSerializer(JobSerializer):
             "global_step",
             "total_steps",
             "final_metrics",
+            "warnings",
             "model_version",
             "log",
         )

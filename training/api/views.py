@@ -139,6 +139,8 @@ class TrainingJobViewSet(ListRetrieveMixin, CreateMixin, ScopedViewSet):
                 model_spec=data["model_spec"],
                 hyperparameters=hyperparameters,
                 method=data["method"],
+                kind=data.get("kind"),
+                tokenizer=data.get("tokenizer"),
             )
         )
 
