@@ -550,6 +550,25 @@ class TrainingLaunchForm(forms.Form):
         self.fields["kind"].widget.attrs["data-family-for-kind"] = json.dumps(
             {k: default_family(self.presets, k) for k, _ in self.fields["kind"].choices}
         )
+        # Hyperparameters whose default depends on the start (a gentler learning rate for a
+        # pretrained base): the page's script switches them with the base source while the user
+        # has not typed a value of their own.
+        pretrained = self.initial["base_source"] != "random"
+        for name, spec in self.hyperparameter_specs.items():
+            if spec.get("pretrained_default", spec.get("default")) == spec.get("default"):
+                continue
+            self.initial.setdefault(
+                f"hp_{name}", spec["pretrained_default"] if pretrained else spec["default"]
+            )
+            self.fields[f"hp_{name}"].widget.attrs.update(
+                {
+                    "data-follows": "base_source",
+                    "data-values": json.dumps(
+                        # As the page renders them (str), so an untouched value is recognised.
+                        {"random": str(spec["default"]), "*": str(spec["pretrained_default"])}
+                    ),
+                }
+            )
         if self.initial["base_source"] == "random":
             self.initial.setdefault("tokenizer", self.newest_tokenizer)
         self.fields["tokenizer"].widget.attrs["data-random-default"] = self.newest_tokenizer

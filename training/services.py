@@ -122,7 +122,12 @@ def _model_limits(config: dict) -> tuple[int | None, int | None]:
 
 
 def _validate_hyperparameters(
-    hyperparameters: dict, *, method: str, kind: str | None = None, has_eval: bool | None = None
+    hyperparameters: dict,
+    *,
+    method: str,
+    kind: str | None = None,
+    has_eval: bool | None = None,
+    pretrained: bool = False,
 ) -> dict:
     from llmhub.reporting import JobInputError
     from training.runtime.config import validate_hyperparameters
@@ -132,7 +137,9 @@ def _validate_hyperparameters(
     try:
         # With the kind and the eval split: early stopping and the best checkpoint are checked
         # here as the worker checks them.
-        return validate_hyperparameters(hyperparameters, kind=kind, has_eval=has_eval)
+        return validate_hyperparameters(
+            hyperparameters, kind=kind, has_eval=has_eval, pretrained=pretrained
+        )
     except JobInputError as exc:
         raise _error("hyperparameters", str(exc)) from exc
 
@@ -194,7 +201,11 @@ def _prepare(
     roles = dict(train_version.column_roles)
     _check_roles(kind, train_version, roles)
     hyperparameters = _validate_hyperparameters(
-        hyperparameters, method=method, kind=kind, has_eval=bool(eval_split)
+        hyperparameters,
+        method=method,
+        kind=kind,
+        has_eval=bool(eval_split),
+        pretrained=base_source != BaseSource.RANDOM,
     )
 
     vocab, max_positions, spec = None, None, dict(model_spec or {})

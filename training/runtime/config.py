@@ -130,6 +130,12 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
     ),
 )
 _BY_NAME = {h.name: h for h in HYPERPARAMETERS}
+# Defaults that differ for a job that starts from pretrained weights (a registered base, a
+# model version, a local or hub model). A pretrained encoder is fine-tuned gently for a few
+# passes (the 2e-5..1e-4 of BERT-style fine-tuning): at the random-weights rate of 5e-4 all-MiniLM
+# forgets what it knew, and one epoch of a thousand rows leaves it predicting the majority class.
+# A model from random weights needs the larger rate to learn anything in a short run.
+PRETRAINED_DEFAULTS: dict[str, Any] = {"learning_rate": 5e-5, "num_epochs": 3.0}
 # The largest model a job may build or load, in parameters (the web's setting
 # LLMHUB_MAX_MODEL_PARAMETERS overrides it): about 80 GB of fp32 weights, 320 GB to train with
 # Adam, already beyond one machine of this product's GPU workers.
@@ -211,6 +217,7 @@ def hyperparameter_schema() -> list[dict[str, Any]]:
             "name": h.name,
             "type": h.type,
             "default": h.default,
+            "pretrained_default": PRETRAINED_DEFAULTS.get(h.name, h.default),
             "help": h.help,
             "min": h.min,
             "max": h.max,
@@ -264,11 +271,16 @@ def check_model_size(parameters: int, *, limit: int | None = DEFAULT_MAX_PARAMET
 
 
 def validate_hyperparameters(
-    values: dict[str, Any], *, kind: str | None = None, has_eval: bool | None = None
+    values: dict[str, Any],
+    *,
+    kind: str | None = None,
+    has_eval: bool | None = None,
+    pretrained: bool = False,
 ) -> dict[str, Any]:
-    """Every hyperparameter with defaults filled in; JobInputError for unknown names and
-    values out of range. Given the job's ``kind`` and whether it has an eval split, also the
-    options that depend on them (:func:`check_training_options`)."""
+    """Every hyperparameter with defaults filled in (those of a pretrained start when
+    ``pretrained``: :data:`PRETRAINED_DEFAULTS`); JobInputError for unknown names and values out
+    of range. Given the job's ``kind`` and whether it has an eval split, also the options that
+    depend on them (:func:`check_training_options`)."""
     if not isinstance(values, dict):
         raise JobInputError("Hyperparameters must be an object of name -> value.")
     unknown = sorted(set(values) - set(_BY_NAME) - set(PASS_THROUGH))
@@ -276,7 +288,10 @@ def validate_hyperparameters(
         raise JobInputError(
             f"Unknown hyperparameter(s): {', '.join(unknown)}. Known: {', '.join(_BY_NAME)}."
         )
-    checked = {h.name: _check(h, values.get(h.name, h.default)) for h in HYPERPARAMETERS}
+    defaults = {h.name: h.default for h in HYPERPARAMETERS}
+    if pretrained:
+        defaults.update(PRETRAINED_DEFAULTS)
+    checked = {h.name: _check(h, values.get(h.name, defaults[h.name])) for h in HYPERPARAMETERS}
     checked.update({k: values[k] for k in PASS_THROUGH if k in values})
     if kind is not None and has_eval is not None:
         problem = check_training_options(checked, kind=kind, has_eval=has_eval)

@@ -8,7 +8,8 @@
 //   splits (the version select carries data-version-splits='{"pk": ["train", ...]}') and set
 //   to the first name of data-prefer present, else the first split (data-prefer-first) or none.
 // - an input with data-follows="field" data-template="prefix-{value}" follows that field's value
-//   until the user types a value of their own.
+//   until the user types a value of their own; with data-values='{"a": "1", "*": "2"}' instead
+//   of a template it takes the value listed for the field's value ("*": any other).
 (function () {
   "use strict";
 
@@ -71,7 +72,10 @@
   function follow(form, input, initial) {
     const source = form.elements[input.dataset.follows];
     if (!source) return;
-    const expected = (v) => input.dataset.template.replace("{value}", v);
+    const values = input.dataset.values ? JSON.parse(input.dataset.values) : null;
+    const expected = values
+      ? (v) => String(v in values ? values[v] : values["*"])
+      : (v) => input.dataset.template.replace("{value}", v);
     let last = expected(source.value);
     if (initial && !input.value) input.value = last;
     source.addEventListener("change", () => {
@@ -87,7 +91,8 @@
       const source = form.elements[select.dataset.splitsFrom];
       if (source) source.addEventListener("change", () => { refillSplits(form, select); toggle(form); });
     });
-    form.querySelectorAll("[data-follows][data-template]").forEach((input) => follow(form, input, true));
+    form.querySelectorAll("[data-follows][data-template], [data-follows][data-values]")
+      .forEach((input) => follow(form, input, true));
     form.addEventListener("change", () => toggle(form));
     form.addEventListener("input", () => toggle(form));
     toggle(form);
