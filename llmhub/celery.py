@@ -11,8 +11,8 @@ timer of its own (``llmhub.sweeper``), started when it is ready.
 
 A stopping worker (SIGTERM or Ctrl-C, to it or to its process group) hands its running jobs back
 instead of waiting for them (Celery's warm shutdown would wait for a training run to finish):
-the main process asks the jobs it runs itself (solo pool) and every pool process (SIGTERM) to
-stop; a pool process's SIGTERM handler asks its job to stop, and ``llmhub.jobs`` re-queues or
+the main process asks the jobs it runs itself (solo pool) and each busy pool process (SIGTERM)
+to stop; a pool process's SIGTERM handler asks its job to stop, and ``llmhub.jobs`` re-queues or
 fails it with the reason. An idle pool process still dies on SIGTERM as before.
 
 The broker is the filesystem under ``var/broker`` unless REDIS_URL (or CELERY_BROKER_URL) is set.
@@ -21,12 +21,21 @@ Results are not stored: a job's outcome lives on its row.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import signal
+import threading
+import time
 
 from celery import Celery
-from celery.signals import task_prerun, worker_process_init, worker_ready, worker_shutting_down
+from celery.signals import (
+    task_prerun,
+    worker_init,
+    worker_process_init,
+    worker_ready,
+    worker_shutting_down,
+)
 from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "llmhub.settings")
@@ -103,14 +112,69 @@ def _start_job_sweeper(sender=None, **kwargs) -> None:
 def _hand_back_jobs_on_shutdown(sig: str = "", how: str = "", **kwargs) -> None:
     # Runs in the main process's signal handler (no database work). Without this, the warm
     # shutdown waits for every running task, however long: bin/dev never returned.
-    import billiard.process
-
     from llmhub.jobs import hand_back_running_jobs
+    from llmhub.sweeper import stop_sweeper
 
+    # No more sweeps here: one would send the handed-back jobs to this very worker.
+    stop_sweeper(wait=False)
+    _bound_the_exit(exitcode=int(kwargs.get("exitcode") or 0))
     hand_back_running_jobs()  # jobs of this process itself (solo and threads pools)
-    for child in billiard.process.active_children():  # prefork pool processes
-        with contextlib.suppress(ProcessLookupError, TypeError):  # gone, or not started
-            os.kill(child.pid, signal.SIGTERM)
+    # Only the pool processes running a task: an idle one that got SIGTERM from the process
+    # group too died of the second signal while holding the pool queue's lock (billiard's
+    # handler resets SIGTERM to the default on the first), and this process then waited on
+    # that lock forever at exit. Idle ones end with the pool.
+    for pid in _busy_pool_processes():
+        with contextlib.suppress(ProcessLookupError):  # gone already
+            os.kill(pid, signal.SIGTERM)
+
+
+# Once the worker has shut down and the interpreter exits, billiard's own atexit cleanup of the
+# pool may wait forever on a lock of the pool's queue that a pool process killed by the group's
+# SIGTERM left held: the main process then hung after its pool had exited ("Warm shutdown" for
+# good, SIGTERM and Ctrl-C ignored: bin/dev never returned). Everything worth doing is done by
+# then (tasks handed back, unacknowledged messages restored), so the exit gets this long.
+EXIT_CLEANUP_SECONDS = 3.0
+_exiting = threading.Event()
+_exit_guard: threading.Thread | None = None
+
+
+def _bound_the_exit(*, exitcode: int) -> None:
+    """Arm (once) a daemon thread that ends this process EXIT_CLEANUP_SECONDS after its atexit
+    cleanup starts. Started now, in the signal handler: no thread can start at exit."""
+    global _exit_guard
+    if _exit_guard is not None:
+        return
+
+    def guard() -> None:
+        _exiting.wait()
+        time.sleep(EXIT_CLEANUP_SECONDS)
+        os._exit(exitcode)
+
+    _exit_guard = threading.Thread(target=guard, name="llmhub-exit-guard", daemon=True)
+    _exit_guard.start()
+    # Registered last, so run first of the atexit handlers (before billiard's).
+    atexit.register(_exiting.set)
+
+
+_worker = None  # this process's WorkController (set on worker_init)
+
+
+@worker_init.connect
+def _keep_worker(sender=None, **kwargs) -> None:
+    global _worker
+    _worker = sender
+
+
+def _busy_pool_processes() -> set[int]:
+    """The pids of the prefork pool processes running a task now (none for other pools).
+
+    Billiard keeps each task sent to the pool in ``Pool._cache`` with the pid of the process
+    that accepted it (``_worker_pid``); Celery has no public API for this.
+    """
+    pool = getattr(getattr(_worker, "pool", None), "_pool", None)
+    cache = getattr(pool, "_cache", None) or {}
+    pids = (getattr(job, "_worker_pid", None) for job in list(cache.values()))
+    return {pid for pid in pids if isinstance(pid, int)}
 
 
 _pool_process = False  # true in a prefork pool process

@@ -16,8 +16,8 @@ the log tail and buffered metric points, so the runtime never waits on the datab
 
 When the worker stops (SIGTERM, Ctrl-C), :func:`hand_back_running_jobs` asks the jobs running in
 the process to stop like a cancel; :func:`execute_job` then hands each one back instead of
-recording an outcome: a kind that resumes from a checkpoint is queued again and its message
-re-sent, any other kind fails with the reason. A job that does not stop within
+recording an outcome: a kind that resumes from a checkpoint is queued again (the next sweep
+sends it), any other kind fails with the reason. A job that does not stop within
 ``JOB_SHUTDOWN_GRACE_SECONDS`` is handed back anyway and the process exits.
 """
 
@@ -378,7 +378,7 @@ def _shutdown_watchdog(grace: float, exit_after: bool) -> None:
 
 
 def _hand_back(model: type[Job], ctx: JobContext) -> JobStatus | None:
-    """Give a job back after its worker stopped: queued again with its message re-sent when its
+    """Give a job back after its worker stopped: queued again, for the next sweep to send, when its
     kind resumes from a checkpoint (``max_attempts > 1``; the hand-back does not count as an
     attempt), else failed with the reason. Returns the new status, or None when the row was
     no longer running (finished, swept)."""
@@ -395,15 +395,18 @@ def _hand_back(model: type[Job], ctx: JobContext) -> JobStatus | None:
         message = f"Re-queued: {SHUTDOWN_REASON}; it resumes from its last checkpoint."
         ctx.append_log(message)
         _flush_quietly(ctx)
+        # No message is sent from here: the stopping worker still consumes for a moment and
+        # would take the job back itself (in a pool process started after the stop, killed
+        # with it). ``enqueued_at=None`` on a job that has run makes it due for the next sweep:
+        # the next worker's first, or any live process's within JOB_SWEEP_INTERVAL_SECONDS.
         if running.update(
             status=JobStatus.QUEUED,
             attempts=F("attempts") - 1,
             worker_host="",
             progress_message=message[:255],
-            enqueued_at=now,
+            enqueued_at=None,
         ):
-            logger.warning("Handed back %s: queued again", ctx.job)
-            _send_after_commit(model, job_id, now)
+            logger.warning("Handed back %s: queued for the next sweep to send", ctx.job)
             return JobStatus.QUEUED
         return None
     error = (
@@ -558,7 +561,8 @@ def sweep_stale_jobs(*, now: datetime | None = None) -> dict[str, int]:
       it is re-queued while attempts remain (kinds that resume from a checkpoint), else failed.
     - A queued job whose message was sent longer than ``JOB_RESEND_AFTER_SECONDS`` ago (or never
       sent) and that no worker claimed may have lost its message (a broker restarted without
-      persistence): it is sent again. A duplicate is harmless, the claim is conditional.
+      persistence): it is sent again. A duplicate is harmless, the claim is conditional. A job
+      handed back by a stopping worker is sent at once.
 
     Safe to run concurrently, in any number of processes: every change is a conditional update
     on the row as it was read, so only one sweep acts on a job and re-sends are rate-limited by
@@ -607,9 +611,12 @@ def _sweep_running(model: type[Job], now: datetime, counts: dict[str, int]) -> N
 def _resend_queued(model: type[Job], now: datetime, counts: dict[str, int]) -> None:
     cutoff = now - timedelta(seconds=settings.JOB_RESEND_AFTER_SECONDS)
     # A row never sent (the web process died between commit and send, or the send failed)
-    # counts from its creation.
+    # counts from its creation; one handed back by a stopping worker (it ran, and its message
+    # was left to the sweep, see _hand_back) is due at once.
     lost = model.sweepable().filter(
-        Q(enqueued_at__lt=cutoff) | Q(enqueued_at__isnull=True, created_at__lt=cutoff),
+        Q(enqueued_at__lt=cutoff)
+        | Q(enqueued_at__isnull=True, created_at__lt=cutoff)
+        | Q(enqueued_at__isnull=True, started_at__isnull=False),
         status=JobStatus.QUEUED,
     )
     for job_id, enqueued_at in lost.values_list("id", "enqueued_at"):

@@ -20,7 +20,7 @@ from django.db import connection
 
 logger = logging.getLogger(__name__)
 
-_lock = threading.Lock()
+_lock = threading.RLock()  # re-entrant: stop_sweeper may run in a signal handler
 _running: dict[int, Sweeper] = {}  # pid -> the sweeper of that process (none survives a fork)
 
 
@@ -71,9 +71,14 @@ def start_sweeper(*, where: str, interval: float | None = None) -> Sweeper | Non
         return sweeper
 
 
-def stop_sweeper() -> None:
-    """Stop this process's sweeper, if any (tests, orderly shutdown)."""
+def stop_sweeper(*, wait: bool = True) -> None:
+    """Stop this process's sweeper, if any (tests, orderly shutdown). ``wait=False`` only tells
+    it to stop (from a signal handler: a stopping worker must not re-send the jobs it hands
+    back while it still consumes, see ``llmhub.celery``)."""
     with _lock:
         sweeper = _running.pop(os.getpid(), None)
     if sweeper is not None:
-        sweeper.stop()
+        if wait:
+            sweeper.stop()
+        else:
+            sweeper.stopped.set()

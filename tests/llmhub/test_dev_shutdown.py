@@ -26,7 +26,14 @@ from django.db import connection
 
 from llmhub import jobs
 from llmhub.celery import app
-from llmhub.jobs import execute_job, hand_back_running_jobs, run_job_inline, runner_for, wait_until
+from llmhub.jobs import (
+    execute_job,
+    hand_back_running_jobs,
+    run_job_inline,
+    runner_for,
+    sweep_stale_jobs,
+    wait_until,
+)
 from llmhub.models import JobStatus
 from projects.models import ProjectHealthCheck
 from projects.services import health_check_launch
@@ -76,9 +83,7 @@ def _run_in_thread(job, fn=None) -> threading.Thread:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_resumable_job_is_queued_again_with_its_message_when_its_worker_stops(
-    world, monkeypatch
-) -> None:
+def test_a_resumable_job_is_queued_again_and_the_next_sweep_sends_it(world, monkeypatch) -> None:
     # A kind that resumes from a checkpoint (training) says so with max_attempts > 1.
     monkeypatch.setattr(ProjectHealthCheck, "max_attempts", 2)
     queue = _private_queue(monkeypatch)
@@ -99,7 +104,12 @@ def test_a_resumable_job_is_queued_again_with_its_message_when_its_worker_stops(
     assert row.worker_host == "" and row.finished_at is None and row.error == ""
     assert row.progress_message.startswith("Re-queued: the worker was stopped")
     assert "resumes from its last checkpoint" in row.log
-    assert _queue_size(queue) == 1  # re-sent: the next worker takes it at once
+    # Not sent by the stopping worker, which would take it back itself: due for the next sweep
+    # (the next worker's first), at once, not JOB_RESEND_AFTER_SECONDS later.
+    assert _queue_size(queue) == 0 and row.enqueued_at is None
+    assert sweep_stale_jobs() == {"failed": 0, "requeued": 0, "resent": 1}
+    assert _queue_size(queue) == 1 and _row(job).enqueued_at is not None
+    assert sweep_stale_jobs()["resent"] == 0  # once
 
     # The next worker runs it to the end, once.
     ProjectHealthCheck.objects.filter(pk=job.pk).update(sleep_seconds=0)
@@ -162,7 +172,7 @@ def test_a_job_that_does_not_stop_is_handed_back_after_the_grace(world, monkeypa
     assert hand_back_running_jobs(grace=0.5, exit_after=False) == 1
     assert wait_until(lambda: _row(job).status == JobStatus.QUEUED, timeout=5)
     row = _row(job)
-    assert "did not stop within 0.5s" in row.log and _queue_size(queue) == 1
+    assert "did not stop within 0.5s" in row.log and row.enqueued_at is None
     # When the call finally returns, the late outcome does not overwrite the hand-back.
     release.set()
     thread.join(10)
@@ -279,12 +289,12 @@ def test_bin_dev_stops_within_seconds_and_hands_the_running_job_back(tmp_path, s
 
 
 def _start_dev_style_worker(log_path: Path) -> subprocess.Popen:
-    """The worker as bin/dev starts it (prefork, two pool processes), on the test database and
-    broker, in a process group of its own."""
+    """The worker as bin/dev starts it (prefork, two pool processes, sweeping once at start and
+    then on its timer), on the test database and broker, in a process group of its own."""
     env = os.environ | {
         "DJANGO_SETTINGS_MODULE": "tests.settings",
         "LLMHUB_TEST_WORKER_DB": str(connection.settings_dict["NAME"]),
-        "LLMHUB_JOB_SWEEP_IN_PROCESS": "false",  # nothing but the hand-back re-queues here
+        "LLMHUB_JOB_SWEEP_IN_PROCESS": "true",
         "PYTHONUNBUFFERED": "1",
     }
     command = [sys.executable, "-m", "celery", "-A", "llmhub.celery", "worker", "-Q", "cpu,gpu"]
@@ -334,7 +344,7 @@ def test_a_training_run_is_handed_back_and_resumes_on_the_next_worker(world, api
                 "train_version": prepared.corpus.pk,
                 "hyperparameters": {
                     **TINY,
-                    "max_steps": 40,
+                    "max_steps": 80,
                     "save_steps": 5,
                     "max_seq_length": 128,
                     "learning_rate": 0.001,
@@ -358,7 +368,7 @@ def test_a_training_run_is_handed_back_and_resumes_on_the_next_worker(world, api
         took = time.monotonic() - asked
     finally:
         _stop(worker)
-    log = log_path.read_text()
+    log = log_path.read_text()[-6000:]  # the shutdown
     # A training step and its checkpoint may outlast the grace (JOB_SHUTDOWN_GRACE_SECONDS, 5 s):
     # then the job is handed back anyway and the pool process exits; Celery's own shutdown
     # (its consumer loop, pool and connection) takes a few seconds more.
@@ -368,9 +378,9 @@ def test_a_training_run_is_handed_back_and_resumes_on_the_next_worker(world, api
     assert job.attempts == 0 and job.worker_host == ""
     assert "Re-queued: the worker was stopped" in job.log
     stopped_at = Checkpoint.objects.filter(job=job).order_by("-step").first().step
-    assert 0 < stopped_at < 40  # the stop kept a checkpoint
+    assert 0 < stopped_at < 80  # the stop kept a checkpoint
 
-    # The next worker takes the re-sent message at once (no sweep runs here) and resumes.
+    # The next worker's first sweep sends it at once, and it resumes.
     worker = _start_dev_style_worker(tmp_path / "worker-2.log")
     try:
         assert wait_until(lambda: status() in ("succeeded", "failed"), timeout=400), (
@@ -382,9 +392,9 @@ def test_a_training_run_is_handed_back_and_resumes_on_the_next_worker(world, api
         _stop(worker)
     done = TrainingJob.objects.get(pk=job_id)
     assert done.status == "succeeded", done.error
-    assert done.global_step == 40 and done.attempts == 1
+    assert done.global_step == 80 and done.attempts == 1
     steps = list(MetricPoint.objects.filter(job=done, name="loss").values_list("step", flat=True))
-    assert len(steps) == len(set(steps)) and max(steps) == 40
+    assert len(steps) == len(set(steps)) and max(steps) == 80
     # Resumed, not started over: the first run's early points are the ones kept.
     assert MetricPoint.objects.get(job=done, name="loss", step=1).pk == first_point
     assert done.model_version is not None
