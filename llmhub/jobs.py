@@ -330,6 +330,23 @@ _all_done = threading.Condition(_running_lock)
 SHUTDOWN_REASON = "the worker was stopped while the job was running"
 
 
+_starting = 0  # jobs between their claim and their registration (under _running_lock)
+_hand_back_starting = False  # a stop came while some were starting
+
+
+def _end_start(model: type[Job], ctx: JobContext | None) -> None:
+    global _starting, _hand_back_starting
+    with _running_lock:
+        _starting -= 1
+        if ctx is not None:
+            _running_contexts[id(ctx)] = (model, ctx)
+            if _hand_back_starting:
+                ctx.request_hand_back()
+        if not _starting:
+            _hand_back_starting = False
+        _all_done.notify_all()
+
+
 def hand_back_running_jobs(*, grace: float | None = None, exit_after: bool = True) -> int:
     """Ask every job running in this process to stop and be handed back; returns how many.
 
@@ -340,11 +357,14 @@ def hand_back_running_jobs(*, grace: float | None = None, exit_after: bool = Tru
     is handed back from a watchdog thread and, with ``exit_after``, the process exits, so a
     stopping worker never waits on its jobs for long.
     """
+    global _hand_back_starting
     with _running_lock:
         contexts = [ctx for _model, ctx in _running_contexts.values()]
+        starting = _starting
+        _hand_back_starting = _hand_back_starting or bool(starting)
     for ctx in contexts:
         ctx.request_hand_back()
-    if contexts:
+    if contexts or starting:
         grace = float(settings.JOB_SHUTDOWN_GRACE_SECONDS if grace is None else grace)
         threading.Thread(
             target=_shutdown_watchdog,
@@ -352,13 +372,13 @@ def hand_back_running_jobs(*, grace: float | None = None, exit_after: bool = Tru
             name="llmhub-job-shutdown-watchdog",
             daemon=True,
         ).start()
-    return len(contexts)
+    return len(contexts) + starting
 
 
 def _shutdown_watchdog(grace: float, exit_after: bool) -> None:
     deadline = time.monotonic() + grace
     with _running_lock:
-        while _running_contexts and time.monotonic() < deadline:
+        while (_running_contexts or _starting) and time.monotonic() < deadline:
             _all_done.wait(max(deadline - time.monotonic(), 0.01))
         left = list(_running_contexts.values())
     if not left:
@@ -436,26 +456,32 @@ def execute_job(
     heartbeat: bool = True,
 ) -> JobStatus | None:
     """Claim and run one job; returns its final status, or None if it was not ours to run."""
-    now = timezone.now()
-    claimed = model.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(
-        status=JobStatus.RUNNING,
-        started_at=now,
-        heartbeat_at=now,
-        finished_at=None,
-        worker_host=worker_identity(),
-        attempts=F("attempts") + 1,
-        **({"celery_task_id": task_id} if task_id else {}),
-    )
-    if not claimed:
-        # Already running elsewhere, finished, cancelled while queued, or deleted: a redelivered
-        # message must not run the job twice.
-        logger.info("%s %s is not queued; nothing to do", model.__name__, job_id)
-        return None
-
-    job = model.objects.get(pk=job_id)
-    ctx = JobContext(job)
+    global _starting
+    # Between the claim and the registration of its context the job is "starting": a worker
+    # stop then hands it back as soon as it is registered (see hand_back_running_jobs).
     with _running_lock:
-        _running_contexts[id(ctx)] = (model, ctx)
+        _starting += 1
+    ctx = None
+    try:
+        now = timezone.now()
+        claimed = model.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(
+            status=JobStatus.RUNNING,
+            started_at=now,
+            heartbeat_at=now,
+            finished_at=None,
+            worker_host=worker_identity(),
+            attempts=F("attempts") + 1,
+            **({"celery_task_id": task_id} if task_id else {}),
+        )
+        if not claimed:
+            # Already running elsewhere, finished, cancelled while queued, or deleted: a
+            # redelivered message must not run the job twice.
+            logger.info("%s %s is not queued; nothing to do", model.__name__, job_id)
+            return None
+        job = model.objects.get(pk=job_id)
+        ctx = JobContext(job)
+    finally:
+        _end_start(model, ctx)
     handler = _JobLogHandler(ctx)
     root = logging.getLogger()
     root.addHandler(handler)
