@@ -302,11 +302,18 @@ class SplitForm(forms.Form):
     stratify_column = forms.ChoiceField(choices=(), required=False, label="Stratify by")
     by_column = forms.ChoiceField(choices=(), required=False, label="Or split by the values of")
 
+    # A column with one of these names already says which split each row belongs to (as the
+    # sentiment_poem.csv of the first project does): the form proposes splitting by it.
+    SPLIT_COLUMN_NAMES = ("split", "fold", "subset", "partition")
+
     def __init__(self, *args, columns=(), **kwargs) -> None:
         super().__init__(*args, **kwargs)
         choices = [("", "—"), *[(c, c) for c in columns]]
         self.fields["stratify_column"].choices = choices
         self.fields["by_column"].choices = choices
+        by_name = {c.lower(): c for c in columns}
+        split_column = next((by_name[n] for n in self.SPLIT_COLUMN_NAMES if n in by_name), "")
+        self.initial.setdefault("by_column", split_column)
 
 
 class TokenizerForm(forms.Form):
