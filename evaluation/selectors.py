@@ -125,6 +125,8 @@ def comparison(runs: list[EvaluationRun], *, baseline_id: int | None = None) -> 
                 "name": str(r),
                 "model": str(r.model_version),
                 "model_version": r.model_version_id,
+                # A diverged training run's warnings follow its model into every comparison.
+                "model_warnings": [w.get("message", "") for w in r.model_version.warnings or []],
                 "split": r.split,
                 "dataset_version": str(r.dataset_version),
                 "n_examples": r.n_examples,

@@ -78,3 +78,18 @@ def test_no_notice_at_the_cap(world) -> None:
     body = _page(world, ids).content.decode()
     assert 'id="compare-cap"' not in body
     assert f"{MAX_COMPARED} runs side by side" in body
+
+
+def test_a_model_with_warnings_is_marked_in_comparisons(world, api) -> None:
+    ids = _runs(world.project, 2)
+    ModelVersion.objects.update(
+        warnings=[{"code": "diverged", "message": "Training diverged at step 9.", "step": 9}]
+    )
+    body = _page(world, ids).content.decode()
+    assert body.count("data-model-warnings") == 2 and "Training diverged at step 9." in body
+    data = api(world.users["viewer"]).get(
+        f"/api/v1/evaluation-runs/compare/?runs={','.join(map(str, ids))}"
+    )
+    assert data.json()["runs"][0]["model_warnings"] == ["Training diverged at step 9."]
+    ModelVersion.objects.update(warnings=[])
+    assert "data-model-warnings" not in _page(world, ids).content.decode()
