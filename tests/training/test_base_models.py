@@ -303,6 +303,23 @@ def test_a_sweep_registers_only_its_best_trial(world, api, client, prepared) -> 
     assert "best trial of sweep lr" in change.reason
 
 
+def test_a_sweep_whose_last_trial_fails_still_registers_its_best(world, api, prepared) -> None:
+    from tests.training.test_training_api import lr_sweep
+
+    body = lr_sweep(world, prepared)
+    # The second trial's rate sends the loss to infinity: it fails (on_divergence "stop"),
+    # and it is the last trial to end.
+    body["search_space"] = {"learning_rate": [0.003, 1.0]}
+    response = api(world.users["engineer"]).post("/api/v1/sweeps/", body)
+    assert response.status_code == 201, response.content
+    jobs = run_training()
+    assert [j.status for j in jobs] == [JobStatus.SUCCEEDED, JobStatus.FAILED], [
+        j.error for j in jobs
+    ]
+    [version] = ModelVersion.objects.all()
+    assert jobs[0].pk == TrainingJob.objects.get(model_version=version).pk
+
+
 def test_a_trial_with_warnings_gives_way_to_a_clean_one(world, tmp_path) -> None:
     from training import services
     from training.models import Sweep
