@@ -250,8 +250,9 @@ class JobContext:
         self._model.objects.filter(pk=self.job.pk).update(**fields)
 
     def after_success(self, callback: Callable[[], None]) -> None:
-        """Run ``callback`` once the job is recorded as succeeded (e.g. to update what reads
-        succeeded jobs); its errors are logged, the job stays succeeded."""
+        """Run ``callback`` in the transaction that records the job as succeeded (e.g. to
+        update what reads succeeded jobs), so both are seen together; keep it to quick database
+        work. Its errors are logged and undone, the job stays succeeded."""
         self.success_callbacks.append(callback)
 
     def flush(self) -> None:
@@ -531,9 +532,20 @@ def execute_job(
         ctx.flush()
     except Exception:
         logger.exception("Final flush of %s failed", job)
-    finished = model.objects.filter(pk=job_id, status=JobStatus.RUNNING).update(
-        status=status, error=error[:10_000], traceback=trace, finished_at=timezone.now()
-    )
+    # The outcome and what it changes (a goal measured by this evaluation) commit together: a
+    # page that reloads when it sees the job end never shows the old goal status.
+    with transaction.atomic():
+        finished = model.objects.filter(pk=job_id, status=JobStatus.RUNNING).update(
+            status=status, error=error[:10_000], traceback=trace, finished_at=timezone.now()
+        )
+        if finished and status == JobStatus.SUCCEEDED:
+            for callback in ctx.success_callbacks:
+                try:
+                    # A savepoint each: a failing callback is undone alone, the job succeeds.
+                    with transaction.atomic():
+                        callback()
+                except Exception:
+                    logger.exception("A success callback of %s failed", job)
     job.status = status
     if status == JobStatus.FAILED:
         logger.warning("Finished %s: %s", job, error)
@@ -542,12 +554,6 @@ def execute_job(
     if not finished:
         logger.warning("%s was changed by someone else while running (swept?)", job)
         return model.objects.filter(pk=job_id).values_list("status", flat=True).first()
-    if status == JobStatus.SUCCEEDED:
-        for callback in ctx.success_callbacks:
-            try:
-                callback()
-            except Exception:
-                logger.exception("A success callback of %s failed", job)
     return status
 
 

@@ -144,3 +144,25 @@ def test_a_launch_while_the_broker_is_down_creates_nothing(world, monkeypatch) -
         health_check_launch(actor=world.users["admin"], project=world.project)
     assert not ProjectHealthCheck.objects.exists()
     assert AuditEvent.objects.count() == events
+
+
+def test_success_callbacks_commit_with_the_outcome_and_a_failing_one_is_undone(world) -> None:
+    """What a job's success changes is written in the transaction that records the success
+    (a page reloading when the job ends sees both); a callback that fails is rolled back alone."""
+    from projects.models import Project
+
+    def runner(job, ctx) -> None:
+        def rename() -> None:
+            Project.objects.filter(pk=job.project_id).update(name="renamed by success")
+
+        def broken() -> None:
+            Project.objects.filter(pk=job.project_id).update(description="half written")
+            raise RuntimeError("callback crashed")
+
+        ctx.after_success(rename)
+        ctx.after_success(broken)
+
+    job = ProjectHealthCheck.objects.create(project=world.project)
+    assert execute_job(ProjectHealthCheck, job.pk, runner, heartbeat=False) == JobStatus.SUCCEEDED
+    project = Project.objects.get(pk=world.project.pk)
+    assert project.name == "renamed by success" and project.description != "half written"
