@@ -230,7 +230,7 @@ def upload_start(
     chunk_chars: int = 2000,
     column_roles: dict | None = None,
 ) -> DataJob:
-    """Accept an uploaded file and queue its ingestion into a new version.
+    """Accept an uploaded file and queue its ingestion into a new version of ``dataset``.
 
     Cheap checks run here so the caller gets an immediate 400: the size limit, the options
     (validated by the runtime's ``IngestOptions``, as the worker does again), the file name
@@ -240,10 +240,53 @@ def upload_start(
     Parsing the whole file happens in the ingest job; if it fails, the job fails with the line
     and reason, and no version is created.
     """
+    require(actor, dataset.project.team, Action.EDIT_DATA)
+    return _accept_upload(
+        actor=actor,
+        dataset_for_job=lambda: dataset,
+        uploaded_file=uploaded_file,
+        options={
+            "file_format": file_format,
+            "encoding": encoding,
+            "encoding_errors": encoding_errors,
+            "txt_mode": txt_mode,
+            "chunk_chars": chunk_chars,
+            "column_roles": column_roles,
+        },
+    )
+
+
+def dataset_create_with_upload(
+    *,
+    actor,
+    project: Project,
+    name: str,
+    description: str = "",
+    uploaded_file,
+    **options: Any,
+) -> DataJob:
+    """Create a dataset from its first file (the Data tab's upload). The dataset is created in
+    the transaction that queues the ingest, after every check of the file and its options: a
+    refused upload leaves no empty dataset behind. ``options`` are those of
+    :func:`upload_start`."""
+    require(actor, project.team, Action.EDIT_DATA)
+    _require_free_name(Dataset, project, name, what="dataset")  # refused before the file is stored
+    return _accept_upload(
+        actor=actor,
+        dataset_for_job=lambda: dataset_create(
+            actor=actor, project=project, name=name, description=description
+        ),
+        uploaded_file=uploaded_file,
+        options=options,
+    )
+
+
+def _accept_upload(*, actor, dataset_for_job, uploaded_file, options: dict) -> DataJob:
+    """Check an upload and its options, store the file (no transaction open), then in one
+    transaction get the dataset (``dataset_for_job()``) and queue the ingest job."""
     from datasets_app.cleaning.readers import sniff_upload
     from llmhub.reporting import JobInputError
 
-    require(actor, dataset.project.team, Action.EDIT_DATA)
     if uploaded_file is None:
         raise ValidationError({"file": "No file was uploaded."})
     if uploaded_file.size == 0:
@@ -255,15 +298,7 @@ def upload_start(
                 f"{settings.LLMHUB_MAX_UPLOAD_BYTES:,} bytes."
             }
         )
-    options = _options(
-        opts.IngestOptions,
-        file_format=file_format,
-        encoding=encoding,
-        encoding_errors=encoding_errors,
-        txt_mode=txt_mode,
-        chunk_chars=chunk_chars,
-        column_roles=column_roles,
-    )
+    options = _options(opts.IngestOptions, **options)
 
     uploaded_file.seek(0)
     head = uploaded_file.read(64 * 1024)
@@ -282,7 +317,7 @@ def upload_start(
         with transaction.atomic():
             return _queue_ingest(
                 actor=actor,
-                dataset=dataset,
+                dataset=dataset_for_job(),
                 stored=stored,
                 safe_name=safe_name,
                 size_bytes=uploaded_file.size,

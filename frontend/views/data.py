@@ -83,30 +83,33 @@ def _dataset_upload(request: HttpRequest, pk: int, error: str | None) -> HttpRes
     if form.is_valid():
         data = form.cleaned_data
         try:
+            options = {
+                "uploaded_file": data["file"],
+                "file_format": data["file_format"] or None,
+                "encoding": data["encoding"],
+                "encoding_errors": data["encoding_errors"],
+                "txt_mode": data["txt_mode"],
+                "column_roles": services.parse_json_field(
+                    data["column_roles"], field="column_roles"
+                ),
+            }
             if dataset_id:
                 dataset = get_object_or_404(
                     selectors.datasets_for_user(request.user).filter(project=project),
                     pk=dataset_id,
                 )
+                job = services.upload_start(actor=request.user, dataset=dataset, **options)
             else:
-                # A new dataset without a name is named after its file (the label says optional).
-                dataset = services.dataset_create(
+                # A new dataset without a name is named after its file (the label says optional);
+                # it is created only once the file and its options pass.
+                job = services.dataset_create_with_upload(
                     actor=request.user,
                     project=project,
                     name=data["name"].strip()
                     or services.default_dataset_name(project=project, filename=data["file"].name),
                     description=data["description"],
+                    **options,
                 )
-            job = services.upload_start(
-                actor=request.user,
-                dataset=dataset,
-                uploaded_file=data["file"],
-                file_format=data["file_format"] or None,
-                encoding=data["encoding"],
-                encoding_errors=data["encoding_errors"],
-                txt_mode=data["txt_mode"],
-                column_roles=services.parse_json_field(data["column_roles"], field="column_roles"),
-            )
         except ValidationError as exc:
             call_service(form, _raise, error=exc)
     if job is None:

@@ -101,3 +101,27 @@ def test_the_tokenizer_name_follows_the_algorithm(page, world) -> None:
     page.fill("#id_name", "my-own")
     page.select_option("#id_algorithm", "unigram")
     assert page.input_value("#id_name") == "my-own"  # a name the user typed is kept
+
+
+def test_upload_errors_show_next_to_their_fields(page, world, tmp_path) -> None:
+    """The upload form posts by script; a refusal puts each error under its own field (opening
+    the collapsed format options that hold it), and no dataset is created."""
+    from playwright.sync_api import expect
+
+    from datasets_app.models import Dataset
+
+    sample = tmp_path / "tickets.csv"
+    sample.write_text("text,label\nhello,a\nbye,b\n")
+    _login(page, world.users["engineer"])
+    page.goto(f"/projects/{world.project.pk}/data/")
+    page.set_input_files("#id_file", str(sample))
+    page.click("text=Format options")
+    page.fill("#id_column_roles", "{bad")
+    page.click("text=Format options")  # folded again, as a person may leave it
+    page.click("form[data-upload-form] button:has-text('Upload')")
+    error = page.locator("[data-upload-field-error=column_roles]")
+    expect(error).to_contain_text("Not valid JSON")
+    assert error.evaluate("el => el.closest('.field').querySelector('#id_column_roles') !== null")
+    assert page.locator("form[data-upload-form] details").evaluate("el => el.open")
+    assert page.locator("[data-upload-errors]").is_hidden()
+    assert not Dataset.objects.exists()

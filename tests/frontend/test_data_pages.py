@@ -64,6 +64,20 @@ def test_page_upload_errors_are_reported_as_json(world, engineer) -> None:
     assert not DataJob.objects.exists()
 
 
+@pytest.mark.parametrize(
+    "bad", [{"column_roles": "{bad"}, {"encoding": "no-such-codec"}, {"file_format": "parquet"}]
+)
+def test_a_refused_first_upload_creates_no_dataset(world, engineer, bad) -> None:
+    """The service, the parser and the sniffer each refuse something; none leaves an empty
+    dataset behind (the dataset is created with the ingest job, after every check)."""
+    from datasets_app.models import Dataset
+
+    response = _upload(engineer, world.project.pk, **bad)
+    assert response.status_code == 400, response.content
+    assert set(response.json()["errors"]) & {*bad, "file"}
+    assert not Dataset.objects.exists() and not DataJob.objects.exists()
+
+
 def test_an_upload_without_a_name_is_named_after_its_file(world, engineer) -> None:
     first = _upload(engineer, world.project.pk, name="")
     second = _upload(engineer, world.project.pk, name="  ")

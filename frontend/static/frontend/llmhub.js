@@ -173,10 +173,23 @@ document.addEventListener("submit", (event) => {
     try { body = JSON.parse(xhr.responseText); } catch (e) { /* not JSON */ }
     if (xhr.status === 202 && body.redirect) { window.location = body.redirect; return; }
     button.disabled = false; box.hidden = true;
-    const messages = body.errors
-      ? Object.entries(body.errors).map(([field, list]) => list.map((e) => (field === "__all__" ? "" : field + ": ") + e.message).join(" "))
-      : [xhr.statusText || "Upload failed"];
-    errors.textContent = messages.join(" "); errors.hidden = false;
+    // Each error next to its field, all at once; what has no field of its own goes in the box.
+    form.querySelectorAll("[data-upload-field-error]").forEach((el) => el.remove());
+    const general = [];
+    Object.entries(body.errors || { __all__: [{ message: xhr.statusText || "Upload failed" }] })
+      .forEach(([field, list]) => {
+        const text = list.map((e) => e.message).join(" ");
+        const control = field === "__all__" ? null : form.elements[field];
+        const container = control && control.closest ? control.closest(".field") : null;
+        if (container) {
+          const el = document.createElement("div");
+          el.className = "errors"; el.dataset.uploadFieldError = field; el.textContent = text;
+          container.appendChild(el);
+          const details = container.closest("details");
+          if (details) details.open = true;
+        } else general.push(field === "__all__" ? text : `${field}: ${text}`);
+      });
+    errors.textContent = general.join(" "); errors.hidden = !general.length;
   };
   xhr.onerror = () => { button.disabled = false; errors.textContent = "The upload was interrupted."; errors.hidden = false; };
   xhr.send(new FormData(form));
