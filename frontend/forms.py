@@ -295,10 +295,15 @@ class CleanForm(forms.Form):
 
 
 class SplitForm(forms.Form):
-    train = forms.FloatField(initial=0.8, min_value=0, max_value=1)
-    validation = forms.FloatField(initial=0.1, min_value=0, max_value=1)
-    test = forms.FloatField(initial=0.1, min_value=0, max_value=1)
-    seed = forms.IntegerField(initial=42)
+    """Split by ratios (optionally stratified) or by the values of a column. The ratio fields
+    show only while no column is chosen: a split by a column ignores them."""
+
+    # Not required: hidden (and not sent) while splitting by a column; the split service says
+    # what is missing when neither ratios nor a column are given.
+    train = forms.FloatField(initial=0.8, min_value=0, max_value=1, required=False)
+    validation = forms.FloatField(initial=0.1, min_value=0, max_value=1, required=False)
+    test = forms.FloatField(initial=0.1, min_value=0, max_value=1, required=False)
+    seed = forms.IntegerField(initial=42, required=False)
     stratify_column = forms.ChoiceField(choices=(), required=False, label="Stratify by")
     by_column = forms.ChoiceField(choices=(), required=False, label="Or split by the values of")
 
@@ -314,6 +319,8 @@ class SplitForm(forms.Form):
         by_name = {c.lower(): c for c in columns}
         split_column = next((by_name[n] for n in self.SPLIT_COLUMN_NAMES if n in by_name), "")
         self.initial.setdefault("by_column", split_column)
+        for name in ("train", "validation", "test", "seed", "stratify_column"):
+            self.fields[name].show_when = _condition("by_column", [""])
 
 
 class TokenizerForm(forms.Form):

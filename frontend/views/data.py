@@ -316,9 +316,10 @@ def version_split(request: HttpRequest, pk: int) -> HttpResponse:
             actor=request.user,
             version=version,
             ratios=ratios,
-            seed=data["seed"],
             stratify_column=data["stratify_column"] or None,
             by_column=by_column,
+            # Not sent while splitting by a column (the field is hidden): the service's default.
+            **({} if data["seed"] is None else {"seed": data["seed"]}),
         ):
             messages.success(request, "Splitting started.")
             return redirect("version-page", pk=version.pk)

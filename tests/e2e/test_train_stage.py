@@ -113,6 +113,8 @@ def test_engineer_trains_two_models_and_finds_them_in_the_registry(
     _upload(page, project, "poems", FIXTURES / "poem_sample.csv")
     poems = DatasetVersion.objects.get(dataset__name="poems", number=1)
     page.goto(f"/versions/{poems.pk}/")
+    # The sample has a `split` column, which the form proposes; this split is by ratios.
+    page.select_option("#id_by_column", "")
     page.fill("#id_train", "0.8")
     page.fill("#id_validation", "0")
     page.fill("#id_test", "0.2")

@@ -418,3 +418,21 @@ def test_a_table_of_numbers_only_is_stored_with_its_warning(world, engineer) -> 
     assert any("The table has no text column" in w for w in version.warnings)
     launch = _launch_page(engineer, world.project)
     assert f'data-show-when="train_version={version.pk}" data-note-for="train_version"' in launch
+
+
+def test_the_split_form_proposes_the_table_s_own_split_column(world, client) -> None:
+    """A table with a `split` column is split by it by default; the ratio fields show only when
+    no column is chosen, and a split by the column needs none of them."""
+    from datasets_app.models import DataJob
+
+    version = _version(world.project, "poems")
+    version.schema = [*version.schema, {"name": "split", "type": "string"}]
+    version.save(update_fields=["schema"])
+    client.force_login(world.users["engineer"])
+    page = client.get(f"/versions/{version.pk}/").content.decode()
+    assert '<option value="split" selected>split</option>' in page
+    assert page.count('data-show-when="by_column="') == 5  # train, validation, test, seed, stratify
+    response = client.post(f"/versions/{version.pk}/split/", {"by_column": "split"})
+    assert response.status_code == 302, response.content.decode()[:2000]
+    job = DataJob.objects.get(kind="split")
+    assert job.params["by_column"] == "split"
