@@ -475,6 +475,10 @@ class TrainingLaunchForm(forms.Form):
         ]
         if not self.base_models:
             self.fields["base_model"].help_text = "The team has no registered base model yet."
+        # The page's estimate of a pretrained base is made from its config (with the job's head).
+        self.fields["base_model"].widget.attrs["data-base-configs"] = json.dumps(
+            {pk: b.config for pk, b in self.base_models.items()}
+        )
         self.fields["base_model_version"].choices = [("", "—")] + [
             (str(v.pk), str(v)) for v in model_versions
         ]

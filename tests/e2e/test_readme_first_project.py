@@ -120,6 +120,8 @@ def test_a_newcomer_follows_the_readme_to_a_model_that_meets_the_goal(page, cele
     expect(page.locator("#base-models")).to_contain_text("all-MiniLM-L6-v2")
     _tab(page, "Train")
     page.click("text=+ New training job")
+    # The estimate before launch is the base's own size (with the classifier's head).
+    expect(page.locator("[data-estimate=parameters]")).to_have_text("22.7M")
     _shot(page, "readme-launch.png")
     page.click("button:has-text('Launch on the gpu queue')")
     page.wait_for_url("**/training-jobs/*/")

@@ -322,7 +322,7 @@ def _stop(worker: subprocess.Popen) -> None:
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_a_training_run_is_handed_back_and_resumes_on_the_next_worker(world, api, tmp_path) -> None:
-    from tests.training.conftest import TINY, prepare
+    from tests.training.conftest import is_running_past_a_checkpoint, launch_long_run, prepare
     from training.models import Checkpoint, MetricPoint, TrainingJob
 
     def status() -> str:
@@ -332,34 +332,10 @@ def test_a_training_run_is_handed_back_and_resumes_on_the_next_worker(world, api
     log_path = tmp_path / "worker.log"
     worker = _start_dev_style_worker(log_path)
     try:
-        response = api(world.users["engineer"]).post(
-            "/api/v1/training-jobs/",
-            {
-                "project": world.project.pk,
-                "name": "long",
-                "kind": "pretrain_clm",
-                # As in tests/training/test_training_worker.py: a few steps per second here.
-                "model_spec": {"family": "gpt2", "size": "small"},
-                "tokenizer": prepared.tokenizer.pk,
-                "train_version": prepared.corpus.pk,
-                "hyperparameters": {
-                    **TINY,
-                    "max_steps": 80,
-                    "save_steps": 5,
-                    "max_seq_length": 128,
-                    "learning_rate": 0.001,
-                },
-            },
+        job_id = launch_long_run(api(world.users["engineer"]), world, prepared)
+        assert wait_until(lambda: is_running_past_a_checkpoint(job_id), timeout=120), (
+            log_path.read_text()
         )
-        assert response.status_code == 201, response.content
-        job_id = response.json()["id"]
-        assert wait_until(
-            lambda: (
-                MetricPoint.objects.filter(job_id=job_id, name="loss").count() > 5
-                and Checkpoint.objects.filter(job_id=job_id).exists()
-            ),
-            timeout=120,
-        ), log_path.read_text()
         first_point = MetricPoint.objects.get(job_id=job_id, name="loss", step=1).pk
 
         asked = time.monotonic()

@@ -73,3 +73,39 @@ TINY = {
     "learning_rate": 0.003,
     "logging_steps": 1,
 }
+
+
+def launch_long_run(client, world, prepared: Prepared) -> int:
+    """Launch (through the API) a pre-training run long enough for a cancel or a worker stop
+    to land mid-run: the "small" GPT-2 preset at 128 tokens takes a few steps per second here,
+    and checkpoints every 5 of its 80 steps, so a resumed run finishes soon. Returns its id."""
+    response = client.post(
+        "/api/v1/training-jobs/",
+        {
+            "project": world.project.pk,
+            "name": "long",
+            "kind": "pretrain_clm",
+            "model_spec": {"family": "gpt2", "size": "small"},
+            "tokenizer": prepared.tokenizer.pk,
+            "train_version": prepared.corpus.pk,
+            "hyperparameters": {
+                **TINY,
+                "max_steps": 80,
+                "save_steps": 5,
+                "max_seq_length": 128,
+                "learning_rate": 0.001,
+            },
+        },
+    )
+    assert response.status_code == 201, response.content
+    return response.json()["id"]
+
+
+def is_running_past_a_checkpoint(job_id: int) -> bool:
+    """Curves arrive while it runs (the heartbeat flushes them) and a checkpoint is stored."""
+    from training.models import Checkpoint, MetricPoint
+
+    return (
+        MetricPoint.objects.filter(job_id=job_id, name="loss").count() > 5
+        and Checkpoint.objects.filter(job_id=job_id).exists()
+    )

@@ -78,3 +78,24 @@ def test_the_schema_and_the_form_offer_the_default_of_the_start(
         'data-values="{&quot;random&quot;: &quot;0.0005&quot;, &quot;*&quot;: &quot;5e-05&quot;}"'
         in page
     )
+
+
+def test_the_form_estimates_a_registered_base_from_its_config(world, client, api) -> None:
+    """The launch page sends the chosen base's config to the estimate endpoint: the figure is
+    the base's parameters plus the head of the job's kind."""
+    import json
+    import re
+
+    engineer = api(world.users["engineer"])
+    base = _register_minilm(engineer, world)
+    client.force_login(world.users["engineer"])
+    page = client.get(f"/projects/{world.project.pk}/train/new/").content.decode()
+    raw = re.search(r'data-base-configs="([^"]*)"', page).group(1)
+    configs = json.loads(raw.replace("&quot;", '"'))
+    estimate = engineer.post(
+        "/api/v1/training-jobs/estimate/",
+        {"model_spec": {"config": configs[str(base)]}, "kind": "classification"},
+        format="json",
+    ).json()
+    # all-MiniLM-L6-v2 has 22,713,728 parameters; a classifier adds its head (2 classes here).
+    assert 22_713_728 < estimate["parameters"] < 22_713_728 + 10_000

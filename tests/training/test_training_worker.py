@@ -7,7 +7,7 @@ import pytest
 from django.utils import timezone
 
 from llmhub.jobs import wait_until
-from tests.training.conftest import TINY, prepare
+from tests.training.conftest import is_running_past_a_checkpoint, launch_long_run, prepare
 from training.models import Checkpoint, MetricPoint, TrainingJob
 
 pytestmark = [pytest.mark.worker, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -20,36 +20,8 @@ def _status(pk: int) -> str:
 def test_cancel_then_resume_on_the_worker(world, api, celery_worker) -> None:
     prepared = prepare(world)
     client = api(world.users["engineer"])
-    response = client.post(
-        "/api/v1/training-jobs/",
-        {
-            "project": world.project.pk,
-            "name": "long",
-            "kind": "pretrain_clm",
-            # The "small" preset at 128 tokens takes a few steps per second here: slow enough
-            # for the cancel to land mid-run, fast enough for the resumed run to finish.
-            "model_spec": {"family": "gpt2", "size": "small"},
-            "tokenizer": prepared.tokenizer.pk,
-            "train_version": prepared.corpus.pk,
-            "hyperparameters": {
-                **TINY,
-                "max_steps": 80,
-                "save_steps": 5,
-                "max_seq_length": 128,
-                "learning_rate": 0.001,
-            },
-        },
-    )
-    assert response.status_code == 201, response.content
-    job_id = response.json()["id"]
-    # Curves arrive while it runs (the heartbeat flushes them every second).
-    assert wait_until(
-        lambda: (
-            MetricPoint.objects.filter(job_id=job_id, name="loss").count() > 5
-            and Checkpoint.objects.filter(job_id=job_id).exists()
-        ),
-        timeout=90,
-    ), celery_worker.log()
+    job_id = launch_long_run(client, world, prepared)
+    assert wait_until(lambda: is_running_past_a_checkpoint(job_id), timeout=90), celery_worker.log()
     running = client.get(f"/api/v1/training-jobs/{job_id}/").json()
     assert running["status"] == "running" and running["device"] == "cpu"
     assert running["worker_host"] and running["progress"] > 0
