@@ -11,6 +11,10 @@ that knows what to do registers a function for it in its ``AppConfig.ready()``:
   job services call it, and ``projects`` (which owns roles) registers it.
 - ``AUDIT`` (``actor=, verb=, target=, changes=``): record an audit event about ``target``
   (``projects`` registers ``projects.audit.record_event``).
+- ``JOB_ENDED`` (``job=``): a job reached succeeded, failed or cancelled, whoever recorded it
+  (its runner, a sweep that failed it, a cancel of a queued job); fired once the change is
+  written, through :func:`llmhub.jobs.job_ended`, which logs a reaction's error instead of
+  raising it. ``training`` registers the registration of a sweep's best trial.
 
 A hook the caller cannot do without (authorization) is called with :func:`call_required`,
 which fails closed when nothing is registered.
@@ -27,6 +31,7 @@ from django.core.exceptions import ImproperlyConfigured
 GOALS_CHANGED = "goals.changed"
 JOB_AUTHORIZE = "job.authorize"
 AUDIT = "audit.record"
+JOB_ENDED = "job.ended"
 
 _lock = threading.Lock()
 _hooks: dict[str, list[Callable[..., Any]]] = {}

@@ -42,7 +42,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from llmhub.exceptions import ServiceUnavailable
-from llmhub.models import Job, JobStatus
+from llmhub.models import TERMINAL_STATUSES, Job, JobStatus
 from llmhub.reporting import JobCancelled, JobInputError
 
 logger = logging.getLogger(__name__)
@@ -554,6 +554,8 @@ def execute_job(
     if not finished:
         logger.warning("%s was changed by someone else while running (swept?)", job)
         return model.objects.filter(pk=job_id).values_list("status", flat=True).first()
+    if status in TERMINAL_STATUSES:
+        job_ended(model, job_id)
     return status
 
 
@@ -565,6 +567,23 @@ def run_job_inline(job: Job) -> JobStatus | None:
 
 
 # --- cancellation and the stale-heartbeat sweep -----------------------------------------------
+
+
+def job_ended(model: type[Job], pk: int) -> None:
+    """Tell whoever listens (``hooks.JOB_ENDED``) that job ``pk`` has ended. Called by every
+    path that ends a job; a reaction's error is logged and never undoes or hides the ending."""
+    from llmhub import hooks
+
+    if not hooks.registered(hooks.JOB_ENDED):
+        return
+    job = model.objects.filter(pk=pk).first()
+    if job is None:
+        return
+    for fn in hooks.registered(hooks.JOB_ENDED):
+        try:
+            fn(job=job)
+        except Exception:
+            logger.exception("A reaction to the end of %s failed", job)
 
 
 def request_cancel(job: Job) -> JobStatus:
@@ -579,6 +598,7 @@ def request_cancel(job: Job) -> JobStatus:
         finished_at=now,
         error="Cancelled before it started.",
     ):
+        job_ended(model, job.pk)
         return JobStatus.CANCELLED
     model.objects.filter(pk=job.pk, status=JobStatus.RUNNING, cancel_requested_at=None).update(
         cancel_requested_at=now
@@ -638,6 +658,7 @@ def _sweep_running(model: type[Job], now: datetime, counts: dict[str, int]) -> N
             finished_at=now,
         ):
             counts["failed"] += 1
+            job_ended(model, job.pk)
 
 
 def _resend_queued(model: type[Job], now: datetime, counts: dict[str, int]) -> None:

@@ -15,3 +15,17 @@ class TrainingConfig(AppConfig):
             metrics_store.record_reported_points(job_id, points)
 
         TrainingJob.write_metric_points = classmethod(write_metric_points)
+
+        from llmhub import hooks
+
+        hooks.register(hooks.JOB_ENDED, _register_best_trial)
+
+
+def _register_best_trial(*, job) -> None:
+    """However a sweep's trial ends (on its worker, failed by a sweep, cancelled while
+    queued), the sweep registers its best trial once the last one has ended (idempotent)."""
+    from training import services
+    from training.models import TrainingJob
+
+    if isinstance(job, TrainingJob) and job.sweep_id:
+        services.sweep_register_best(sweep=job.sweep, ended=job)

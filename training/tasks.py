@@ -155,13 +155,6 @@ def run_training_job(job: TrainingJob, ctx: JobContext) -> None:
         # Failed and cancelled runs keep their curves for comparisons too.
         ctx.flush()
         ctx.record(curve_summary=summarize(job.pk))
-        if job.sweep_id:
-            # A sweep whose last trial fails or is cancelled still registers its best trial
-            # (idempotent: a succeeded trial has asked already). Never masks the job's own error.
-            try:
-                services.sweep_register_best(sweep=job.sweep, ended=job)
-            except Exception:
-                logger.exception("Registering the best trial of sweep %s failed", job.sweep_id)
 
 
 def _with_counted_parameters(estimate: dict, result) -> dict:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from django.core.files.storage import default_storage
 
+from llmhub.jobs import run_job_inline
 from llmhub.models import JobStatus
 from tests.training.conftest import TINY
 from tests.training.test_training_api import run_training
@@ -318,6 +319,21 @@ def test_a_sweep_whose_last_trial_fails_still_registers_its_best(world, api, pre
     ]
     [version] = ModelVersion.objects.all()
     assert jobs[0].pk == TrainingJob.objects.get(model_version=version).pk
+
+
+def test_a_sweep_whose_last_trial_is_cancelled_while_queued_registers_its_best(
+    world, api, prepared
+) -> None:
+    from tests.training.test_training_api import lr_sweep
+
+    client = api(world.users["engineer"])
+    assert client.post("/api/v1/sweeps/", lr_sweep(world, prepared)).status_code == 201
+    first, second = TrainingJob.objects.order_by("id")
+    run_job_inline(first)  # the first trial succeeds; the second still waits
+    assert not ModelVersion.objects.exists()
+    assert client.post(f"/api/v1/training-jobs/{second.pk}/cancel/").status_code == 200
+    [version] = ModelVersion.objects.all()
+    assert TrainingJob.objects.get(model_version=version).pk == first.pk
 
 
 def test_a_trial_with_warnings_gives_way_to_a_clean_one(world, tmp_path) -> None:
