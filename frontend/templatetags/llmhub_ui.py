@@ -159,14 +159,27 @@ def live_jobs(*job_lists) -> str:
     return format_html_join("", "{}", ((m,) for m in markers))
 
 
+# The columns of report examples that read best first, in this order; others follow by name.
+# Not the rows' key order: PostgreSQL's jsonb keeps keys sorted by length, SQLite as written.
+EXAMPLE_COLUMN_ORDER = (
+    "group",
+    "index",
+    "input",
+    "prompt",
+    "sentence",
+    "prediction",
+    "reference",
+    "score",
+)
+
+
 @register.filter
 def example_columns(examples) -> list[str]:
-    """The keys of a report's example rows, in first-seen order: the columns of its table."""
-    columns: dict[str, None] = {}
-    for example in examples or []:
-        if isinstance(example, dict):
-            columns.update(dict.fromkeys(example))
-    return list(columns)
+    """The keys of a report's example rows: the columns of its table, in the same order on
+    every database (``EXAMPLE_COLUMN_ORDER``, then the rest alphabetically)."""
+    keys = {key for example in examples or [] if isinstance(example, dict) for key in example}
+    first = [key for key in EXAMPLE_COLUMN_ORDER if key in keys]
+    return first + sorted(keys - set(first))
 
 
 @register.filter

@@ -288,16 +288,18 @@ def test_bin_dev_stops_within_seconds_and_hands_the_running_job_back(tmp_path, s
 # --- a training run on bin/dev's worker: handed back, then resumed ------------------------------
 
 
-def _start_dev_style_worker(log_path: Path) -> subprocess.Popen:
+def _start_dev_style_worker(log_path: Path, *, extra_queue: str = "") -> subprocess.Popen:
     """The worker as bin/dev starts it (prefork, two pool processes, sweeping once at start and
-    then on its timer), on the test database and broker, in a process group of its own."""
+    then on its timer), on the test database and broker, in a process group of its own; also
+    on ``extra_queue``, a queue only it reads."""
     env = os.environ | {
         "DJANGO_SETTINGS_MODULE": "tests.settings",
         "LLMHUB_TEST_WORKER_DB": str(connection.settings_dict["NAME"]),
         "LLMHUB_JOB_SWEEP_IN_PROCESS": "true",
         "PYTHONUNBUFFERED": "1",
     }
-    command = [sys.executable, "-m", "celery", "-A", "llmhub.celery", "worker", "-Q", "cpu,gpu"]
+    queues = "cpu,gpu" + (f",{extra_queue}" if extra_queue else "")
+    command = [sys.executable, "-m", "celery", "-A", "llmhub.celery", "worker", "-Q", queues]
     command += ["--concurrency", "2", "-l", "info", "-n", f"dev-{uuid.uuid4().hex[:8]}@%h"]
     with log_path.open("ab") as log:
         worker = subprocess.Popen(
@@ -321,16 +323,26 @@ def _stop(worker: subprocess.Popen) -> None:
 @pytest.mark.worker
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_a_training_run_is_handed_back_and_resumes_on_the_next_worker(world, api, tmp_path) -> None:
+def test_a_training_run_is_handed_back_and_resumes_on_the_next_worker(
+    world, api, tmp_path, monkeypatch
+) -> None:
+    from llmhub import jobs
     from tests.training.conftest import is_running_past_a_checkpoint, launch_long_run, prepare
     from training.models import Checkpoint, MetricPoint, TrainingJob
+
+    # The run goes to a queue only this test's first worker reads: the session's test worker
+    # (same database, started by other tests of this process) must not be the one to take it.
+    private = f"handback-{uuid.uuid4().hex[:6]}"
+    monkeypatch.setitem(
+        jobs._RUNNERS, TrainingJob, dataclasses.replace(jobs.runner_for(TrainingJob), queue=private)
+    )
 
     def status() -> str:
         return TrainingJob.objects.values_list("status", flat=True).get(pk=job_id)
 
     prepared = prepare(world)
     log_path = tmp_path / "worker.log"
-    worker = _start_dev_style_worker(log_path)
+    worker = _start_dev_style_worker(log_path, extra_queue=private)
     try:
         job_id = launch_long_run(api(world.users["engineer"]), world, prepared)
         assert wait_until(lambda: is_running_past_a_checkpoint(job_id), timeout=120), (
