@@ -230,6 +230,9 @@ def test_slice_report_by_a_column(world, api, trained) -> None:
     groups = {g["group"] for g in report.report["groups"]}
     assert {"no_impact", "negative"} <= groups
     assert "largest_disparity" in report.report["summary"]
+    # Each example shows what the model read, next to its group and scores.
+    examples = report.report["examples"]
+    assert examples and all(isinstance(e["input"], str) and e["input"] for e in examples)
     bad = client.post(
         "/api/v1/bias-reports/", {"kind": "slice", "evaluation": run_id, "column": "mood"}
     )
