@@ -12,12 +12,15 @@ unless its selector says otherwise; the team and its projects use ``Action.VIEW`
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from typing import TypeVar
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import Model, OuterRef, Prefetch, Q, QuerySet, Subquery
 from django.http import Http404
 
+from llmhub.models import Job, JobStatus
 from projects.models import (
     ApiToken,
     AuditEvent,
@@ -148,3 +151,42 @@ def api_tokens_for_user(user: User) -> QuerySet[ApiToken]:
 
 def health_checks_for_user(user: User) -> QuerySet[ProjectHealthCheck]:
     return visible_to(ProjectHealthCheck.objects.select_related("project", "created_by"), user)
+
+
+# The activity feed. An event keeps the text of its target as it was then ("health check #3
+# (queued)"); for jobs the feed shows the job's status now instead, so a finished job never
+# reads "(queued)".
+_STATUS_SUFFIX = re.compile(rf" \((?:{'|'.join(JobStatus.values)})\)$")
+
+
+def _job_models() -> dict[str, type]:
+    from django.apps import apps
+
+    return {m._meta.model_name: m for m in apps.get_models() if issubclass(m, Job)}
+
+
+def events_with_job_status(events: Iterable[AuditEvent]) -> list[AuditEvent]:
+    """The events, each with ``target_label`` (its target's text) and, for a job, ``job``
+    and ``job_status`` (its current status): one query per kind of job in the list."""
+    events = list(events)
+    models = _job_models()
+    wanted: dict[str, set[int]] = {}
+    for event in events:
+        event.target_label = event.target_repr
+        event.job = event.job_status = None
+        if event.target_type in models and event.target_id.isdigit():
+            wanted.setdefault(event.target_type, set()).add(int(event.target_id))
+    jobs: dict[tuple[str, int], object] = {}
+    projects = {e.project_id for e in events if e.project_id is not None}
+    for name, ids in wanted.items():
+        # Only jobs of the events' own projects: the events are already scoped to the user.
+        rows = models[name].objects.filter(pk__in=ids, project_id__in=projects)
+        jobs.update(((name, job.pk), job) for job in rows.only("pk", "status", "project_id"))
+    for event in events:
+        if event.target_type in models and event.target_id.isdigit():
+            job = jobs.get((event.target_type, int(event.target_id)))
+            if job is not None:
+                event.target_label = _STATUS_SUFFIX.sub("", event.target_repr)
+                event.job = job
+                event.job_status = job.status
+    return events

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from datetime import timedelta
 
 from django import template
-from django.apps import apps
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
@@ -199,44 +197,12 @@ def cell(value, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-# The activity feed. An event keeps the text of its target as it was then ("health check #3
-# (queued)"); for jobs the feed shows the job's status now instead, so a finished job never
-# reads "(queued)".
-_STATUS_SUFFIX = re.compile(r" \((?:queued|running|succeeded|failed|cancelled)\)$")
-
-
-def _job_models() -> dict[str, type]:
-    from llmhub.models import Job
-
-    return {m._meta.model_name: m for m in apps.get_models() if issubclass(m, Job)}
-
-
 @register.filter
 def with_job_status(events) -> list:
-    """The events, each with ``target_label`` (its target's text) and, for a job, ``job``
-    and ``job_status`` (its current status): one query per kind of job in the list."""
-    events = list(events)
-    models = _job_models()
-    wanted: dict[str, set[int]] = {}
-    for event in events:
-        event.target_label = event.target_repr
-        event.job = event.job_status = None
-        if event.target_type in models and event.target_id.isdigit():
-            wanted.setdefault(event.target_type, set()).add(int(event.target_id))
-    jobs: dict[tuple[str, int], object] = {}
-    projects = {e.project_id for e in events if e.project_id is not None}
-    for name, ids in wanted.items():
-        # Only jobs of the events' own projects: the events are already scoped to the user.
-        rows = models[name].objects.filter(pk__in=ids, project_id__in=projects)
-        jobs.update(((name, job.pk), job) for job in rows.only("pk", "status", "project_id"))
-    for event in events:
-        if event.target_type in models and event.target_id.isdigit():
-            job = jobs.get((event.target_type, int(event.target_id)))
-            if job is not None:
-                event.target_label = _STATUS_SUFFIX.sub("", event.target_repr)
-                event.job = job
-                event.job_status = job.status
-    return events
+    """The feed's events with their jobs' current status (``projects.selectors``)."""
+    from projects.selectors import events_with_job_status
+
+    return events_with_job_status(events)
 
 
 @register.filter

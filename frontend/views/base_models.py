@@ -8,14 +8,12 @@ from django import forms
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
-from django.http.multipartparser import MultiPartParserError
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_POST
 
-from datasets_app.uploads import parse_upload, prepare_upload, too_large_message
-from frontend.views.helpers import call_service, project_context, run_action
+from datasets_app.uploads import too_large_message
+from frontend.views.helpers import call_service, project_context, run_action, size_limited_upload
 from projects import selectors as project_selectors
 from training import base_models
 
@@ -75,22 +73,9 @@ def base_model_add_package(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect("base-models-page", pk=project.pk)
 
 
-@csrf_exempt  # checked by the inner view, once the size-limited upload handler is set
-@login_required
-@require_POST
-def base_model_upload(request: HttpRequest, pk: int) -> HttpResponse:
+@size_limited_upload
+def base_model_upload(request: HttpRequest, pk: int, error: str | None) -> HttpResponse:
     """Register an uploaded archive of a model directory."""
-    error = prepare_upload(request)
-    if error is None:
-        try:
-            parse_upload(request)  # now, so a body cut off half-way leaves no temporary file
-        except MultiPartParserError as exc:
-            return HttpResponseBadRequest(f"The upload could not be read: {exc}")
-    return _upload(request, pk, error)
-
-
-@csrf_protect
-def _upload(request: HttpRequest, pk: int, error: str | None) -> HttpResponse:
     project = project_selectors.get_project_for_user(request.user, pk)
     form = BaseModelUploadForm(request.POST, request.FILES)
     if error or getattr(request, "upload_too_large", False):

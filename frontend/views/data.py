@@ -12,18 +12,14 @@ from django.core.exceptions import ValidationError
 from django.http import (
     HttpRequest,
     HttpResponse,
-    HttpResponseBadRequest,
     JsonResponse,
-    UnreadablePostError,
 )
-from django.http.multipartparser import MultiPartParserError
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_POST
 
 from datasets_app import selectors, services
-from datasets_app.uploads import parse_upload, prepare_upload, too_large_message
+from datasets_app.uploads import too_large_message
 from frontend import charts
 from frontend.forms import (
     CleanForm,
@@ -34,7 +30,7 @@ from frontend.forms import (
     TokenizerForm,
     UploadForm,
 )
-from frontend.views.helpers import call_service, project_context
+from frontend.views.helpers import call_service, project_context, size_limited_upload
 from projects import selectors as project_selectors
 
 
@@ -58,22 +54,9 @@ def data_stage(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "frontend/data/stage.html", context)
 
 
-@csrf_exempt  # checked by the inner view, once the size-limited upload handler is set
-@login_required
-@require_POST
-def dataset_upload(request: HttpRequest, pk: int) -> HttpResponse:
+@size_limited_upload
+def dataset_upload(request: HttpRequest, pk: int, error: str | None) -> HttpResponse:
     """Create a dataset from a file (``pk`` is the project), or add a version (``dataset``)."""
-    error = prepare_upload(request)
-    if error is None:
-        try:
-            parse_upload(request)  # now, so a body cut off half-way leaves no temporary file
-        except (MultiPartParserError, UnreadablePostError) as exc:
-            return HttpResponseBadRequest(f"The upload could not be read: {exc}")
-    return _dataset_upload(request, pk, error)
-
-
-@csrf_protect
-def _dataset_upload(request: HttpRequest, pk: int, error: str | None) -> HttpResponse:
     project = project_selectors.get_project_for_user(request.user, pk)
     form = UploadForm(request.POST, request.FILES)
     if error or getattr(request, "upload_too_large", False):

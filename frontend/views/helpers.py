@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from django import forms
+from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, UnreadablePostError
+from django.http.multipartparser import MultiPartParserError
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
+from django.views.decorators.http import require_POST
 
 from projects.models import Project, Team
 from projects.permissions import allowed_actions
@@ -70,3 +75,30 @@ def run_action(request: HttpRequest, service: Callable[..., Any], **kwargs: Any)
         messages.error(request, " ".join(exc.messages))
         return False
     return True
+
+
+def size_limited_upload(
+    view: Callable[[HttpRequest, int, str | None], HttpResponse],
+) -> Callable[[HttpRequest, int], HttpResponse]:
+    """A page view that receives a file: the size-limited upload handler is installed before
+    anything reads the body (so CSRF is checked afterwards, by the inner view), and the body is
+    parsed at once, so one cut off half-way leaves no temporary file. ``view(request, pk,
+    error)`` gets the size error, if any, to show on its form."""
+    from datasets_app.uploads import parse_upload, prepare_upload
+
+    checked = csrf_protect(view)
+
+    @csrf_exempt  # checked by the inner view, once the size-limited upload handler is set
+    @login_required
+    @require_POST
+    @functools.wraps(view)
+    def receive(request: HttpRequest, pk: int) -> HttpResponse:
+        error = prepare_upload(request)
+        if error is None:
+            try:
+                parse_upload(request)
+            except (MultiPartParserError, UnreadablePostError) as exc:
+                return HttpResponseBadRequest(f"The upload could not be read: {exc}")
+        return checked(request, pk, error)
+
+    return receive
