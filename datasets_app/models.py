@@ -146,6 +146,16 @@ class DatasetVersion(models.Model):
     def columns(self) -> list[str]:
         return [column["name"] for column in self.schema]
 
+    def missing_split(self, name: str) -> str | None:
+        """Why ``name`` is not a split of this version (a sentence naming those it has), or
+        None when it is one or no split is asked for: the one check of the launch forms and
+        the training and evaluation services."""
+        names = [s.name for s in self.splits.all()]
+        if not name or name in names:
+            return None
+        have = f"its splits are {', '.join(names)}" if names else "it has no splits"
+        return f"{self} has no '{name}' split; {have}."
+
 
 class DatasetSplit(models.Model):
     """One named part (train, validation, test...) of a version."""

@@ -85,10 +85,9 @@ def evaluation_launch(
     task = project.task_type
     metrics = _runtime_check("metrics", validate_metrics, task, metrics or DEFAULT_METRICS[task])
     settings = _runtime_check("settings", validate_settings, settings)
-    names = [s.name for s in dataset_version.splits.all()]
-    if split and split not in names:
-        have = f"its splits are {', '.join(names)}" if names else "it has no splits"
-        raise _error("split", f"{dataset_version} has no '{split}' split; {have}.")
+    problem = dataset_version.missing_split(split)
+    if problem:
+        raise _error("split", problem)
     if any(METRICS[m].needs_references for m in metrics):
         roles = dataset_version.column_roles
         if not any(

@@ -159,11 +159,11 @@ def _default_version(versions) -> str:
 
 
 def _check_split(form: forms.Form, field: str, version, value: str) -> None:
-    """A field error when ``version`` has no split ``value`` (the service says the same)."""
-    names = split_names(version)
-    if value and value not in names:
-        have = f"its splits are {', '.join(names)}" if names else "it has no splits"
-        form.add_error(field, f"{version} has no '{value}' split; {have}.")
+    """A field error when ``version`` has no split ``value`` (the model's one check), shown
+    with the form's other errors."""
+    problem = version.missing_split(value)
+    if problem:
+        form.add_error(field, problem)
 
 
 class SignUpForm(UserCreationForm):

@@ -66,12 +66,9 @@ def _check_roles(kind: str, version: DatasetVersion, roles: dict[str, str]) -> N
 
 
 def _check_split(version: DatasetVersion, split: str, field: str) -> None:
-    if not split:
-        return
-    names = [s.name for s in version.splits.all()]
-    if split not in names:
-        have = f"its splits are {', '.join(names)}" if names else "it has no splits"
-        raise _error(field, f"{version} has no '{split}' split; {have}.")
+    problem = version.missing_split(split)
+    if problem:
+        raise _error(field, problem)
 
 
 def _read_local_config(path: Path) -> dict:
