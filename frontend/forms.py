@@ -11,6 +11,7 @@ from django.contrib.auth.forms import UserCreationForm
 from datasets_app.services import INPUT_TEXT_ROLES, lacks_text_role
 from evaluation.metrics.catalog import METRICS
 from projects.models import Comparison, Role, Split, TaskType
+from training.runtime.config import TEXT_GENERATING_KINDS
 
 # The training kind a project's task type starts from (the launch form's default kind).
 KIND_FOR_TASK_TYPE: dict[str, str] = {
@@ -20,8 +21,6 @@ KIND_FOR_TASK_TYPE: dict[str, str] = {
     TaskType.TRANSLATION: "seq2seq",
     TaskType.QA: "qa",
 }
-# Kinds whose models generate text: only they have generation settings.
-GENERATIVE_KINDS = ("pretrain_clm", "sft_causal", "seq2seq")
 # The architecture each training kind is best started from: an encoder for classification, QA
 # and masked LM, a decoder for causal LM, an encoder-decoder for seq2seq. It chooses defaults
 # (the preset family, a registered base), never refuses a choice.
@@ -810,7 +809,7 @@ class EvaluationForm(forms.Form):
         super().__init__(*args, **kwargs)
         models = list(models)
         _model_version_choices(self, models)
-        self.generative = {str(m.pk) for m in models if m.task_kind in GENERATIVE_KINDS}
+        self.generative = {str(m.pk) for m in models if m.task_kind in TEXT_GENERATING_KINDS}
         for name in self.GENERATION_SETTINGS:
             self.fields[name].show_when = _condition(
                 "model_version", sorted(self.generative) or ["-"]

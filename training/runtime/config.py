@@ -17,6 +17,8 @@ from training.runtime.presets import ModelSpec
 KINDS = ("pretrain_clm", "pretrain_mlm", "sft_causal", "seq2seq", "classification", "qa")
 METHODS = ("full", "lora")
 LM_KINDS = ("pretrain_clm", "pretrain_mlm", "sft_causal", "seq2seq")
+# Kinds whose models generate text (evaluated with generation settings; a masked LM does not).
+TEXT_GENERATING_KINDS = ("pretrain_clm", "sft_causal", "seq2seq")
 # The task metrics a classification job computes on its eval split at every evaluation (names
 # of the evaluation catalog, reported with the prefix ``eval_``). f1_micro is left out: for
 # single-label classification it equals accuracy.
