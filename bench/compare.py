@@ -36,34 +36,14 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.helpers import (  # noqa: E402
+    configure_django,
     drop_database,
-    fresh_database,
     postgres_server,
     start_web_server,
     stop_on_sigterm,
     stop_process,
     unique_name,
 )
-
-
-def configure(scratch: Path, server: str | None, database: str | None) -> None:
-    """Point Django at the scratch folder and the bench's own database, then set it up."""
-    os.environ.update(
-        {
-            "DJANGO_SETTINGS_MODULE": "llmhub.settings",
-            "LLMHUB_VAR_DIR": str(scratch),
-            "DEBUG": "false",
-            "LLMHUB_ENV": "development",
-        }
-    )
-    os.environ.pop("REDIS_URL", None)
-    if server and database:
-        os.environ["DATABASE_URL"] = fresh_database(server, database)
-    else:
-        os.environ.pop("DATABASE_URL", None)
-    import django
-
-    django.setup()
 
 
 def populate(runs: int, examples: int, points: int):
@@ -216,7 +196,7 @@ def main() -> None:
     web = None
     configured = False
     try:
-        configure(scratch, server, database)
+        configure_django(scratch, server, database)
         configured = True
         from django.conf import settings
         from django.db import connection

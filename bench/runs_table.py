@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import shutil
 import statistics
@@ -33,32 +32,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.helpers import (  # noqa: E402
+    configure_django,
     drop_database,
-    fresh_database,
     postgres_server,
     stop_on_sigterm,
     unique_name,
 )
-
-
-def configure(scratch: Path, server: str | None, database: str | None) -> None:
-    """Point Django at the scratch folder and the bench's own database, then set it up."""
-    os.environ.update(
-        {
-            "DJANGO_SETTINGS_MODULE": "llmhub.settings",
-            "LLMHUB_VAR_DIR": str(scratch),
-            "DEBUG": "false",
-            "LLMHUB_ENV": "development",
-        }
-    )
-    os.environ.pop("REDIS_URL", None)
-    if server and database:
-        os.environ["DATABASE_URL"] = fresh_database(server, database)
-    else:
-        os.environ.pop("DATABASE_URL", None)
-    import django
-
-    django.setup()
 
 
 def populate(runs: int):
@@ -154,7 +133,7 @@ def main() -> None:
     database = unique_name("llmhub_bench_runs") if server else None
     configured = False
     try:
-        configure(scratch, server, database)
+        configure_django(scratch, server, database)
         configured = True
         from django.db import connection
         from django.http import QueryDict

@@ -64,6 +64,27 @@ def fresh_database(server: str, name: str) -> str:
     return urlparse(server)._replace(path=f"/{name}").geturl()
 
 
+def configure_django(scratch: Path, server: str | None, database: str | None) -> None:
+    """For benches that call Django in their own process: point it at the scratch folder and
+    the bench's own database, then set it up."""
+    os.environ.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "llmhub.settings",
+            "LLMHUB_VAR_DIR": str(scratch),
+            "DEBUG": "false",
+            "LLMHUB_ENV": "development",
+        }
+    )
+    os.environ.pop("REDIS_URL", None)
+    if server and database:
+        os.environ["DATABASE_URL"] = fresh_database(server, database)
+    else:
+        os.environ.pop("DATABASE_URL", None)
+    import django
+
+    django.setup()
+
+
 def drop_database(server: str, name: str) -> None:
     """Drop database ``name``, closing sessions still connected to it (a web server that has
     not quite exited)."""
