@@ -26,8 +26,7 @@ from django.utils.safestring import SafeString, mark_safe
 from evaluation import selectors as evaluation_selectors
 from evaluation.metrics.catalog import METRICS
 from frontend import charts_runs
-from frontend.templatetags.llmhub_ui import _JOB_BADGES as JOB_BADGES
-from frontend.templatetags.llmhub_ui import duration, num
+from frontend.templatetags.llmhub_ui import duration, job_badge, num
 from frontend.views.helpers import call_service, project_context
 from llmhub.models import JobStatus
 from projects import selectors as project_selectors
@@ -388,8 +387,6 @@ def _row_html(row: dict, overlay: list[int]) -> SafeString:
         extra += f' <small class="muted">sweep {escape(row["sweep"])}</small>'
     if row["warning"] is not None:
         extra += f' <span class="tag" title="{escape(row["warning"])}">warnings</span>'
-    status = escape(row["status"])
-    badge = JOB_BADGES.get(row["status"], "badge-muted")
     lora = ' <span class="tag">LoRA</span>' if row["method"] == "lora" else ""
     split = f" [{escape(row['train_split'])}]" if row["train_split"] else ""
     created = row["created"]
@@ -398,8 +395,7 @@ def _row_html(row: dict, overlay: list[int]) -> SafeString:
         f' aria-label="Overlay {name}"{" checked" if row["id"] in overlay else ""}></td>',
         f'<td data-column="name"><a href="/training-jobs/{row["id"]}/"><strong>{name}</strong>'
         f"</a>{extra}</td>",
-        f'<td data-column="status"><span class="badge {badge}" data-status="{status}">'
-        f"{status.capitalize()}</span></td>",
+        f'<td data-column="status">{job_badge(row["status"])}</td>',
         f'<td data-column="kind"><small>{escape(row["kind_label"])}</small>{lora}</td>',
         f'<td data-column="base"><small>{escape(row["base"] or "—")}</small></td>',
         f'<td data-column="dataset"><small>{escape(row["dataset"] or "—")}{split}</small></td>',
