@@ -9,6 +9,7 @@ checkpoint, failed with the reason otherwise; the processes exit within seconds.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import signal
@@ -375,8 +376,12 @@ def test_a_training_run_is_handed_back_and_resumes_on_the_next_worker(
             tmp_path / "worker-2.log"
         ).read_text()
     finally:
+        # Cleanup only, as bin/dev stops it: TERM, then KILL what is left after 20 s. (An idle
+        # worker TERMed as a whole group was once seen to outlive the 20 s; the stop of a
+        # busy one is what this test measures, above.)
         os.killpg(worker.pid, signal.SIGTERM)
-        worker.wait(20)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            worker.wait(20)
         _stop(worker)
     done = TrainingJob.objects.get(pk=job_id)
     assert done.status == "succeeded", done.error
