@@ -57,6 +57,19 @@ def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
     return number
 
 
+def env_float(name: str, default: float, *, minimum: float | None = None) -> float:
+    value = env(name)
+    if value is None or value == "":
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, not {value!r}") from None
+    if minimum is not None and number < minimum:
+        raise ImproperlyConfigured(f"{name} must be >= {minimum}, not {number}")
+    return number
+
+
 def env_list(name: str, default: list[str]) -> list[str]:
     value = env(name)
     if value is None:
@@ -318,6 +331,15 @@ JOB_SHUTDOWN_GRACE_SECONDS = env_int("LLMHUB_JOB_SHUTDOWN_GRACE_SECONDS", 5, min
 JOB_SWEEP_IN_PROCESS = env_bool("LLMHUB_JOB_SWEEP_IN_PROCESS", True)
 # A launch first checks that the broker answers within this many seconds (else 503).
 BROKER_CHECK_TIMEOUT_SECONDS = env_int("LLMHUB_BROKER_CHECK_TIMEOUT_SECONDS", 2, minimum=1)
+
+# Serving: where the web process reaches the inference process (`manage.py serve`) for the
+# playground. The inference process polls the database for endpoint and key changes every
+# LLMHUB_SERVING_SYNC_SECONDS and writes its request log in batches every
+# LLMHUB_SERVING_LOG_FLUSH_SECONDS; its engine settings (batching, queue, cache) are the
+# LLMHUB_SERVING_* names of serving.engine.config.EngineSettings, read by `manage.py serve`.
+LLMHUB_SERVING_URL = env("LLMHUB_SERVING_URL", "http://127.0.0.1:8001")
+LLMHUB_SERVING_SYNC_SECONDS = env_float("LLMHUB_SERVING_SYNC_SECONDS", 1.0, minimum=0.05)
+LLMHUB_SERVING_LOG_FLUSH_SECONDS = env_float("LLMHUB_SERVING_LOG_FLUSH_SECONDS", 0.5, minimum=0.01)
 
 # Security
 SESSION_COOKIE_HTTPONLY = True
