@@ -340,6 +340,9 @@ BROKER_CHECK_TIMEOUT_SECONDS = env_int("LLMHUB_BROKER_CHECK_TIMEOUT_SECONDS", 2,
 LLMHUB_SERVING_URL = env("LLMHUB_SERVING_URL", "http://127.0.0.1:8001")
 LLMHUB_SERVING_SYNC_SECONDS = env_float("LLMHUB_SERVING_SYNC_SECONDS", 1.0, minimum=0.05)
 LLMHUB_SERVING_LOG_FLUSH_SECONDS = env_float("LLMHUB_SERVING_LOG_FLUSH_SECONDS", 0.5, minimum=0.01)
+# URLs the server calls itself (an external engine's upstream; later AI raters and webhooks)
+# must resolve to public addresses (llmhub/net.py); allowed in development for a local vLLM.
+LLMHUB_ALLOW_PRIVATE_URLS = env_bool("LLMHUB_ALLOW_PRIVATE_URLS", DEBUG)
 
 # Security
 SESSION_COOKIE_HTTPONLY = True

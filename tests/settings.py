@@ -44,6 +44,8 @@ JOB_STALE_AFTER_SECONDS = 5
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed, tests only
 DEBUG = False
+# The inference processes the serving tests start listen on 127.0.0.1 (external engines too).
+LLMHUB_ALLOW_PRIVATE_URLS = True
 # WhiteNoise otherwise walks every static file each time a test client loads the middleware
 # (once per client); with autorefresh it looks a file up only when a page asks for it.
 WHITENOISE_AUTOREFRESH = True
