@@ -76,6 +76,11 @@ class Snapshot:
     keys: tuple[KeySpec, ...] = ()
     # sha256 of the token the web process sends for the playground (all endpoints, no limits).
     internal_token_hash: str = ""
+    # Epoch seconds: every record the engine handed to the sink before this time had been
+    # written when the snapshot was read, so the keys' budget_used includes its tokens (the
+    # limiter stops counting that usage locally: RateLimiter.sync_keys(usage_flushed_before=)).
+    # None: the snapshot includes everything (tests, benches without a log).
+    usage_flushed_before: float | None = None
 
 
 @dataclass
