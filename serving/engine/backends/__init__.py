@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from serving.engine.config import EngineSettings
 from serving.engine.types import VersionSpec
 
 
@@ -27,6 +28,11 @@ class BackendClosed(Exception):
 
 class ModelLoadError(Exception):
     """The version's files are missing or cannot be loaded; the message says which."""
+
+
+class BackendError(Exception):
+    """A batch failed while it ran (raised inside the request's event iterator, or by embed /
+    classify); the message says why. The backend goes on with the next batch."""
 
 
 @dataclass(frozen=True)
@@ -96,3 +102,24 @@ class Backend(Protocol):
     def close(self, *, drain: bool = True) -> None:
         """Refuse new requests; with ``drain`` finish those already queued, then free the
         model (the thread exits). Returns at once."""
+
+
+def load_backend(spec: VersionSpec, settings: EngineSettings) -> Backend:
+    """Load ``spec.model_dir`` and start the backend its ``serve_kind`` names (blocks while the
+    weights load: call it from a worker thread). Raises ModelLoadError with the reason."""
+    from serving.engine.backends.encoders import ClassifyBackend, EmbedBackend
+    from serving.engine.backends.generate import GenerateBackend
+    from serving.engine.backends.loading import load_for_serving
+    from serving.engine.types import SERVE_CLASSIFY, SERVE_EMBED, SERVE_GENERATE
+
+    classes = {
+        SERVE_GENERATE: GenerateBackend,
+        SERVE_EMBED: EmbedBackend,
+        SERVE_CLASSIFY: ClassifyBackend,
+    }
+    if spec.serve_kind not in classes:
+        raise ModelLoadError(
+            f"{spec.label}: unknown serve kind {spec.serve_kind!r} (one of {', '.join(classes)})."
+        )
+    loaded = load_for_serving(spec, settings)
+    return classes[spec.serve_kind](spec, settings, loaded)
