@@ -47,7 +47,7 @@ from serving.engine.types import (
     UpstreamSpec,
     VersionSpec,
 )
-from serving.models import BUDGET_PERIOD_DAYS, Endpoint, EngineKind, KeyUsage, ServingKey
+from serving.models import Endpoint, EngineKind, ServingKey
 
 logger = logging.getLogger(__name__)
 
@@ -61,25 +61,8 @@ def internal_token() -> str:
     return hmac.new(settings.SECRET_KEY.encode(), _PLAYGROUND_MESSAGE, hashlib.sha256).hexdigest()
 
 
-def budget_window(key: ServingKey, *, now: dt.datetime | None = None) -> tuple[dt.date, dt.date]:
-    """The current budget period of ``key`` as UTC days [start, end): periods of
-    BUDGET_PERIOD_DAYS[key.budget_period] days counted from the day the key was created (a
-    "day" budget is the UTC calendar day). KeyUsage rows are per UTC day, so the period's usage
-    is the sum of its days."""
-    now = now or timezone.now()
-    today = now.astimezone(dt.UTC).date()
-    created = key.created_at.astimezone(dt.UTC).date()
-    length = BUDGET_PERIOD_DAYS.get(key.budget_period, 30)
-    start = created + dt.timedelta(days=((today - created).days // length) * length)
-    return start, start + dt.timedelta(days=length)
-
-
 def _epoch(value: dt.datetime | None) -> float | None:
     return value.timestamp() if value is not None else None
-
-
-def _midnight_epoch(day: dt.date) -> float:
-    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp()
 
 
 def fingerprint() -> tuple:
@@ -177,22 +160,13 @@ def _endpoint_spec(endpoint: Endpoint, directories: _VersionDirectories) -> Endp
     )
 
 
-def _key_specs(project_ids: set[int], *, now: dt.datetime) -> tuple[KeySpec, ...]:
-    keys = list(ServingKey.objects.filter(project_id__in=project_ids).order_by("id"))
-    windows = {key.pk: budget_window(key, now=now) for key in keys}
-    used: dict[int, int] = collections.Counter()
-    budgeted = [key for key in keys if key.token_budget is not None]
-    if budgeted:
-        # One query for every key's usage rows since the oldest period start; each key then
-        # sums the days of its own period.
-        oldest = min(windows[key.pk][0] for key in budgeted)
-        rows = KeyUsage.objects.filter(
-            key_id__in=[key.pk for key in budgeted], day__gte=oldest
-        ).values_list("key_id", "day", "prompt_tokens", "completion_tokens")
-        for key_id, day, prompt, completion in rows:
-            start, end = windows[key_id]
-            if start <= day < end:
-                used[key_id] += prompt + completion
+def _key_specs(project_ids: set[int], *, today: dt.date) -> tuple[KeySpec, ...]:
+    from serving.selectors import annotate_key_usage, budget_resets_at
+
+    # The tokens of each key's current budget period, summed in the same query as the keys.
+    keys = annotate_key_usage(
+        ServingKey.objects.filter(project_id__in=project_ids).order_by("id"), today=today
+    )
     return tuple(
         KeySpec(
             key_id=key.pk,
@@ -204,9 +178,11 @@ def _key_specs(project_ids: set[int], *, now: dt.datetime) -> tuple[KeySpec, ...
             requests_per_minute=key.requests_per_minute,
             tokens_per_minute=key.tokens_per_minute,
             token_budget=key.token_budget,
-            budget_used=used.get(key.pk, 0),
+            budget_used=int(key.period_tokens or 0),
             budget_resets_at=(
-                _midnight_epoch(windows[key.pk][1]) if key.token_budget is not None else None
+                budget_resets_at(key.budget_period, today=today).timestamp()
+                if key.token_budget is not None
+                else None
             ),
         )
         for key in keys
@@ -221,13 +197,13 @@ def build_snapshot(*, directories: _VersionDirectories | None = None) -> Snapsho
     from serving.selectors import active_endpoints_for_serving
 
     directories = directories or _directories
-    now = timezone.now()
+    today = timezone.now().astimezone(dt.UTC).date()
     endpoints = list(active_endpoints_for_serving())
     specs = tuple(_endpoint_spec(endpoint, directories) for endpoint in endpoints)
     project_ids = {endpoint.project_id for endpoint in endpoints}
     return Snapshot(
         endpoints=specs,
-        keys=_key_specs(project_ids, now=now),
+        keys=_key_specs(project_ids, today=today),
         internal_token_hash=hashlib.sha256(internal_token().encode()).hexdigest(),
     )
 
@@ -294,6 +270,7 @@ class ServingRunner:
         self._stopped = threading.Event()
         self._threads: list[threading.Thread] = []
         self._write_lock = threading.Lock()  # one batch in flight (writer thread or stop())
+        self._sync_lock = threading.Lock()
         # Every record queued before this time has been written (or given up on): the next
         # snapshot's budget_used includes it (Snapshot.usage_flushed_before).
         self.flushed_before = time.time()
@@ -310,6 +287,10 @@ class ServingRunner:
         """Rebuild and apply the snapshot if the fingerprint moved (or ``force``, or the
         periodic refresh is due). Returns whether a snapshot was applied. Raises what the
         database or the engine raised (the poller logs it and goes on)."""
+        with self._sync_lock:  # the poller, start() and tests may all ask
+            return self._sync(force=force)
+
+    def _sync(self, *, force: bool) -> bool:
         current = fingerprint()
         due = time.monotonic() - self._built_at >= self.refresh_seconds
         if not force and not due and current == self._fingerprint:
