@@ -78,6 +78,14 @@ def _locked(endpoint: Endpoint) -> Endpoint:
     return Endpoint.objects.select_for_update().select_related("project__team").get(pk=endpoint.pk)
 
 
+def _fresh(endpoint: Endpoint) -> Endpoint:
+    """The endpoint as stored now: the checks before the transaction must not trust an object
+    the caller read earlier (another manager may have promoted since)."""
+    return Endpoint.objects.select_related(
+        "project__team", "version__registered_model", "canary_version__registered_model"
+    ).get(pk=endpoint.pk)
+
+
 # --- endpoints --------------------------------------------------------------------------------
 
 
@@ -187,6 +195,7 @@ def endpoint_update(*, actor, endpoint: Endpoint, **changes: Any) -> Endpoint:
     """Change an endpoint's name, stage, privacy switch, retention or upstream. The upstream
     key is never written to the audit log (only that it changed)."""
     require(actor, endpoint.project.team, Action.EDIT_PROJECT)
+    endpoint = _fresh(endpoint)
     unknown = set(changes) - set(ENDPOINT_EDITABLE_FIELDS)
     if unknown:
         raise _error(None, f"These fields cannot be changed: {', '.join(sorted(unknown))}.")
@@ -387,6 +396,7 @@ def endpoint_promote(
     deployment row and in the audit event (``endpoint.promoted_with_override``). The version
     moves up to the endpoint's stage in the registry."""
     require(actor, endpoint.project.team, Action.EDIT_PROJECT)
+    endpoint = _fresh(endpoint)
     _check_servable(endpoint, version, field="version")
     if endpoint.version_id == version.pk:
         raise _error("version", f"{version} is already serving on {endpoint}.")
@@ -422,6 +432,7 @@ def endpoint_rollback(*, actor, endpoint: Endpoint, reason: str = "") -> Deploym
     served this endpoint before, and a rollback must work in an emergency; its files must
     still be in storage."""
     require(actor, endpoint.project.team, Action.EDIT_PROJECT)
+    endpoint = _fresh(endpoint)
     target = previous_primary(endpoint)
     if target is None:
         raise _error(None, f"{endpoint} has no previous version to roll back to.")
@@ -464,6 +475,7 @@ def endpoint_set_canary(
     (override allowed); ``version`` None or ``percent`` 0 stops the canary (returns None).
     The canary must answer what the primary answers (the same serve kind)."""
     require(actor, endpoint.project.team, Action.EDIT_PROJECT)
+    endpoint = _fresh(endpoint)
     stopping = version is None or percent == 0
     blockers: list[str] = []
     if not stopping:
