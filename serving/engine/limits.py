@@ -172,26 +172,39 @@ def _retry_for_tokens(
     return WINDOW_SECONDS, False  # not reached: the entries hold the excess
 
 
+@dataclass
+class _Window:
+    """One key's window in this process."""
+
+    times: deque[float] = field(default_factory=deque)  # admitted requests, oldest first
+    # member -> [time, tokens], oldest first (dicts keep insertion order).
+    entries: dict[str, list] = field(default_factory=dict)
+    tokens: int = 0  # the sum of the entries' tokens, kept as they come and go
+
+
 class _LocalWindows:
-    """The sliding windows of this process (callers hold the limiter's lock)."""
+    """The sliding windows of this process (callers hold the limiter's lock). An admission
+    costs O(1) plus the entries that leave the window; only a refusal walks the window."""
 
     def __init__(self) -> None:
-        self._requests: dict[int, deque[float]] = {}
-        # member -> [time, tokens]; dicts keep insertion (= time) order.
-        self._tokens: dict[int, dict[str, list]] = {}
+        self._windows: dict[int, _Window] = {}
 
-    def _prune(self, key_id: int, now: float) -> tuple[deque[float], dict[str, list]]:
+    def _prune(self, key_id: int, now: float) -> _Window:
         cutoff = now - WINDOW_SECONDS
-        times = self._requests.setdefault(key_id, deque())
+        window = self._windows.get(key_id)
+        if window is None:
+            window = self._windows[key_id] = _Window()
+        times, entries = window.times, window.entries
         while times and times[0] <= cutoff:
             times.popleft()
-        entries = self._tokens.setdefault(key_id, {})
         while entries:
             first = next(iter(entries))
-            if entries[first][0] > cutoff:
+            stamp, tokens = entries[first]
+            if stamp > cutoff:
                 break
             del entries[first]
-        return times, entries
+            window.tokens -= tokens
+        return window
 
     def check(
         self,
@@ -203,15 +216,16 @@ class _LocalWindows:
         member: str | None,
     ) -> _WindowResult:
         """Admit (reserve) when ``member`` is given and there is room, else only look."""
-        times, entries = self._prune(key_id, now)
-        token_list = [(stamp, tokens) for stamp, tokens in entries.values()]
-        result = _WindowResult(requests_used=len(times), tokens_used=sum(t for _, t in token_list))
+        window = self._prune(key_id, now)
+        times, entries = window.times, window.entries
+        result = _WindowResult(requests_used=len(times), tokens_used=window.tokens)
         if member is not None:
             if rpm is not None and len(times) >= rpm:
                 result.refused = KIND_REQUESTS
                 result.retry_after, result.never = _retry_for_requests(list(times), rpm, now)
-            elif tpm is not None and result.tokens_used + reserve > tpm:
+            elif tpm is not None and window.tokens + reserve > tpm:
                 result.refused = KIND_TOKENS
+                token_list = [(stamp, tokens) for stamp, tokens in entries.values()]
                 result.retry_after, result.never = _retry_for_tokens(token_list, tpm, reserve, now)
             else:
                 if rpm is not None:
@@ -219,6 +233,7 @@ class _LocalWindows:
                     result.requests_used += 1
                 if tpm is not None:
                     entries[member] = [now, reserve]
+                    window.tokens += reserve
                     result.tokens_used += reserve
         result.requests_reset = times[-1] + WINDOW_SECONDS - now if times else 0.0
         result.tokens_reset = (
@@ -227,20 +242,23 @@ class _LocalWindows:
         return result
 
     def settle(self, key_id: int, member: str, tokens: int) -> None:
-        entry = self._tokens.get(key_id, {}).get(member)
+        window = self._windows.get(key_id)
+        entry = window.entries.get(member) if window is not None else None
         if entry is not None:  # else it has left the window already
+            window.tokens += tokens - entry[1]
             entry[1] = tokens
 
     def forget(self, key_ids: set[int]) -> None:
         for key_id in key_ids:
-            self._requests.pop(key_id, None)
-            self._tokens.pop(key_id, None)
+            self._windows.pop(key_id, None)
 
 
 # KEYS: requests zset (member -> time), tokens zset (member -> time), tokens hash (member ->
-# tokens). ARGV: now, window, rpm (-1: none), tpm (-1: none), reserve, member ("" = only look).
-# Returns {refused (0 none, 1 requests, 2 tokens), retry_after, never (0/1), requests used,
-# requests reset, tokens used, tokens reset}; floats as strings (Lua numbers become integers).
+# tokens), tokens sum (the hash's total, kept as entries come and go). ARGV: now, window, rpm
+# (-1: none), tpm (-1: none), reserve, member ("" = only look). Returns {refused (0 none,
+# 1 requests, 2 tokens), retry_after, never (0/1), requests used, requests reset, tokens used,
+# tokens reset}; floats as strings (a Lua number returned becomes an integer). Every write sets
+# all four keys to expire together a second after the window would be empty.
 _CHECK_SCRIPT = """
 local now = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
@@ -248,22 +266,22 @@ local rpm = tonumber(ARGV[3])
 local tpm = tonumber(ARGV[4])
 local reserve = tonumber(ARGV[5])
 local member = ARGV[6]
+local ttl = math.ceil(window * 1000) + 1000
 -- Scores go to Redis as full-precision strings (a Lua number would be cut to 14 digits).
 local cutoff = string.format('%.17g', now - window)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', cutoff)
+local used = tonumber(redis.call('GET', KEYS[4]) or '0')
 local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', cutoff)
-for _, m in ipairs(expired) do redis.call('HDEL', KEYS[3], m) end
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', cutoff)
-
-local req_count = redis.call('ZCARD', KEYS[1])
-local tok = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
-local stamps, amounts, used = {}, {}, 0
-for i = 1, #tok, 2 do
-  local amount = tonumber(redis.call('HGET', KEYS[3], tok[i]) or '0')
-  stamps[#stamps + 1] = tonumber(tok[i + 1])
-  amounts[#amounts + 1] = amount
-  used = used + amount
+if #expired > 0 then
+  for _, m in ipairs(expired) do
+    used = used - tonumber(redis.call('HGET', KEYS[3], m) or '0')
+    redis.call('HDEL', KEYS[3], m)
+  end
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', cutoff)
+  if used < 0 then used = 0 end
+  redis.call('SET', KEYS[4], used, 'PX', ttl)
 end
+local req_count = redis.call('ZCARD', KEYS[1])
 
 local refused, retry, never = 0, 0, 0
 if member ~= '' then
@@ -280,15 +298,16 @@ if member ~= '' then
     if reserve > tpm then
       retry, never = 120, 1
     else
+      -- Walk the window from its oldest entry until enough tokens would have left it.
       local excess, freed = used + reserve - tpm, 0
+      local tok = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
       retry = window
-      for i = 1, #stamps do
-        freed = freed + amounts[i]
-        if freed >= excess then retry = stamps[i] + window - now; break end
+      for i = 1, #tok, 2 do
+        freed = freed + tonumber(redis.call('HGET', KEYS[3], tok[i]) or '0')
+        if freed >= excess then retry = tonumber(tok[i + 1]) + window - now; break end
       end
     end
   else
-    local ttl = math.ceil(window * 1000) + 1000
     if rpm >= 0 then
       redis.call('ZADD', KEYS[1], ARGV[1], member)
       redis.call('PEXPIRE', KEYS[1], ttl)
@@ -297,10 +316,10 @@ if member ~= '' then
     if tpm >= 0 then
       redis.call('ZADD', KEYS[2], ARGV[1], member)
       redis.call('HSET', KEYS[3], member, reserve)
+      used = used + reserve
+      redis.call('SET', KEYS[4], used, 'PX', ttl)
       redis.call('PEXPIRE', KEYS[2], ttl)
       redis.call('PEXPIRE', KEYS[3], ttl)
-      stamps[#stamps + 1] = now
-      used = used + reserve
     end
   end
 end
@@ -310,14 +329,22 @@ if req_count > 0 then
   local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
   req_reset = tonumber(last[2]) + window - now
 end
-if #stamps > 0 then tok_reset = stamps[#stamps] + window - now end
+local last_tok = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
+if #last_tok > 0 then tok_reset = tonumber(last_tok[2]) + window - now end
 return {refused, tostring(retry), never, req_count, tostring(req_reset), used, tostring(tok_reset)}
 """
 
-# KEYS: tokens zset, tokens hash. ARGV: member, tokens. Only while the entry is in the window.
+# KEYS: tokens zset, tokens hash, tokens sum. ARGV: member, tokens, ttl (ms). Only while the
+# entry is in the window (else its reservation has left the sum already).
 _SETTLE_SCRIPT = """
 if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  local old = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
   redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+  local used = tonumber(redis.call('GET', KEYS[3]) or '0') + tonumber(ARGV[2]) - old
+  if used < 0 then used = 0 end
+  redis.call('SET', KEYS[3], used, 'PX', ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
 end
 return 0
 """
@@ -338,7 +365,7 @@ class _RedisWindows:
     def _keys(self, key_id: int) -> list[str]:
         # One hash tag per key: its three keys land on the same Redis Cluster slot.
         base = f"{self._prefix}{{{key_id}}}"
-        return [f"{base}:req", f"{base}:tok", f"{base}:tokn"]
+        return [f"{base}:req", f"{base}:tok", f"{base}:tokn", f"{base}:toksum"]
 
     def check(
         self,
@@ -370,7 +397,8 @@ class _RedisWindows:
         )
 
     def settle(self, key_id: int, member: str, tokens: int) -> None:
-        self._settle(keys=self._keys(key_id)[1:], args=[member, tokens])
+        ttl = math.ceil(WINDOW_SECONDS * 1000) + 1000
+        self._settle(keys=self._keys(key_id)[1:], args=[member, tokens, ttl])
 
     def forget(self, key_ids: set[int]) -> None:
         """Nothing to do: Redis expires a key's window a minute after its last request."""

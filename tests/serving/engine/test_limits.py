@@ -4,7 +4,10 @@ Redis), the token budget, headers, and snapshots that do not double count."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
+import random
+import threading
 import uuid
 
 import pytest
@@ -137,6 +140,29 @@ def test_processes_share_the_window_through_redis(clock):
     assert second.headers(key)["x-ratelimit-remaining-tokens"] == "90"
 
 
+def test_concurrent_admissions_never_overshoot(make_limiter):
+    """Eight threads race for 30 requests per minute: exactly 30 get in. With Redis the
+    threads use four limiters, as four processes would; else one limiter."""
+    first = make_limiter()
+    limiters = [first] + [make_limiter() if first._redis else first for _ in range(3)]
+    key = make_key(requests_per_minute=30, tokens_per_minute=10**6)
+    admitted, refused = [], []
+
+    def hammer(limiter: RateLimiter) -> None:
+        for _ in range(10):
+            try:
+                admitted.append(limiter.admit(key, reserve_tokens=5))
+            except LimitExceeded:
+                refused.append(1)
+
+    threads = [threading.Thread(target=hammer, args=(limiters[i % 4],)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(admitted) == 30 and len(refused) == 50
+
+
 def test_redis_down_falls_back_to_this_process(clock):
     limiter = RateLimiter(clock=clock, redis_url="redis://127.0.0.1:1/0")  # nothing listens
     key = make_key(requests_per_minute=1, tokens_per_minute=50)
@@ -206,6 +232,58 @@ def test_an_aborted_stream_settles_what_it_produced(make_limiter, clock):
     headers = limiter.headers(key)
     assert headers["x-ratelimit-remaining-tokens"] == "963"
     assert headers["x-ratelimit-remaining-budget"] == str(10_000 - 37)
+
+
+def test_the_windows_agree_with_a_brute_force_count(make_limiter, clock):
+    """Random admissions, settles and waits; after each step the limiter's figures are the
+    ones counted from scratch over the last 60 s (the running sums never drift)."""
+    rng = random.Random(14)
+    rpm = 15
+    limiter = make_limiter()
+    key = make_key(requests_per_minute=rpm, tokens_per_minute=3000)
+    log: list[list] = []  # [time, tokens, admission or None]
+    refused: set[str] = set()
+    for _ in range(400):
+        now = clock()
+        live = [entry for entry in log if entry[0] > now - 60]
+        used = sum(entry[1] for entry in live)
+        action = rng.random()
+        if action < 0.5:
+            reserve = rng.randint(1, 400)
+            if len(live) >= rpm:
+                error = refusal(limiter, key, reserve)
+                assert error.kind == "requests"
+                refused.add(error.kind)
+                oldest_to_leave = live[len(live) - rpm][0]
+                assert error.retry_after == pytest.approx(max(1.0, oldest_to_leave + 60 - now))
+            elif used + reserve > 3000:
+                error = refusal(limiter, key, reserve)
+                assert error.kind == "tokens"
+                refused.add(error.kind)
+                # The oldest entries leave first: the window frees enough when the entry that
+                # brings the freed tokens to the excess leaves.
+                freed = itertools.accumulate(entry[1] for entry in live)
+                excess = used + reserve - 3000
+                stamp = next(e[0] for e, total in zip(live, freed, strict=True) if total >= excess)
+                assert error.retry_after == pytest.approx(max(1.0, stamp + 60 - now))
+            else:
+                log.append([now, reserve, limiter.admit(key, reserve_tokens=reserve)])
+        elif action < 0.8:
+            pending = [entry for entry in log if entry[2] is not None]
+            if pending:
+                entry = rng.choice(pending)
+                entry[1] = rng.randint(0, entry[1]) if entry[0] > now - 60 else entry[1]
+                limiter.settle(entry[2], used_tokens=entry[1])
+                entry[2] = None
+        else:
+            clock.advance(rng.choice([0.5, 1, 3, 7, 20]))
+        now = clock()
+        live = [entry for entry in log if entry[0] > now - 60]
+        headers = limiter.headers(key)
+        assert headers["x-ratelimit-remaining-requests"] == str(max(0, rpm - len(live)))
+        remaining = max(0, 3000 - sum(entry[1] for entry in live))
+        assert headers["x-ratelimit-remaining-tokens"] == str(remaining)
+    assert refused == {"requests", "tokens"}  # both limits were reached along the way
 
 
 # -- the budget ---------------------------------------------------------------------------
