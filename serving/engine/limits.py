@@ -406,24 +406,40 @@ class _RedisWindows:
 
 @dataclass
 class _Budget:
-    """What a key used of its budget: the snapshot's figure plus this process's since."""
+    """What a key used of its budget: the snapshot's figure plus this process's since, with
+    running totals (an admission does not add the list up)."""
 
     baseline: int = 0
     resets_at: float | None = None
     settled: list[tuple[float, int]] = field(default_factory=list)  # (time settled, tokens)
     reserved: dict[int, tuple[float, int]] = field(default_factory=dict)  # id -> (time, tokens)
+    settled_total: int = 0
+    reserved_total: int = 0
 
     def used(self, now: float) -> int:
         if self.resets_at is not None and now >= self.resets_at:
             # The snapshot's period is over and no new snapshot came yet: only what was used
             # since the reset counts toward the next period.
-            settled = sum(t for stamp, t in self.settled if stamp >= self.resets_at)
-            return settled + sum(t for _, t in self.reserved.values())
-        return (
-            self.baseline
-            + sum(t for _, t in self.settled)
-            + sum(t for _, t in self.reserved.values())
-        )
+            since = sum(t for stamp, t in self.settled if stamp >= self.resets_at)
+            return since + self.reserved_total
+        return self.baseline + self.settled_total + self.reserved_total
+
+    def reserve(self, admission_id: int, now: float, tokens: int) -> None:
+        self.reserved[admission_id] = (now, tokens)
+        self.reserved_total += tokens
+
+    def release(self, admission_id: int) -> None:
+        entry = self.reserved.pop(admission_id, None)
+        if entry is not None:
+            self.reserved_total -= entry[1]
+
+    def settle(self, now: float, tokens: int) -> None:
+        self.settled.append((now, tokens))
+        self.settled_total += tokens
+
+    def keep_settled_since(self, start: float) -> None:
+        self.settled = [(stamp, t) for stamp, t in self.settled if stamp >= start]
+        self.settled_total = sum(t for _, t in self.settled)
 
 
 @dataclass
@@ -477,12 +493,12 @@ class RateLimiter:
                 start = flushed
                 if old_reset is not None and old_reset <= now:
                     start = max(start, old_reset)  # usage before the reset was the old period's
-                budget.settled = [(s, t) for s, t in budget.settled if s >= start]
+                budget.keep_settled_since(start)
                 stale = now - STALE_RESERVATION_SECONDS
                 for admission_id, (stamp, _) in list(budget.reserved.items()):
                     if stamp < stale:
                         log.warning("Budget reservation %s never settled; dropped.", admission_id)
-                        del budget.reserved[admission_id]
+                        budget.release(admission_id)
                         self._pending.pop(admission_id, None)
             gone = set(self._budgets) - seen
             for key_id in gone:
@@ -513,7 +529,7 @@ class RateLimiter:
                 headers = self._headers(key, window, budget_used, now)
                 raise self._window_refusal(key, window, reserve, headers)
             if budget_limit is not None:
-                budget.reserved[admission_id] = (now, reserve)
+                budget.reserve(admission_id, now, reserve)
                 budget_used += reserve
             self._pending[admission_id] = _Pending(
                 key_id=key.key_id,
@@ -538,8 +554,8 @@ class RateLimiter:
             now = self._clock()
             budget = self._budgets.get(pending.key_id)
             if pending.budgeted and budget is not None:
-                budget.reserved.pop(admission.admission_id, None)
-                budget.settled.append((now, used))
+                budget.release(admission.admission_id)
+                budget.settle(now, used)
             if pending.windowed:
                 if pending.shared and self._redis is not None:
                     try:
