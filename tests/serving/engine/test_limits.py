@@ -47,27 +47,29 @@ def redis_url() -> str | None:
     return os.environ.get("REDIS_URL") or None
 
 
+@pytest.fixture
+def redis_prefix():
+    """A fresh key prefix in the REDIS_URL database, its keys deleted afterwards."""
+    if not redis_url():
+        pytest.skip("REDIS_URL is not set")
+    import redis
+
+    prefix = f"llmhub-test:{uuid.uuid4().hex}:"
+    yield prefix
+    client = redis.Redis.from_url(redis_url())
+    names = list(client.scan_iter(match=f"{prefix}*"))
+    if names:
+        client.delete(*names)
+
+
 @pytest.fixture(params=["local", "redis"])
 def make_limiter(request, clock):
     """Builds limiters on one backend; several built by one test share the Redis windows, as
     several inference processes do."""
-    if request.param == "redis" and not redis_url():
-        pytest.skip("REDIS_URL is not set")
-    prefix = f"llmhub-test:{uuid.uuid4().hex}:"
-
-    def build() -> RateLimiter:
-        if request.param == "local":
-            return RateLimiter(clock=clock)
-        return RateLimiter(clock=clock, redis_url=redis_url(), redis_prefix=prefix)
-
-    yield build
-    if request.param == "redis":
-        import redis
-
-        client = redis.Redis.from_url(redis_url())
-        names = list(client.scan_iter(match=f"{prefix}*"))
-        if names:
-            client.delete(*names)
+    if request.param == "local":
+        return lambda: RateLimiter(clock=clock)
+    prefix = request.getfixturevalue("redis_prefix")
+    return lambda: RateLimiter(clock=clock, redis_url=redis_url(), redis_prefix=prefix)
 
 
 def refusal(limiter: RateLimiter, key: KeySpec, reserve: int = 0) -> LimitExceeded:
@@ -126,12 +128,9 @@ def test_keys_have_their_own_windows(make_limiter):
     refusal(limiter, one)
 
 
-def test_processes_share_the_window_through_redis(clock):
-    if not redis_url():
-        pytest.skip("REDIS_URL is not set")
-    prefix = f"llmhub-test:{uuid.uuid4().hex}:"
-    first = RateLimiter(clock=clock, redis_url=redis_url(), redis_prefix=prefix)
-    second = RateLimiter(clock=clock, redis_url=redis_url(), redis_prefix=prefix)
+def test_processes_share_the_window_through_redis(clock, redis_prefix):
+    first = RateLimiter(clock=clock, redis_url=redis_url(), redis_prefix=redis_prefix)
+    second = RateLimiter(clock=clock, redis_url=redis_url(), redis_prefix=redis_prefix)
     key = make_key(requests_per_minute=2, tokens_per_minute=100)
     a = first.admit(key, reserve_tokens=60)
     assert second.admit(key, reserve_tokens=0).headers["x-ratelimit-remaining-tokens"] == "40"
