@@ -913,3 +913,211 @@ class BiasReportForm(forms.Form):
             return {}
         key = "max_prompts_per_group" if self.cleaned_data["kind"] == "bold" else "max_pairs"
         return {key: limit}
+
+
+# --- the Deploy stage ---------------------------------------------------------------------------
+
+
+class EndpointForm(forms.Form):
+    """A new endpoint. Types only: the service checks the slug, the upstream URL and the rest
+    (all at once, next to their fields)."""
+
+    name = forms.CharField(max_length=120)
+    slug = forms.SlugField(
+        max_length=64,
+        required=False,
+        help_text="What clients pass as <code>model</code>; made from the name if empty.",
+    )
+    stage = forms.ChoiceField(choices=(), initial="staging")
+    engine = forms.ChoiceField(choices=(), initial="local", label="Engine")
+    upstream_url = forms.CharField(
+        max_length=500,
+        required=False,
+        label="Upstream URL",
+        help_text="The engine's OpenAI-compatible base URL, e.g. http://gpu-1:8000/v1.",
+    )
+    upstream_model = forms.CharField(
+        max_length=200, required=False, label="Upstream model", help_text="Its model name."
+    )
+    upstream_api_key = forms.CharField(
+        max_length=500,
+        required=False,
+        label="Upstream API key",
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+        help_text="Sent to the upstream; never shown again.",
+    )
+    store_text = forms.BooleanField(
+        required=False,
+        initial=True,
+        label="Store prompt and completion text in the request log",
+    )
+    log_retention_days = forms.IntegerField(
+        min_value=1, initial=30, label="Keep the request log for (days)"
+    )
+
+    def __init__(self, *args, **kwargs) -> None:
+        from serving.models import EndpointStage, EngineKind
+
+        super().__init__(*args, **kwargs)
+        self.fields["stage"].choices = EndpointStage.choices
+        self.fields["engine"].choices = EngineKind.choices
+        for name in ("upstream_url", "upstream_model", "upstream_api_key"):
+            self.fields[name].show_when = _condition("engine", ["external"])
+        for name in ("upstream_url", "upstream_model"):
+            self.fields[name].required_when = _condition("engine", ["external"])
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        # With the other errors at once; the service checks the URL itself (public, http/s).
+        if cleaned.get("engine") == "external":
+            for name in ("upstream_url", "upstream_model"):
+                if not (cleaned.get(name) or "").strip():
+                    self.add_error(name, "An external engine needs this.")
+        return cleaned
+
+    def service_arguments(self) -> dict:
+        """The cleaned data as ``endpoint_create`` keyword arguments; a local endpoint's
+        (hidden, disabled) upstream fields are not sent."""
+        data = dict(self.cleaned_data)
+        if data["engine"] != "external":
+            for name in ("upstream_url", "upstream_model", "upstream_api_key"):
+                data.pop(name)
+        data["slug"] = data["slug"] or ""
+        return data
+
+
+class ServingKeyForm(forms.Form):
+    name = forms.CharField(max_length=120, help_text="Who or what uses it, e.g. 'support bot'.")
+    endpoint = forms.ChoiceField(choices=(), required=False, label="May call")
+    expires_in_days = forms.IntegerField(
+        required=False, min_value=1, label="Expires after (days)", help_text="Empty: never."
+    )
+    requests_per_minute = forms.IntegerField(
+        required=False, min_value=1, label="Requests per minute", help_text="Empty: no limit."
+    )
+    tokens_per_minute = forms.IntegerField(
+        required=False,
+        min_value=1,
+        label="Tokens per minute",
+        help_text="Prompt + max_tokens, reserved when a request is admitted. Empty: no limit.",
+    )
+    token_budget = forms.IntegerField(
+        required=False,
+        min_value=1,
+        label="Token budget",
+        help_text="Prompt + completion tokens per period. Empty: no budget.",
+    )
+    # Shown (and sent) only with a budget: forms.js disables it otherwise.
+    budget_period = forms.ChoiceField(
+        choices=(), initial="month", required=False, label="Budget period"
+    )
+
+    def __init__(self, *args, endpoints=(), **kwargs) -> None:
+        from serving.models import BudgetPeriod
+
+        super().__init__(*args, **kwargs)
+        self.endpoints = {str(e.pk): e for e in endpoints}
+        self.fields["endpoint"].choices = [("", "every endpoint of the project")] + [
+            (pk, f"{e.name} ({e.slug})") for pk, e in self.endpoints.items()
+        ]
+        self.fields["budget_period"].choices = BudgetPeriod.choices
+        self.fields["budget_period"].show_when = "token_budget!="
+
+    def service_arguments(self) -> dict:
+        data = dict(self.cleaned_data)
+        data["endpoint"] = self.endpoints.get(data["endpoint"] or "")
+        data["budget_period"] = data.get("budget_period") or "month"
+        return data
+
+
+class _VersionChoiceForm(forms.Form):
+    """A form choosing one of the project's servable versions, best first."""
+
+    version = forms.ChoiceField(choices=(), label="Model version")
+
+    def __init__(self, *args, versions=(), **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # ``versions``: (ModelVersion, label) pairs in the order to show them.
+        self.versions = {str(v.pk): v for v, _label in versions}
+        self.fields["version"].choices = [(str(v.pk), label) for v, label in versions]
+
+    def chosen(self):
+        """The chosen version (one of the choices), also once a service refused it (its
+        error removed it from cleaned_data)."""
+        return self.versions.get(str(self.data.get(self.add_prefix("version")) or ""))
+
+
+class PromoteForm(_VersionChoiceForm):
+    reason = forms.CharField(
+        max_length=2000, required=False, label="Reason", help_text="Kept in the history."
+    )
+    override_reason = forms.CharField(
+        required=False,
+        label="Override",
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="Only when the version does not meet the goals: why it should serve anyway. "
+        "Recorded with the reasons it was blocked for.",
+    )
+
+
+class CanaryForm(_VersionChoiceForm):
+    percent = forms.IntegerField(
+        min_value=1, max_value=99, initial=10, label="Share of the traffic (%)"
+    )
+    reason = forms.CharField(max_length=2000, required=False, label="Reason")
+    override_reason = forms.CharField(
+        required=False,
+        label="Override",
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="Only when the version does not meet the goals.",
+    )
+
+
+class PlaygroundForm(forms.Form):
+    """One playground request: the chat messages and the generation settings."""
+
+    system = forms.CharField(required=False, max_length=20_000)
+    prompt = forms.CharField(max_length=20_000)
+    max_tokens = forms.IntegerField(min_value=1, max_value=4096, initial=64)
+    temperature = forms.FloatField(min_value=0, max_value=2, initial=0.7)
+    top_p = forms.FloatField(max_value=1, initial=1.0)
+    seed = forms.IntegerField(required=False, min_value=0)
+    stop = forms.CharField(
+        required=False,
+        max_length=500,
+        help_text="Up to 4 stop strings, one per line.",
+        widget=forms.Textarea(attrs={"rows": 1}),
+    )
+
+    def clean_top_p(self) -> float:
+        if self.cleaned_data["top_p"] <= 0:
+            raise forms.ValidationError("top_p must be above 0 (and at most 1).")
+        return self.cleaned_data["top_p"]
+
+    def clean_stop(self) -> list[str]:
+        stops = [s for s in self.cleaned_data["stop"].splitlines() if s]
+        if len(stops) > 4:
+            raise forms.ValidationError("At most 4 stop strings.")
+        return stops
+
+    def request_body(self, model: str) -> dict:
+        """The /v1/chat/completions body for the inference process (streaming, with usage)."""
+        data = self.cleaned_data
+        messages = []
+        if data["system"].strip():
+            messages.append({"role": "system", "content": data["system"]})
+        messages.append({"role": "user", "content": data["prompt"]})
+        body = {
+            "model": model,
+            "messages": messages,
+            "max_tokens": data["max_tokens"],
+            "temperature": data["temperature"],
+            "top_p": data["top_p"],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        if data["seed"] is not None:
+            body["seed"] = data["seed"]
+        if data["stop"]:
+            body["stop"] = data["stop"]
+        return body

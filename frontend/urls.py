@@ -8,6 +8,7 @@ from frontend.views import (
     evaluation,
     projects,
     runs,
+    serving,
     teams,
     training,
 )
@@ -86,5 +87,29 @@ urlpatterns = [
     path("evaluation-runs/<int:pk>/", evaluation.evaluation_run_detail, name="evaluation-run-page"),
     path("evaluation-runs/<int:pk>/slice/", evaluation.evaluation_slice, name="evaluation-slice"),
     path("bias-reports/<int:pk>/", evaluation.bias_report_detail, name="bias-report-page"),
+    path("projects/<int:pk>/deploy/", serving.deploy_stage, name="deploy-stage"),
+    path(
+        "projects/<int:pk>/deploy/endpoints/new/", serving.endpoint_create, name="endpoint-create"
+    ),
+    path(
+        "projects/<int:pk>/deploy/keys/new/", serving.serving_key_create, name="serving-key-create"
+    ),
+    path("deploy/keys/<int:pk>/revoke/", serving.serving_key_revoke, name="serving-key-revoke"),
+    path("deploy/endpoints/<int:pk>/", serving.endpoint_detail, name="endpoint-page"),
+    path("deploy/endpoints/<int:pk>/promote/", serving.endpoint_promote, name="endpoint-promote"),
+    path(
+        "deploy/endpoints/<int:pk>/rollback/", serving.endpoint_rollback, name="endpoint-rollback"
+    ),
+    path("deploy/endpoints/<int:pk>/canary/", serving.endpoint_canary, name="endpoint-canary"),
+    path("deploy/endpoints/<int:pk>/archive/", serving.endpoint_archive, name="endpoint-archive"),
+    path("deploy/endpoints/<int:pk>/gate/", serving.endpoint_gate, name="endpoint-gate"),
+    path(
+        "deploy/endpoints/<int:pk>/playground/",
+        serving.endpoint_playground,
+        name="endpoint-playground",
+    ),
+    path(
+        "deploy/endpoints/<int:pk>/feedback/", serving.endpoint_feedback, name="endpoint-feedback"
+    ),
     path("projects/<int:pk>/<slug:stage>/", projects.project_stage, name="project-stage"),
 ]
