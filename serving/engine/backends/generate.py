@@ -554,22 +554,23 @@ class GenerateBackend:
         return tokens.tolist()
 
     def _after_step(self, seqs: list[_Seq], tokens: list[int]) -> None:
-        """Hand out each row's events and drop the rows that finished."""
+        """Drop the rows that finished, then hand out each row's events (in that order, so a
+        consumer that saw its Finish also sees its request gone from running())."""
         per_request: dict[int, tuple[_Request, list]] = {}
         for seq, token in zip(seqs, tokens, strict=True):
             seq.advance(token, self._eos)
             entry = per_request.setdefault(id(seq.request), (seq.request, []))
             entry[1].extend(seq.events)
             seq.events.clear()
+        if any(s.done for s in self._batch.seqs):
+            self._drop(self._batch, [s for s in self._batch.seqs if not s.done])
+            if not self._batch:
+                self._batch = None
         for request, events in per_request.values():
             if not events or request.cancelled:
                 continue
             if not deliver(request.loop, request.queue, events):
                 request.cancelled = True  # its loop is gone
-        if any(s.done for s in self._batch.seqs):
-            self._drop(self._batch, [s for s in self._batch.seqs if not s.done])
-            if not self._batch:
-                self._batch = None
 
     def _drop(self, batch: _Batch, keep: list[_Seq]) -> None:
         """Keep only the rows of ``keep`` (finished or cancelled rows leave the batch)."""
