@@ -6,7 +6,10 @@ tests build it directly; every path ends in the same checks.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, fields
+
+_DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
 
 
 @dataclass(frozen=True)
@@ -41,12 +44,14 @@ class EngineSettings:
             ("queue_full_retry_after", 0, 120),
         ):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                problems.append(f"{name} must be a number (got {value!r}).")
-            elif not low <= value <= high:
+            whole = _FIELD_TYPES[name] in ("int", int)
+            if isinstance(value, bool) or not isinstance(value, int if whole else int | float):
+                kind = "a whole number" if whole else "a number"
+                problems.append(f"{name} must be {kind} (got {value!r}).")
+            elif not low <= value <= high:  # also refuses NaN
                 problems.append(f"{name} must be between {low} and {high} (got {value}).")
-        if self.device != "auto" and self.device != "cpu" and not self.device.startswith("cuda"):
-            problems.append(f"device must be auto, cpu or cuda[:N] (got {self.device!r}).")
+        if not isinstance(self.device, str) or not _DEVICE.fullmatch(self.device):
+            problems.append(f"device must be auto, cpu, cuda or cuda:N (got {self.device!r}).")
         if problems:
             raise ValueError(" ".join(problems))
 
@@ -73,3 +78,7 @@ class EngineSettings:
             else:
                 kwargs[f.name] = raw
         return cls(**kwargs)
+
+
+# Field name -> its annotation ("int", "float", "str" under postponed annotations).
+_FIELD_TYPES = {f.name: f.type for f in fields(EngineSettings)}
