@@ -287,6 +287,18 @@ def _check_servable(endpoint: Endpoint, version: ModelVersion | None, *, field: 
         )
 
 
+def promotion_refusal(*, endpoint: Endpoint, version: ModelVersion) -> str | None:
+    """Why no override lets ``version`` become ``endpoint``'s primary (for forms, before they
+    post), or None. Reads storage: call it outside a transaction."""
+    try:
+        _check_servable(endpoint, version, field="version")
+    except ValidationError as exc:
+        return exc.messages[0]
+    if endpoint.version_id == version.pk:
+        return f"{version} is already serving on {endpoint}."
+    return None
+
+
 def _gate(version: ModelVersion, override_reason: str, *, field: str) -> list[str]:
     """The goal gate: the blockers, refused all at once unless an override reason is given."""
     blockers = promotion_blockers(version)

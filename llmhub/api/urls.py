@@ -7,6 +7,7 @@ from rest_framework.routers import DefaultRouter
 from datasets_app.api import views as data_views
 from evaluation.api import views as evaluation_views
 from projects.api import views as project_views
+from serving.api import views as serving_views
 from training.api import base_models as base_model_views
 from training.api import views as training_views
 
@@ -30,6 +31,12 @@ router.register("models", training_views.RegisteredModelViewSet, basename="regis
 router.register("model-versions", training_views.ModelVersionViewSet, basename="model-version")
 router.register("evaluation-runs", evaluation_views.EvaluationRunViewSet, basename="evaluation-run")
 router.register("bias-reports", evaluation_views.BiasReportViewSet, basename="bias-report")
+router.register("endpoints", serving_views.EndpointViewSet, basename="endpoint")
+router.register("serving-keys", serving_views.ServingKeyViewSet, basename="serving-key")
+router.register("request-logs", serving_views.RequestLogViewSet, basename="request-log")
+router.register(
+    "response-feedback", serving_views.ResponseFeedbackViewSet, basename="response-feedback"
+)
 
 urlpatterns = [
     path("me/", project_views.MeView.as_view(), name="me"),
