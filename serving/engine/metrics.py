@@ -6,7 +6,8 @@ Every metric is labelled ``endpoint`` (the slug) and ``version`` (the version id
 the HTTP status, every answered or refused request), ``llmhub:request_success_total`` (label
 ``finished_reason``: stop, length, abort..., ``none`` where a route has none),
 ``llmhub:prompt_tokens_total``, ``llmhub:generation_tokens_total``, ``llmhub:cache_hits_total``,
-``llmhub:rate_limited_total`` (label ``kind``: requests, tokens, budget). Histograms, of
+``llmhub:rate_limited_total`` (label ``kind``: requests, tokens, budget, or the app's own,
+such as queue). Histograms, of
 successful requests only (a refusal's few microseconds would hide real latency):
 ``llmhub:time_to_first_token_seconds``, ``llmhub:inter_token_latency_seconds``,
 ``llmhub:e2e_request_latency_seconds``. Gauges: ``llmhub:num_requests_running``,
@@ -157,7 +158,8 @@ class EngineMetrics:
                 histogram.observe(seconds)
 
     def rate_limited(self, *, endpoint: str, version: str, kind: str) -> None:
-        """Count one request refused by a key's limit (``kind``: requests, tokens, budget).
+        """Count one request refused by a limit (``kind``: a key's requests, tokens, budget;
+        the app's queue).
         The refusal's own answer is counted by :meth:`request_done` (status 429)."""
         self.limited.labels(endpoint, str(version), kind).inc()
 
