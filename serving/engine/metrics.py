@@ -7,9 +7,8 @@ the HTTP status, every answered or refused request), ``llmhub:request_success_to
 ``finished_reason``: stop, length, abort..., ``none`` where a route has none),
 ``llmhub:prompt_tokens_total``, ``llmhub:generation_tokens_total``, ``llmhub:cache_hits_total``,
 ``llmhub:rate_limited_total`` (label ``kind``: requests, tokens, budget, or the app's own,
-such as queue). Histograms, of
-successful requests only (a refusal's few microseconds would hide real latency):
-``llmhub:time_to_first_token_seconds``, ``llmhub:inter_token_latency_seconds``,
+such as queue). Histograms, of successful requests only (a refusal's few microseconds would
+hide real latency): ``llmhub:time_to_first_token_seconds``, ``llmhub:inter_token_latency_seconds``,
 ``llmhub:e2e_request_latency_seconds``. Gauges: ``llmhub:num_requests_running``,
 ``llmhub:num_requests_waiting``.
 
