@@ -449,6 +449,7 @@ class _Pending:
     shared: bool  # reserved in Redis (else in this process's windows)
     windowed: bool  # has a tokens-per-minute entry to settle
     budgeted: bool  # holds budget
+    admitted_at: float
 
 
 class RateLimiter:
@@ -476,9 +477,9 @@ class RateLimiter:
     def sync_keys(
         self, keys: Iterable[KeySpec], *, usage_flushed_before: float | None = None
     ) -> None:
-        """Take a new snapshot's keys. Usage settled before ``usage_flushed_before`` (default:
-        now) is in the snapshot's ``budget_used`` and stops counting locally; keys no longer in
-        the snapshot are forgotten."""
+        """Take a new snapshot's keys. Usage settled before ``usage_flushed_before`` is in the
+        snapshot's ``budget_used`` and stops counting locally (None: all usage settled so far
+        is in it); keys no longer in the snapshot are forgotten."""
         with self._lock:
             now = self._clock()
             # None: the snapshot has everything settled so far.
@@ -494,12 +495,16 @@ class RateLimiter:
                 if old_reset is not None and old_reset <= now:
                     start = max(start, old_reset)  # usage before the reset was the old period's
                 budget.keep_settled_since(start)
-                stale = now - STALE_RESERVATION_SECONDS
-                for admission_id, (stamp, _) in list(budget.reserved.items()):
-                    if stamp < stale:
-                        log.warning("Budget reservation %s never settled; dropped.", admission_id)
+            stale = now - STALE_RESERVATION_SECONDS
+            for admission_id, pending in list(self._pending.items()):
+                if pending.admitted_at < stale:
+                    log.warning(
+                        "Admission %s was never settled; its reservation is dropped.", admission_id
+                    )
+                    del self._pending[admission_id]
+                    budget = self._budgets.get(pending.key_id)
+                    if budget is not None:
                         budget.release(admission_id)
-                        self._pending.pop(admission_id, None)
             gone = set(self._budgets) - seen
             for key_id in gone:
                 del self._budgets[key_id]
@@ -531,13 +536,15 @@ class RateLimiter:
             if budget_limit is not None:
                 budget.reserve(admission_id, now, reserve)
                 budget_used += reserve
-            self._pending[admission_id] = _Pending(
-                key_id=key.key_id,
-                member=member,
-                shared=shared,
-                windowed=tpm is not None,
-                budgeted=budget_limit is not None,
-            )
+            if tpm is not None or budget_limit is not None:  # else settle has nothing to do
+                self._pending[admission_id] = _Pending(
+                    key_id=key.key_id,
+                    member=member,
+                    shared=shared,
+                    windowed=tpm is not None,
+                    budgeted=budget_limit is not None,
+                    admitted_at=now,
+                )
             headers = self._headers(key, window, budget_used, now)
         return Admission(
             key_id=key.key_id, reserved_tokens=reserve, headers=headers, admission_id=admission_id

@@ -366,6 +366,21 @@ def test_a_new_snapshot_brings_new_limits(make_limiter):
     assert limiter.admit(raised, reserve_tokens=0).headers["x-ratelimit-remaining-requests"] == "3"
 
 
+def test_a_reservation_never_settled_stops_holding_the_budget_after_an_hour(make_limiter, clock):
+    limiter = make_limiter()
+    key = make_key(token_budget=1000)
+    limiter.sync_keys([key])
+    forgotten = limiter.admit(key, reserve_tokens=900)  # the caller never settles it
+    clock.advance(1800)
+    limiter.sync_keys([key])
+    assert limiter.headers(key)["x-ratelimit-remaining-budget"] == "100"
+    clock.advance(1801)
+    limiter.sync_keys([key])
+    assert limiter.headers(key)["x-ratelimit-remaining-budget"] == "1000"
+    limiter.settle(forgotten, used_tokens=900)  # too late: dropped, not counted
+    assert limiter.headers(key)["x-ratelimit-remaining-budget"] == "1000"
+
+
 def test_a_key_gone_from_the_snapshot_settles_quietly(make_limiter):
     limiter = make_limiter()
     key = make_key(token_budget=100, tokens_per_minute=100)
