@@ -487,9 +487,9 @@ class GenerateBackend:
             self._joinable = _plain_layers(cache)
         lengths = attn.sum(-1)
         tokens = self._pick(out.logits[:, -1].float(), seqs)
-        new = _Batch(seqs, cache, attn, lengths, torch.tensor(tokens, device=self._device))
+        new = _Batch(seqs, cache, attn, lengths, tokens)
         self._batch = new if self._batch is None else _merge(self._batch, new)
-        self._after_step(seqs, tokens)
+        self._after_step(seqs, tokens.tolist())
 
     def _new_seq(self, request: _Request, index: int) -> _Seq:
         import torch
@@ -501,7 +501,7 @@ class GenerateBackend:
             prompt = [bos if bos is not None else self._pad]
         generator = None
         if params.temperature > 0:
-            generator = torch.Generator(device=self._device)
+            generator = torch.Generator()  # CPU: one uniform draw per token (see _pick)
             if params.seed is None:
                 generator.seed()
             else:  # each choice its own stream, the same whatever runs beside it
@@ -530,28 +530,34 @@ class GenerateBackend:
         out = self._loaded.model(**kwargs)
         self.forward_passes += 1
         batch.cache, batch.attn, batch.pos = _out_cache(out), attn, batch.pos + 1
-        tokens = self._pick(out.logits[:, -1].float(), batch.seqs)
-        batch.last = torch.tensor(tokens, device=self._device)
-        self._after_step(batch.seqs, tokens)
+        batch.last = self._pick(out.logits[:, -1].float(), batch.seqs)
+        self._after_step(batch.seqs, batch.last.tolist())
 
-    def _pick(self, logits: Any, seqs: list[_Seq]) -> list[int]:
-        """The next token of each row: argmax at temperature 0, else top-p sampling with the
-        row's own generator."""
+    def _pick(self, logits: Any, seqs: list[_Seq]) -> Any:
+        """The next token of each row (a tensor on the device): argmax at temperature 0, else
+        top-p sampling, all sampled rows at once by inverse CDF with one uniform number per row
+        from the row's own CPU generator (so a seed means the same draws on any device)."""
         import torch
 
         tokens = logits.argmax(dim=-1)
-        for row, seq in enumerate(seqs):
-            params = seq.request.params
-            if params.temperature <= 0:
-                continue
-            probs = torch.softmax(logits[row] / params.temperature, dim=-1)
-            if params.top_p < 1:
-                ordered, order = probs.sort(descending=True)
-                # Keep the smallest head whose mass reaches top_p (at least one token).
-                keep = (ordered.cumsum(-1) - ordered) < params.top_p
-                probs = torch.zeros_like(probs).scatter(0, order, ordered * keep)
-            tokens[row] = torch.multinomial(probs, 1, generator=seq.generator)[0]
-        return tokens.tolist()
+        rows = [i for i, s in enumerate(seqs) if s.request.params.temperature > 0]
+        if not rows:
+            return tokens
+        device = logits.device
+        index = torch.tensor(rows, device=device)
+        chosen = [seqs[i].request.params for i in rows]
+        temperature = torch.tensor([p.temperature for p in chosen], device=device)[:, None]
+        top_p = torch.tensor([p.top_p for p in chosen], device=device)[:, None]
+        probs = torch.softmax(logits[index] / temperature, dim=-1)
+        ordered, order = probs.sort(dim=-1, descending=True)
+        # Keep the smallest head whose mass reaches top_p (always the most likely token).
+        ordered = ordered * ((ordered.cumsum(-1) - ordered) < top_p)
+        cdf = ordered.cumsum(-1)
+        draws = [float(torch.rand((), generator=seqs[i].generator)) for i in rows]
+        target = torch.tensor(draws, device=device)[:, None] * cdf[:, -1:]
+        at = torch.searchsorted(cdf, target, right=True).clamp(max=cdf.shape[-1] - 1)
+        tokens[index] = order.gather(-1, at).squeeze(-1)
+        return tokens
 
     def _after_step(self, seqs: list[_Seq], tokens: list[int]) -> None:
         """Drop the rows that finished, then hand out each row's events (in that order, so a

@@ -161,12 +161,17 @@ def test_eight_concurrent_requests_run_in_fewer_than_eight_batches(model_dirs, b
     assert backend.forward_passes <= 6 * backend.batches_run
 
 
+@pytest.mark.parametrize(
+    ("running_prompt", "joining_prompt"),
+    [(PROMPTS[0], PROMPTS[3]), (PROMPTS[3], PROMPTS[5])],
+    ids=["longer-prompt-joins", "shorter-prompt-joins"],
+)
 def test_requests_join_a_running_batch_and_keep_their_answers(
-    model_dirs, reference, backends
+    model_dirs, reference, backends, running_prompt, joining_prompt
 ) -> None:
     backend = backends(model_dirs["lm"], max_batch_size=8, max_wait_ms=0)
-    long_text, _ = hf_text(reference, PROMPTS[0], 100)
-    short_text, _ = hf_text(reference, PROMPTS[1], 5)
+    long_text, _ = hf_text(reference, running_prompt, 100)
+    short_text, _ = hf_text(reference, joining_prompt, 5)
     finished: list[str] = []
 
     async def main() -> tuple[dict, dict]:
@@ -175,10 +180,10 @@ def test_requests_join_a_running_batch_and_keep_their_answers(
             finished.append(name)
             return result
 
-        long_stream = backend.generate(params(backend, PROMPTS[0], 100))
+        long_stream = backend.generate(params(backend, running_prompt, 100))
         first = await long_stream.__anext__()  # the long one is running now
         long_task = asyncio.create_task(consume("long", long_stream))
-        short = await consume("short", backend.generate(params(backend, PROMPTS[1], 5)))
+        short = await consume("short", backend.generate(params(backend, joining_prompt, 5)))
         long = await long_task
         long[0]["text"] = first.text + long[0]["text"]
         return long, short
@@ -186,6 +191,8 @@ def test_requests_join_a_running_batch_and_keep_their_answers(
     long, short = asyncio.run(main())
     assert finished == ["short", "long"]  # the short request did not wait for the long one
     assert backend.batches_run == 2
+    # Padded onto the running cache, then trimmed off it when the short one left: the long
+    # answer is still the unbatched one.
     assert long[0]["text"] == long_text
     assert short[0]["text"] == short_text
 
@@ -206,6 +213,20 @@ def test_a_seed_gives_the_same_text_whatever_runs_beside_it(model_dirs, backends
     other_seed = params(backend, PROMPTS[0], 20, temperature=1.0, top_p=0.9, seed=8)
     (other,) = asyncio.run(run_all(backend, [other_seed]))
     assert other[0]["text"] != alone[0]["text"]
+
+
+def test_top_p_keeps_the_head_of_the_distribution(model_dirs, backends) -> None:
+    backend = backends(model_dirs["lm"], max_wait_ms=0)
+    greedy, nucleus = asyncio.run(
+        run_all(
+            backend,
+            [
+                params(backend, PROMPTS[4], 16),
+                params(backend, PROMPTS[4], 16, temperature=2.0, top_p=1e-6, seed=1),
+            ],
+        )
+    )
+    assert nucleus[0]["text"] == greedy[0]["text"]  # only the most likely token survives
 
 
 def test_stop_strings_cut_the_text_and_finish_stop(model_dirs, backends) -> None:
