@@ -160,13 +160,13 @@ def _endpoint_spec(endpoint: Endpoint, directories: _VersionDirectories) -> Endp
     )
 
 
-def _key_specs(project_ids: set[int], *, today: dt.date) -> tuple[KeySpec, ...]:
+def _key_specs(*, today: dt.date) -> tuple[KeySpec, ...]:
     from serving.selectors import annotate_key_usage, budget_resets_at
 
-    # The tokens of each key's current budget period, summed in the same query as the keys.
-    keys = annotate_key_usage(
-        ServingKey.objects.filter(project_id__in=project_ids).order_by("id"), today=today
-    )
+    # Every key, also of projects with nothing deployed yet: their applications then get
+    # "no such model" (404), not "incorrect API key" (401). The tokens of each key's current
+    # budget period are summed in the same query as the keys.
+    keys = annotate_key_usage(ServingKey.objects.order_by("id"), today=today)
     return tuple(
         KeySpec(
             key_id=key.pk,
@@ -191,19 +191,17 @@ def _key_specs(project_ids: set[int], *, today: dt.date) -> tuple[KeySpec, ...]:
 
 def build_snapshot(*, directories: _VersionDirectories | None = None) -> Snapshot:
     """What the engine must serve now: every active endpoint (local versions with their local
-    directories, or the external upstream), every key of their projects (revoked and expired
-    ones too, so the engine can say why it refuses them) with its budget used this period, and
-    the playground token's hash."""
+    directories, or the external upstream), every serving key (revoked and expired ones too, so
+    the engine can say why it refuses them) with its budget used this period, and the
+    playground token's hash."""
     from serving.selectors import active_endpoints_for_serving
 
     directories = directories or _directories
     today = timezone.now().astimezone(dt.UTC).date()
     endpoints = list(active_endpoints_for_serving())
-    specs = tuple(_endpoint_spec(endpoint, directories) for endpoint in endpoints)
-    project_ids = {endpoint.project_id for endpoint in endpoints}
     return Snapshot(
-        endpoints=specs,
-        keys=_key_specs(project_ids, today=today),
+        endpoints=tuple(_endpoint_spec(endpoint, directories) for endpoint in endpoints),
+        keys=_key_specs(today=today),
         internal_token_hash=hashlib.sha256(internal_token().encode()).hexdigest(),
     )
 

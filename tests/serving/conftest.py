@@ -108,6 +108,36 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+class UvicornThread:
+    """An ASGI app under uvicorn in a daemon thread, on a free port of 127.0.0.1."""
+
+    def __init__(self, app) -> None:
+        import uvicorn
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                host="127.0.0.1",
+                port=self.port,
+                log_level="warning",
+                timeout_graceful_shutdown=5,
+            )
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start in a thread.")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(15)
+
+
 class ServingStack:
     """The inference process's parts in this process: EngineState + create_app under uvicorn in
     a thread, and a ServingRunner (poller + writer threads) on the test database."""
@@ -118,40 +148,21 @@ class ServingStack:
         self.engine_settings = engine_settings or EngineSettings(max_wait_ms=2.0)
         self.sync_seconds = sync_seconds
         self.runner_kw = {"flush_seconds": 0.05, **runner_kw}
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.base_url = f"{self.url}/v1"
         self.state = None
         self.runner = None
-        self._server = None
-        self._thread: threading.Thread | None = None
+        self._http: UvicornThread | None = None
 
     def start(self) -> ServingStack:
-        import uvicorn
-
         from serving.engine.app import create_app
         from serving.engine.state import EngineState
         from serving.runner import ServingRunner
 
         self.runner = ServingRunner(sync_seconds=self.sync_seconds, **self.runner_kw)
         self.state = EngineState(settings=self.engine_settings, sink=self.runner.sink)
-        self.runner.start(self.state)
-        self._server = uvicorn.Server(
-            uvicorn.Config(
-                create_app(self.state),
-                host="127.0.0.1",
-                port=self.port,
-                log_level="warning",
-                timeout_graceful_shutdown=5,
-            )
-        )
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 20
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("The in-process inference stack did not start.")
-            time.sleep(0.02)
+        self.runner.start(self.state)  # the first snapshot before the port opens, as serve does
+        self._http = UvicornThread(create_app(self.state))
+        self.url = self._http.url
+        self.base_url = f"{self.url}/v1"
         return self
 
     def sync(self) -> None:
@@ -170,10 +181,8 @@ class ServingStack:
         )
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-            if self._thread is not None:
-                self._thread.join(15)
+        if self._http is not None:
+            self._http.stop()
         if self.runner is not None:
             self.runner.stop()
         if self.state is not None:
@@ -194,3 +203,39 @@ def serving_stack(transactional_db):
     yield start
     for stack in reversed(stacks):
         stack.stop()
+
+
+def plain_engine(model_dir: Path, *, slug: str, api_key: str, label: str = "upstream"):
+    """An inference engine with no database (its own snapshot: one endpoint ``slug`` serving
+    ``model_dir``, one key ``api_key``) under uvicorn: what an external engine (vLLM, TGI) is
+    to LLMHub. Returns (UvicornThread, EngineState, ListSink); stop both when done."""
+    import hashlib
+
+    from serving.engine.app import create_app
+    from serving.engine.config import EngineSettings
+    from serving.engine.state import EngineState
+    from serving.engine.types import EndpointSpec, KeySpec, ListSink, Snapshot, VersionSpec
+
+    sink = ListSink()
+    state = EngineState(settings=EngineSettings(max_wait_ms=2.0), sink=sink)
+    state.apply(
+        Snapshot(
+            endpoints=(
+                EndpointSpec(
+                    endpoint_id=1,
+                    project_id=1,
+                    slug=slug,
+                    revision=1,
+                    primary=VersionSpec(
+                        version_id=1, label=label, model_dir=str(model_dir), serve_kind="generate"
+                    ),
+                ),
+            ),
+            keys=(
+                KeySpec(
+                    key_id=1, key_hash=hashlib.sha256(api_key.encode()).hexdigest(), project_id=1
+                ),
+            ),
+        )
+    )
+    return UvicornThread(create_app(state)), state, sink

@@ -68,8 +68,10 @@ def test_the_snapshot_has_versions_with_their_files_upstreams_and_every_key(depl
     budgeted, _ = deployed.new_key(token_budget=1000, budget_period="day", requests_per_minute=7)
     revoked, _ = deployed.new_key(endpoint=deployed.endpoint)
     services.serving_key_revoke(actor=manager, key=revoked)
-    # A key of another team's project serves nothing of this one's (and it has no endpoint).
-    services.serving_key_create(actor=world.outsider, project=world.other_project, name="theirs")
+    # A key of a project with nothing deployed is known too (its calls get 404, not 401).
+    theirs, _ = services.serving_key_create(
+        actor=world.outsider, project=world.other_project, name="theirs"
+    )
     # Today's usage counts toward the day budget; three days ago does not.
     services.request_logs_ingest(
         records=[request_record(deployed.endpoint, key_id=budgeted.pk) for _ in range(3)]
@@ -105,7 +107,9 @@ def test_the_snapshot_has_versions_with_their_files_upstreams_and_every_key(depl
     )
     assert big.endpoint_id == external.pk
 
-    assert {k.key_id for k in snapshot.keys} == {deployed.key.pk, budgeted.pk, revoked.pk}
+    keys = {deployed.key.pk, budgeted.pk, revoked.pk, theirs.pk}
+    assert {k.key_id for k in snapshot.keys} == keys
+    assert _key_spec(snapshot, theirs.pk).project_id == world.other_project.pk
     spec = _key_spec(snapshot, budgeted.pk)
     assert spec.key_hash == budgeted.key_hash and len(spec.key_hash) == 64
     assert (spec.token_budget, spec.budget_used, spec.requests_per_minute) == (1000, 36, 7)
