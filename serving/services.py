@@ -26,6 +26,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.text import slugify
 
+from llmhub.models import JobStatus
 from llmhub.net import check_public_url
 from llmhub.services import update_instance
 from projects.audit import record_event
@@ -261,7 +262,8 @@ def _files_missing(version: ModelVersion) -> list[str]:
 
 def _check_servable(endpoint: Endpoint, version: ModelVersion | None, *, field: str) -> None:
     """What no override lets through: another project's version, an archived or external
-    endpoint, a kind the engine cannot serve, a version whose files are gone."""
+    endpoint, a version whose run failed, a kind the engine cannot serve, a version whose
+    files are gone."""
     if version is None:
         raise _error(field, "Choose the model version to serve.")
     if endpoint.archived_at is not None:
@@ -272,6 +274,9 @@ def _check_servable(endpoint: Endpoint, version: ModelVersion | None, *, field: 
         )
     if version.registered_model.project_id != endpoint.project_id:
         raise _error(field, "The model version belongs to another project.")
+    job = getattr(version, "produced_by", None)  # None for a version no job of ours made
+    if job is not None and job.status in (JobStatus.FAILED, JobStatus.CANCELLED):
+        raise _error(field, f"The run that made {version} {job.status}; it cannot be served.")
     if serve_kind_for(version) is None:
         raise _error(
             field,

@@ -25,9 +25,10 @@ from serving.models import (
     ResponseFeedback,
     ServingKey,
 )
+from tests.api.objects import build
 from tests.factories import GoalFactory
 from tests.serving.builders import finished_evaluation, request_record, stored_version
-from training.models import Stage, StageChange
+from training.models import Stage, StageChange, TrainingJob
 
 pytestmark = pytest.mark.django_db
 
@@ -275,6 +276,10 @@ def test_refused_outright_whatever_the_override(world, manager, endpoint, tmp_pa
     qa = stored_version(world.project, tmp_path, kind="qa")
     with pytest.raises(ValidationError, match="does not serve yet"):
         services.endpoint_promote(actor=manager, endpoint=endpoint, version=qa, **override)
+    failed = stored_version(world.project, tmp_path)
+    build(TrainingJob, world, status="failed", model_version=failed)
+    with pytest.raises(ValidationError, match=r"made .* failed"):
+        services.endpoint_promote(actor=manager, endpoint=endpoint, version=failed, **override)
     gone = stored_version(world.project, tmp_path)
     default_storage.delete(f"{gone.files_prefix}/model.safetensors")
     with pytest.raises(ValidationError, match="missing from storage"):
