@@ -88,8 +88,9 @@ class _IncrementalDecoder:
     def __init__(self, tokenizer: Any, context: list[int]) -> None:
         self.tokenizer = tokenizer
         self.ids = list(context)
-        if context and self._decode(self.ids).endswith("\ufffd"):
-            self.ids = []  # a prompt ending mid-character is no usable context
+        self.before = self._decode(self.ids)  # the text of ids[prefix:read]
+        if self.before.endswith("\ufffd"):
+            self.ids, self.before = [], ""  # a prompt ending mid-character is no usable context
         self.prefix = 0
         self.read = len(self.ids)
 
@@ -98,19 +99,21 @@ class _IncrementalDecoder:
 
     def add(self, token: int) -> str:
         self.ids.append(token)
-        before = self._decode(self.ids[self.prefix : self.read])
         now = self._decode(self.ids[self.prefix :])
-        if len(now) > len(before) and not now.endswith("\ufffd"):
+        if len(now) > len(self.before) and not now.endswith("\ufffd"):
+            piece = now[len(self.before) :]
             self.prefix, self.read = self.read, len(self.ids)
-            return now[len(before) :]
+            self.before = self._decode(self.ids[self.prefix : self.read])
+            return piece
         return ""
 
     def flush(self) -> str:
         """What is still held (an unfinished character comes out as U+FFFD)."""
-        before = self._decode(self.ids[self.prefix : self.read])
         now = self._decode(self.ids[self.prefix :])
+        piece = now[len(self.before) :]
         self.prefix = self.read = len(self.ids)
-        return now[len(before) :]
+        self.before = ""
+        return piece
 
 
 @dataclass(eq=False)
