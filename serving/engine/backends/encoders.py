@@ -52,6 +52,8 @@ class _TextBackend:
         self.batches_run = 0
         self._loaded = loaded
         self._tokenizer = loaded.tokenizer
+        if self._tokenizer.pad_token is None:  # batches pad; the mask hides which token
+            self._tokenizer.pad_token = self._tokenizer.convert_ids_to_tokens(loaded.pad_id)
         self._device = loaded.device
         self._waiting: collections.deque[_Job] = collections.deque()
         self._cond = threading.Condition()

@@ -539,3 +539,29 @@ def test_direct_batched_generate_counts_every_token(model_dirs) -> None:
     seconds, tokens = direct_batched_generate(model_dirs["lm"], PROMPTS[:4], 7, device="cpu")
     assert tokens == 4 * 7
     assert seconds > 0
+
+
+def test_seq2seq_models_are_not_served_yet(tmp_path) -> None:
+    from transformers import BartConfig, BartForConditionalGeneration
+
+    from tests.serving.engine.models import _byte_level_tokenizer
+
+    tok = _byte_level_tokenizer()
+    model_dir = tmp_path / "bart"
+    BartForConditionalGeneration(
+        BartConfig(
+            vocab_size=len(tok),
+            d_model=16,
+            encoder_layers=1,
+            decoder_layers=1,
+            encoder_attention_heads=2,
+            decoder_attention_heads=2,
+            encoder_ffn_dim=32,
+            decoder_ffn_dim=32,
+            max_position_embeddings=64,
+        )
+    ).save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    spec = VersionSpec(1, "bart v1", str(model_dir), SERVE_GENERATE)
+    with pytest.raises(ModelLoadError, match="seq2seq models are not served yet"):
+        load_backend(spec, EngineSettings(device="cpu"))
