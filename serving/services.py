@@ -194,7 +194,8 @@ SERVED_FIELDS = {"store_text", *UPSTREAM_FIELDS}
 
 def endpoint_update(*, actor, endpoint: Endpoint, **changes: Any) -> Endpoint:
     """Change an endpoint's name, stage, privacy switch, retention or upstream. The upstream
-    key is never written to the audit log (only that it changed)."""
+    key is never written to the audit log (only that it changed). An endpoint moved to
+    production takes the version it serves to production in the registry."""
     require(actor, endpoint.project.team, Action.EDIT_PROJECT)
     endpoint = _fresh(endpoint)
     unknown = set(changes) - set(ENDPOINT_EDITABLE_FIELDS)
@@ -225,6 +226,14 @@ def endpoint_update(*, actor, endpoint: Endpoint, **changes: Any) -> Endpoint:
             touch="updated_at",
             before_save=bump_if_served,
         )
+        if "stage" in diff and endpoint.version is not None:
+            # The version it serves follows it up the registry, as a promotion there would.
+            _move_registry_stage(
+                actor=actor,
+                endpoint=endpoint,
+                version=endpoint.version,
+                reason=f"{endpoint.name} became a {endpoint.stage} endpoint.",
+            )
         if diff:
             if "upstream_api_key" in diff:
                 diff["upstream_api_key"] = ["(hidden)", "(changed)"]

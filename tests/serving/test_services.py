@@ -208,6 +208,13 @@ def test_a_production_endpoint_makes_the_version_production_and_never_demotes(
     second.refresh_from_db()
     assert second.stage == Stage.PRODUCTION  # not demoted to staging
     assert StageChange.objects.filter(version=second, to_stage=Stage.PRODUCTION).count() == 1
+    # An endpoint moved to production takes its version along.
+    third = stored_version(world.project, tmp_path)
+    _served(staging, manager, third)
+    services.endpoint_update(actor=manager, endpoint=staging, stage="production")
+    second.refresh_from_db()
+    third.refresh_from_db()
+    assert (second.stage, third.stage) == (Stage.ARCHIVED, Stage.PRODUCTION)
 
 
 def test_the_gate_lists_every_unmet_and_unmeasured_goal_at_once(
