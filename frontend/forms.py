@@ -958,6 +958,8 @@ class EndpointForm(forms.Form):
     def __init__(self, *args, **kwargs) -> None:
         from serving.models import EndpointStage, EngineKind
 
+        # Ids of their own: the Deploy tab shows this form beside the key form.
+        kwargs.setdefault("auto_id", "endpoint_%s")
         super().__init__(*args, **kwargs)
         self.fields["stage"].choices = EndpointStage.choices
         self.fields["engine"].choices = EngineKind.choices
@@ -1015,6 +1017,7 @@ class ServingKeyForm(forms.Form):
     def __init__(self, *args, endpoints=(), **kwargs) -> None:
         from serving.models import BudgetPeriod
 
+        kwargs.setdefault("auto_id", "key_%s")
         super().__init__(*args, **kwargs)
         self.endpoints = {str(e.pk): e for e in endpoints}
         self.fields["endpoint"].choices = [("", "every endpoint of the project")] + [
@@ -1034,8 +1037,11 @@ class _VersionChoiceForm(forms.Form):
     """A form choosing one of the project's servable versions, best first."""
 
     version = forms.ChoiceField(choices=(), label="Model version")
+    # Ids of their own: the endpoint page shows the promote and canary forms together.
+    id_prefix = "version"
 
     def __init__(self, *args, versions=(), **kwargs) -> None:
+        kwargs.setdefault("auto_id", f"{self.id_prefix}_%s")
         super().__init__(*args, **kwargs)
         # ``versions``: (ModelVersion, label) pairs in the order to show them.
         self.versions = {str(v.pk): v for v, _label in versions}
@@ -1048,6 +1054,7 @@ class _VersionChoiceForm(forms.Form):
 
 
 class PromoteForm(_VersionChoiceForm):
+    id_prefix = "promote"
     reason = forms.CharField(
         max_length=2000, required=False, label="Reason", help_text="Kept in the history."
     )
@@ -1061,6 +1068,7 @@ class PromoteForm(_VersionChoiceForm):
 
 
 class CanaryForm(_VersionChoiceForm):
+    id_prefix = "canary"
     percent = forms.IntegerField(
         min_value=1, max_value=99, initial=10, label="Share of the traffic (%)"
     )
@@ -1076,18 +1084,32 @@ class CanaryForm(_VersionChoiceForm):
 class PlaygroundForm(forms.Form):
     """One playground request: the chat messages and the generation settings."""
 
-    system = forms.CharField(required=False, max_length=20_000)
-    prompt = forms.CharField(max_length=20_000)
-    max_tokens = forms.IntegerField(min_value=1, max_value=4096, initial=64)
-    temperature = forms.FloatField(min_value=0, max_value=2, initial=0.7)
-    top_p = forms.FloatField(max_value=1, initial=1.0)
-    seed = forms.IntegerField(required=False, min_value=0)
+    system = forms.CharField(
+        required=False,
+        max_length=20_000,
+        label="System message",
+        widget=forms.Textarea(attrs={"rows": 2}),
+    )
+    prompt = forms.CharField(
+        max_length=20_000, label="User message", widget=forms.Textarea(attrs={"rows": 4})
+    )
+    max_tokens = forms.IntegerField(min_value=1, max_value=4096, initial=64, label="Max tokens")
+    temperature = forms.FloatField(
+        min_value=0, max_value=2, initial=0.7, label="Temperature", help_text="0: greedy."
+    )
+    top_p = forms.FloatField(max_value=1, initial=1.0, label="top_p")
+    seed = forms.IntegerField(required=False, min_value=0, label="Seed")
     stop = forms.CharField(
         required=False,
+        label="Stop",
         max_length=500,
         help_text="Up to 4 stop strings, one per line.",
         widget=forms.Textarea(attrs={"rows": 1}),
     )
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("auto_id", "playground_%s")
+        super().__init__(*args, **kwargs)
 
     def clean_top_p(self) -> float:
         if self.cleaned_data["top_p"] <= 0:

@@ -299,6 +299,9 @@ SPECTACULAR_SETTINGS = {
         "BiasKindEnum": "evaluation.models.BiasKind",
         "SweepMethodEnum": [("grid", "Grid"), ("random", "Random")],
         "FinishStatusEnum": ["succeeded", "failed", "cancelled"],
+        "EndpointStageEnum": "serving.models.EndpointStage",
+        "EngineKindEnum": "serving.models.EngineKind",
+        "BudgetPeriodEnum": "serving.models.BudgetPeriod",
     },
 }
 
@@ -338,6 +341,9 @@ BROKER_CHECK_TIMEOUT_SECONDS = env_int("LLMHUB_BROKER_CHECK_TIMEOUT_SECONDS", 2,
 # LLMHUB_SERVING_LOG_FLUSH_SECONDS; its engine settings (batching, queue, cache) are the
 # LLMHUB_SERVING_* names of serving.engine.config.EngineSettings, read by `manage.py serve`.
 LLMHUB_SERVING_URL = env("LLMHUB_SERVING_URL", "http://127.0.0.1:8001")
+# The base URL applications use (a load balancer's, e.g. https://models.example.com), shown in
+# the endpoint page's snippet; empty: LLMHUB_SERVING_URL.
+LLMHUB_SERVING_PUBLIC_URL = env("LLMHUB_SERVING_PUBLIC_URL", "")
 LLMHUB_SERVING_SYNC_SECONDS = env_float("LLMHUB_SERVING_SYNC_SECONDS", 1.0, minimum=0.05)
 LLMHUB_SERVING_LOG_FLUSH_SECONDS = env_float("LLMHUB_SERVING_LOG_FLUSH_SECONDS", 0.5, minimum=0.01)
 # URLs the server calls itself (an external engine's upstream; later AI raters and webhooks)

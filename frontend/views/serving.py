@@ -6,7 +6,6 @@ process through this web process."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -50,12 +49,12 @@ PLAYGROUND_READ_SECONDS = 120.0
 
 def serving_url() -> str:
     """Where this web process reaches the inference process (the playground's upstream)."""
-    return getattr(settings, "LLMHUB_SERVING_URL", "http://127.0.0.1:8001").rstrip("/")
+    return settings.LLMHUB_SERVING_URL.rstrip("/")
 
 
 def public_serving_url() -> str:
     """The base URL applications use (behind a load balancer it differs from ours)."""
-    return (getattr(settings, "LLMHUB_SERVING_PUBLIC_URL", "") or serving_url()).rstrip("/")
+    return (settings.LLMHUB_SERVING_PUBLIC_URL or serving_url()).rstrip("/")
 
 
 def _work_project(request: HttpRequest, pk: int) -> Project:
@@ -431,7 +430,6 @@ def relay(url: str, body: dict, headers: dict[str, str]) -> Iterator[str]:
     """
     base = url.split("/v1/", 1)[0]
     timeout = httpx.Timeout(PLAYGROUND_READ_SECONDS, connect=PLAYGROUND_CONNECT_SECONDS)
-    started = time.monotonic()
     try:
         with (
             httpx.Client(timeout=timeout, trust_env=False) as client,
@@ -453,7 +451,6 @@ def relay(url: str, body: dict, headers: dict[str, str]) -> Iterator[str]:
             for line in response.iter_lines():
                 if line.startswith("data:"):
                     yield line + "\n\n"
-            yield _sse({"llmhub": {"done_ms": round((time.monotonic() - started) * 1000, 1)}})
     except httpx.ConnectError:
         yield _sse(
             {

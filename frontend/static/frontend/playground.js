@@ -175,7 +175,7 @@
   function thumbs(card, responseId) {
     const box = el("div", { class: "thumbs", "data-thumbs": responseId });
     const status = el("small", { class: "muted" });
-    [[1, "👍 Good", "Thumbs up"], [-1, "👎 Bad", "Thumbs down"]].forEach(([score, label, title]) => {
+    [[1, "Thumbs up", "A good answer"], [-1, "Thumbs down", "A bad answer"]].forEach(([score, label, title]) => {
       const button = el("button", { type: "button", class: "btn btn-sm", title: title, "data-score": String(score) }, label);
       button.addEventListener("click", async () => {
         box.querySelectorAll("button").forEach((b) => { b.disabled = true; });
