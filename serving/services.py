@@ -166,9 +166,20 @@ def endpoint_create(
             created_by=actor,
         )
         endpoint.full_clean()
-        endpoint.save()
+        try:
+            with transaction.atomic():
+                endpoint.save()
+        except IntegrityError:  # the same slug, created a moment ago by someone else
+            raise _error("slug", f"The project already has an endpoint '{slug}'.") from None
         if engine == EngineKind.EXTERNAL:
-            _deployment(endpoint, None, DeploymentRole.PRIMARY, DeploymentAction.UPSTREAM, actor)
+            _deployment(
+                endpoint,
+                None,
+                DeploymentRole.PRIMARY,
+                DeploymentAction.UPSTREAM,
+                actor,
+                reason=f"Upstream {endpoint.upstream_model} at {endpoint.upstream_url}.",
+            )
         record_event(
             actor=actor,
             verb="endpoint.created",
@@ -226,6 +237,17 @@ def endpoint_update(*, actor, endpoint: Endpoint, **changes: Any) -> Endpoint:
             touch="updated_at",
             before_save=bump_if_served,
         )
+        if {"upstream_url", "upstream_model"} & set(diff):
+            # Another upstream is another thing served: a row in the history, as a promotion.
+            _end(endpoint, DeploymentRole.PRIMARY, timezone.now())
+            _deployment(
+                endpoint,
+                None,
+                DeploymentRole.PRIMARY,
+                DeploymentAction.UPSTREAM,
+                actor,
+                reason=f"Upstream {endpoint.upstream_model} at {endpoint.upstream_url}.",
+            )
         if "stage" in diff and endpoint.version is not None:
             # The version it serves follows it up the registry, as a promotion there would.
             _move_registry_stage(

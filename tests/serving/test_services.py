@@ -156,6 +156,12 @@ def test_update_never_audits_the_upstream_key(world, manager) -> None:
     assert external.upstream_api_key == "sk-new-secret" and external.revision == 2
     event = AuditEvent.objects.get(verb="endpoint.updated")
     assert "sk-new-secret" not in str(event.changes) and "sk-old" not in str(event.changes)
+    # Another upstream model is a new history row; the first one ends.
+    services.endpoint_update(actor=manager, endpoint=external, upstream_model="m2")
+    rows = list(Deployment.objects.filter(endpoint=external).order_by("started_at", "id"))
+    assert [r.action for r in rows] == ["upstream", "upstream"]
+    assert rows[0].ended_at is not None and rows[1].ended_at is None
+    assert rows[1].reason == "Upstream m2 at http://127.0.0.1:8000/v1."
 
 
 def test_archive_stops_serving_and_ends_the_open_rows(world, manager, endpoint, version) -> None:
