@@ -381,7 +381,9 @@ def _move_registry_stage(*, actor, endpoint: Endpoint, version: ModelVersion, re
     """Move ``version`` up to the endpoint's stage in the registry (a production endpoint makes
     it the production version, archiving the previous one); never down."""
     target = Stage.PRODUCTION if endpoint.stage == EndpointStage.PRODUCTION else Stage.STAGING
-    if STAGE_RANK[target] > STAGE_RANK.get(version.stage, 0):
+    # As stored now: another promotion may have archived it since the caller read it.
+    current = ModelVersion.objects.filter(pk=version.pk).values_list("stage", flat=True).first()
+    if STAGE_RANK[target] > STAGE_RANK.get(current, 0):
         from training.services import model_version_set_stage
 
         model_version_set_stage(actor=actor, version=version, stage=target, reason=reason)
