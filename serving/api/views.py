@@ -14,7 +14,6 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import status
 from rest_framework.decorators import action
-from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -229,6 +228,4 @@ class ResponseFeedbackViewSet(ListRetrieveMixin, CreateMixin, ScopedViewSet):
         return selectors.feedback_for_user(user)
 
     def perform_service_create(self, data):
-        if data["score"] == 0:
-            raise ValidationError({"score": ["Give 1 (thumbs up) or -1 (thumbs down)."]})
         return services.feedback_record(actor=self.request.user, source="api", **data)
