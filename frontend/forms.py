@@ -988,6 +988,58 @@ class EndpointForm(forms.Form):
         return data
 
 
+class EndpointSettingsForm(forms.Form):
+    """An endpoint's name, stage, privacy switch and retention; an external engine's upstream
+    (its key kept when left empty)."""
+
+    name = forms.CharField(max_length=120)
+    stage = forms.ChoiceField(choices=())
+    store_text = forms.BooleanField(
+        required=False, label="Store prompt and completion text in the request log"
+    )
+    log_retention_days = forms.IntegerField(min_value=1, label="Keep the request log for (days)")
+    upstream_url = forms.CharField(max_length=500, label="Upstream URL")
+    upstream_model = forms.CharField(max_length=200, label="Upstream model")
+    upstream_api_key = forms.CharField(
+        max_length=500,
+        required=False,
+        label="Upstream API key",
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+        help_text="Empty: keep the current one.",
+    )
+
+    def __init__(self, *args, endpoint, **kwargs) -> None:
+        from serving.models import EndpointStage
+
+        kwargs.setdefault("auto_id", "settings_%s")
+        kwargs.setdefault(
+            "initial",
+            {
+                name: getattr(endpoint, name)
+                for name in (
+                    "name",
+                    "stage",
+                    "store_text",
+                    "log_retention_days",
+                    "upstream_url",
+                    "upstream_model",
+                )
+            },
+        )
+        super().__init__(*args, **kwargs)
+        self.fields["stage"].choices = EndpointStage.choices
+        if endpoint.engine != "external":
+            for name in ("upstream_url", "upstream_model", "upstream_api_key"):
+                del self.fields[name]
+
+    def changes(self) -> dict:
+        """The cleaned data as ``endpoint_update`` changes (an empty upstream key: unchanged)."""
+        changes = dict(self.cleaned_data)
+        if not changes.get("upstream_api_key"):
+            changes.pop("upstream_api_key", None)
+        return changes
+
+
 class ServingKeyForm(forms.Form):
     name = forms.CharField(max_length=120, help_text="Who or what uses it, e.g. 'support bot'.")
     endpoint = forms.ChoiceField(choices=(), required=False, label="May call")

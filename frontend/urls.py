@@ -101,6 +101,9 @@ urlpatterns = [
         "deploy/endpoints/<int:pk>/rollback/", serving.endpoint_rollback, name="endpoint-rollback"
     ),
     path("deploy/endpoints/<int:pk>/canary/", serving.endpoint_canary, name="endpoint-canary"),
+    path(
+        "deploy/endpoints/<int:pk>/settings/", serving.endpoint_settings, name="endpoint-settings"
+    ),
     path("deploy/endpoints/<int:pk>/archive/", serving.endpoint_archive, name="endpoint-archive"),
     path("deploy/endpoints/<int:pk>/gate/", serving.endpoint_gate, name="endpoint-gate"),
     path(

@@ -28,7 +28,14 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from evaluation import selectors as evaluation_selectors
-from frontend.forms import CanaryForm, EndpointForm, PlaygroundForm, PromoteForm, ServingKeyForm
+from frontend.forms import (
+    CanaryForm,
+    EndpointForm,
+    EndpointSettingsForm,
+    PlaygroundForm,
+    PromoteForm,
+    ServingKeyForm,
+)
 from frontend.views.helpers import call_service, project_context, run_action
 from projects.models import Project
 from projects.permissions import Action
@@ -229,6 +236,7 @@ def _endpoint_page(
     *,
     promote_form: PromoteForm | None = None,
     canary_form: CanaryForm | None = None,
+    settings_form: EndpointSettingsForm | None = None,
 ) -> HttpResponse:
     project = endpoint.project
     ranked = ranked_versions(request.user, project)
@@ -272,6 +280,8 @@ def _endpoint_page(
         serve_kind=serve_kind,
         serving_url=public_serving_url(),
         playground_form=PlaygroundForm(),
+        settings_form=settings_form or EndpointSettingsForm(endpoint=endpoint),
+        settings_open=settings_form is not None,
         version_labels=labels,
         gate_url=reverse("endpoint-gate", args=[endpoint.pk]),
         playground_url=reverse("endpoint-playground", args=[endpoint.pk]),
@@ -368,6 +378,22 @@ def endpoint_canary(request: HttpRequest, pk: int) -> HttpResponse:
             )
             return redirect("endpoint-page", pk=endpoint.pk)
     return _endpoint_page(request, endpoint, canary_form=form)
+
+
+@login_required
+@require_POST
+def endpoint_settings(request: HttpRequest, pk: int) -> HttpResponse:
+    endpoint = _endpoint(request, pk)
+    require(request.user, endpoint.project.team, Action.EDIT_PROJECT)
+    form = EndpointSettingsForm(request.POST, endpoint=endpoint)
+    if form.is_valid():
+        saved = call_service(
+            form, services.endpoint_update, actor=request.user, endpoint=endpoint, **form.changes()
+        )
+        if saved is not None:
+            messages.success(request, f"{saved.name}: settings saved.")
+            return redirect("endpoint-page", pk=endpoint.pk)
+    return _endpoint_page(request, endpoint, settings_form=form)
 
 
 @login_required

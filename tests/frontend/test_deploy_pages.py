@@ -361,6 +361,10 @@ def test_roles_engineers_see_but_may_not_change_raters_and_outsiders_get_404(wor
         (f"/deploy/endpoints/{endpoint.pk}/promote/", {"version": bad.pk, "override_reason": "x"}),
         (f"/deploy/endpoints/{endpoint.pk}/rollback/", {}),
         (f"/deploy/endpoints/{endpoint.pk}/canary/", {"version": bad.pk, "percent": "5"}),
+        (
+            f"/deploy/endpoints/{endpoint.pk}/settings/",
+            {"name": "x", "stage": "staging", "log_retention_days": "1"},
+        ),
         (f"/deploy/endpoints/{endpoint.pk}/archive/", {}),
     ]
     for url, data in writes:
@@ -388,6 +392,62 @@ def test_roles_engineers_see_but_may_not_change_raters_and_outsiders_get_404(wor
     assert "Support bot" not in _section(
         manager.get(pages[0]).content.decode(), "serving-keys-card"
     )
+
+
+def test_the_page_fits_what_the_endpoint_serves(world, tmp_path, settings) -> None:
+    settings.LLMHUB_SERVING_PUBLIC_URL = "https://models.example.com"
+    client = _client(world.users["manager"])
+    empty = _endpoint(world, name="Empty", slug="empty")
+    page = client.get(f"/deploy/endpoints/{empty.pk}/").content.decode()
+    assert "Promote a model version to try it here." in page and "Roll back" not in page
+    assert 'base_url="https://models.example.com/v1"' in page and 'model="empty"' in page
+    assert "chat.completions.create" in page
+
+    classifier = _promote(
+        world,
+        _endpoint(world, name="Triage", slug="triage"),
+        stored_version(world.project, tmp_path, kind="classification", name="triage"),
+    )
+    page = client.get(f"/deploy/endpoints/{classifier.pk}/").content.decode()
+    assert 'id="playground-form"' not in page and "call this classifier" in page
+    assert "https://models.example.com/v1/predict" in page and '"model": "triage"' in page
+
+    external = _endpoint(
+        world,
+        name="GPU",
+        slug="gpu",
+        engine="external",
+        upstream_url="http://127.0.0.1:9/v1",
+        upstream_model="llama-3-8b",
+        upstream_api_key="sk-upstream-secret",
+    )
+    page = client.get(f"/deploy/endpoints/{external.pk}/").content.decode()
+    # It forwards: nothing to promote, the playground goes through the inference process.
+    assert 'id="promote"' not in page and 'id="playground-form"' in page
+    assert "llama-3-8b" in _section(page, "serving-now")
+    assert "sk-upstream-secret" not in page  # write-only
+
+
+def test_settings_turn_the_privacy_switch_off(world, gated) -> None:
+    good, _bad = gated
+    endpoint = _promote(world, _endpoint(world), good)
+    revision = endpoint.revision
+    client = _client(world.users["manager"])
+    url = f"/deploy/endpoints/{endpoint.pk}/settings/"
+    response = client.post(url, {"name": "", "stage": "staging", "log_retention_days": "0"})
+    assert set(response.context["settings_form"].errors) == {"name", "log_retention_days"}
+    assert 'id="endpoint-settings" open' in response.content.decode()
+    response = client.post(
+        url, {"name": "Support bot", "stage": "production", "log_retention_days": "7"}
+    )
+    assert response.status_code == 302
+    endpoint.refresh_from_db()
+    good.refresh_from_db()
+    assert not endpoint.store_text and endpoint.log_retention_days == 7
+    assert endpoint.stage == "production" and good.stage == "production"
+    assert endpoint.revision > revision  # the inference process stops storing text
+    page = client.get(f"/deploy/endpoints/{endpoint.pk}/").content.decode()
+    assert "no text logged (counts only), kept 7 days" in page
 
 
 def _tab_queries(client, project) -> int:
