@@ -171,6 +171,7 @@ class Engine:
     ) -> None:
         self.state = state
         self.event_timeout_s = event_timeout_s
+        self.reroutes = 0  # requests sent to another backend after a swap closed theirs
         self.upstream = upstream or UpstreamClient(max_connections=state.settings.max_concurrency)
 
     # --- plumbing -------------------------------------------------------------------------
@@ -509,6 +510,7 @@ class Engine:
                 call.prompt_tokens = len(ids)
                 return iterator, first
             except BackendClosed:
+                self.reroutes += 1
                 if iterator is not None:
                     await _aclose(iterator)
                 if attempt == ROUTE_ATTEMPTS - 1:
@@ -815,6 +817,7 @@ class Engine:
                         results, tokens = await backend.classify(list(req.inputs))
                 break
             except BackendClosed:
+                self.reroutes += 1
                 if attempt == ROUTE_ATTEMPTS - 1:
                     raise OpenAIError(
                         503,

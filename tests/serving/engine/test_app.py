@@ -116,7 +116,8 @@ class World:
             limiter=RateLimiter(clock=self.clock),
         )
         self.state.apply(self.base)
-        self.server = LiveServer(create_app(self.state))
+        self.app = create_app(self.state)
+        self.server = LiveServer(self.app)
 
     def with_endpoint(self, endpoint: EndpointSpec) -> Snapshot:
         endpoints = tuple(
@@ -591,16 +592,21 @@ def test_canary_split_and_headers(world: World) -> None:
 
 
 def test_swap_under_concurrent_traffic_fails_nothing(world: World) -> None:
+    # Versions only chat-bot serves, so each swap loads one backend and closes the other.
+    a = replace(world.v11, version_id=31, label="chat a")
+    b = replace(world.v11, version_id=32, label="chat b")
     snapshots = [
-        world.with_endpoint(replace(world.chat, primary=world.v15, revision=2)),
-        world.with_endpoint(replace(world.chat, primary=world.v11, revision=3)),
+        world.with_endpoint(replace(world.chat, primary=a, revision=2)),
+        world.with_endpoint(replace(world.chat, primary=b, revision=3)),
     ]
+    world.state.apply(snapshots[1])
+    loads_before = len(world.loads)
     stop = threading.Event()
     swaps: list[int] = []
 
     def swapper() -> None:
         i = 0
-        while not stop.is_set() and i < 6:
+        while not stop.is_set() and i < 4:
             world.state.apply(snapshots[i % 2])
             swaps.append(i)
             i += 1
@@ -644,8 +650,36 @@ def test_swap_under_concurrent_traffic_fails_nothing(world: World) -> None:
         thread.join(60)
     failures = [r for r in results if r[0] != 200 or not r[2]]
     assert failures == [] and len(swaps) >= 2
-    assert {r[1] for r in results} <= {"11", "15"}
+    assert {r[1] for r in results} <= {"31", "32"} and len({r[1] for r in results}) == 2
+    assert len([v for v in world.loads[loads_before:] if v in (31, 32)]) == len(swaps)
     assert len(requests_of(world.sink)) == 48
+
+
+def test_a_backend_closed_between_route_and_submit_is_routed_again(world: World) -> None:
+    from serving.engine import protocol as p
+
+    a = replace(world.v11, version_id=41, label="chat a")
+    b = replace(world.v11, version_id=42, label="chat b")
+    world.state.apply(world.with_endpoint(replace(world.chat, primary=a, revision=4)))
+    engine = world.app.state.engine
+    before = engine.reroutes
+    call = engine._new_call(p.ROUTE_COMPLETIONS)
+    call.endpoint = world.chat  # the copy the request resolved before the swap
+    _version, old = engine.route(call, p.ROUTE_COMPLETIONS)
+    req = p.parse_generation({"model": "chat-bot", "prompt": "hi", "max_tokens": 3}, call.route)
+    ids, max_tokens = engine._prompt(old, req)
+    world.state.apply(world.with_endpoint(replace(world.chat, primary=b, revision=5)))  # closes a
+
+    async def submit() -> list:
+        iterator, first = await engine._start(call, req, old, ids, max_tokens)
+        events = [first]
+        async for event in iterator:
+            events.append(event)
+        return events
+
+    events = asyncio.run(submit())
+    assert engine.reroutes == before + 1 and call.version.version_id == 42
+    assert events[-1].finish_reason in ("stop", "length")
 
 
 def test_cache_hit_runs_no_model_and_replays_streams(world: World) -> None:
@@ -820,3 +854,117 @@ def test_health_lists_loaded_and_broken_versions(world: World) -> None:
     by_version = {m["version_id"]: m for m in health["models"]}
     assert by_version[11]["state"] == "loaded" and "chat-bot" in by_version[11]["endpoints"]
     assert by_version[14]["state"] == "unavailable" and by_version[14]["error"]
+
+
+class FailsMidStream:
+    """A real backend whose generations fail after two events (as a batch that crashed)."""
+
+    def __init__(self, inner) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str):
+        return getattr(self._inner, name)
+
+    def generate(self, params):
+        from serving.engine.backends import BackendError
+
+        inner = self._inner.generate(params)
+
+        async def events():
+            try:
+                for _ in range(2):
+                    yield await anext(inner)
+                raise BackendError("the batch ran out of memory")
+            finally:
+                await inner.aclose()
+
+        return events()
+
+
+def one_off_state(world: World, sink: ListSink, **settings) -> EngineState:
+    from serving.engine.backends import load_backend
+
+    wrap = settings.pop("wrap", None)
+
+    def loader(spec, engine_settings):
+        backend = load_backend(spec, engine_settings)
+        return wrap(backend) if wrap else backend
+
+    state = EngineState(settings=EngineSettings(**settings), sink=sink, loader=loader)
+    state.apply(world.with_endpoint(replace(world.long, revision=3)))
+    return state
+
+
+def test_an_error_mid_stream_is_an_error_event(world: World) -> None:
+    sink = ListSink()
+    state = one_off_state(world, sink, wrap=FailsMidStream)
+    try:
+        with LiveServer(create_app(state)) as server:
+            body = {"model": "long-bot", "prompt": "Go", "max_tokens": 50, "stream": True}
+            response = httpx.post(
+                server.url + "/v1/completions",
+                json=body,
+                headers={"authorization": f"Bearer {KEY}"},
+                timeout=30,
+            )
+            assert response.status_code == 200  # the stream had started
+            events = sse_events(response.text)
+            assert "[DONE]" not in events
+            assert events[-1]["error"]["code"] == "model_error"
+            assert "out of memory" in events[-1]["error"]["message"]
+            client = openai.OpenAI(base_url=server.v1, api_key=KEY, max_retries=0)
+            with pytest.raises(openai.APIError, match="out of memory"):
+                list(client.completions.create(**body))
+    finally:
+        state.close()
+    record = requests_of(sink)[0]
+    assert (record.status_code, record.error_code, record.aborted) == (503, "model_error", False)
+    assert record.completion_tokens >= 1
+
+
+class SlowEvents(FailsMidStream):
+    """A real backend whose events arrive 20 ms apart (a slow model, so a slot stays held)."""
+
+    def generate(self, params):
+        inner = self._inner.generate(params)
+
+        async def events():
+            try:
+                async for event in inner:
+                    await asyncio.sleep(0.02)
+                    yield event
+            finally:
+                await inner.aclose()
+
+        return events()
+
+
+def test_concurrency_cap_answers_429_at_once(world: World) -> None:
+    sink = ListSink()
+    state = one_off_state(world, sink, max_concurrency=1, wrap=SlowEvents)
+    try:
+        with LiveServer(create_app(state)) as server:
+
+            async def both() -> tuple[str, httpx.Response]:
+                async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+                    body = {"model": "long-bot", "prompt": "Go", "max_tokens": 30}
+                    headers = {"authorization": f"Bearer {KEY}"}
+                    async with client.stream(
+                        "POST", "/v1/completions", json={**body, "stream": True}, headers=headers
+                    ) as slow:
+                        lines = slow.aiter_lines()
+                        await anext(lines)  # the first holds the only slot now
+                        started = time.monotonic()
+                        busy = await client.post("/v1/completions", json=body, headers=headers)
+                        assert time.monotonic() - started < 1.0
+                        rest = [line async for line in lines]
+                    return "\n".join(rest), busy
+
+            rest, busy = asyncio.run(both())
+    finally:
+        state.close()
+    assert rest.rstrip().endswith("data: [DONE]")
+    assert busy.status_code == 429 and busy.json()["error"]["code"] == "server_busy"
+    assert int(busy.headers["retry-after"]) >= 1
+    assert [r.status_code for r in requests_of(sink)] == [429, 200]
+    assert state.in_flight == 0
