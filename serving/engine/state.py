@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("llmhub.serving.engine")
 
 RESPONSE_INDEX_SIZE = 100_000  # response ids remembered for /v1/feedback
+LOAD_RETRY_SECONDS = 60.0  # a version that failed to load is tried again after this
 
 
 def _default_loader(spec: VersionSpec, settings: EngineSettings) -> Backend:
@@ -136,6 +137,8 @@ class EngineState:
         self._table = _Table()
         self._snapshot: Snapshot | None = None
         self._apply_lock = threading.Lock()
+        # version id -> (spec, when its load failed)
+        self._failures: dict[int, tuple[VersionSpec, float]] = {}
 
     # --- the runner's side ----------------------------------------------------------------
 
@@ -143,8 +146,9 @@ class EngineState:
         """Serve ``snapshot``: load what it needs (slow, before the swap), swap, close the rest.
 
         Thread-safe; called from the runner's thread. A version whose files cannot be loaded is
-        marked unavailable (its requests get 503 model_unavailable) and retried on the next
-        snapshot that differs; the other endpoints load and serve.
+        marked unavailable (its requests get 503 model_unavailable) and tried again by the first
+        snapshot applied LOAD_RETRY_SECONDS later (at once if its spec changed); the other
+        endpoints load and serve.
         """
         with self._apply_lock:
             if snapshot == self._snapshot:
@@ -165,12 +169,24 @@ class EngineState:
                 if current is not None and current.spec == spec:
                     backends[version_id] = current
                     continue
+                failed = self._failures.get(version_id)
+                if (
+                    failed is not None
+                    and failed[0] == spec
+                    and time.monotonic() - failed[1] < LOAD_RETRY_SECONDS
+                ):
+                    unavailable[version_id] = old.unavailable.get(version_id, "")
+                    continue  # it failed a moment ago: not every refresh reloads a broken model
                 try:
                     backends[version_id] = self._loader(spec, self.settings)
+                    self._failures.pop(version_id, None)
                 except Exception as exc:  # ModelLoadError, and anything a broken file raises
                     log.warning("model version %s could not be loaded: %s", spec.version_id, exc)
                     unavailable[version_id] = str(exc) or type(exc).__name__
-            self.limiter.sync_keys(snapshot.keys)
+                    self._failures[version_id] = (spec, time.monotonic())
+            self.limiter.sync_keys(
+                snapshot.keys, usage_flushed_before=getattr(snapshot, "usage_flushed_before", None)
+            )
             table = _Table(
                 endpoints={(e.project_id, e.slug): e for e in snapshot.endpoints},
                 by_id={e.endpoint_id: e for e in snapshot.endpoints},

@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from serving.engine.app import create_app
 from serving.engine.config import EngineSettings
 from serving.engine.limits import RateLimiter
+from serving.engine.protocol import OpenAIError
 from serving.engine.state import EngineState
 from serving.engine.types import (
     SERVE_CLASSIFY,
@@ -968,3 +969,47 @@ def test_concurrency_cap_answers_429_at_once(world: World) -> None:
     assert int(busy.headers["retry-after"]) >= 1
     assert [r.status_code for r in requests_of(sink)] == [429, 200]
     assert state.in_flight == 0
+
+
+def test_a_version_whose_files_are_missing(world: World, tmp_path: Path, monkeypatch) -> None:
+    import shutil
+
+    from serving.engine import state as state_module
+
+    class Limiter(RateLimiter):
+        def sync_keys(self, keys, *, usage_flushed_before=None):
+            flushed.append(usage_flushed_before)
+            return super().sync_keys(keys, usage_flushed_before=usage_flushed_before)
+
+    flushed: list = []
+    loads: list = []
+    late = tmp_path / "arrives-later"
+    version = VersionSpec(61, "late v1", str(late), SERVE_GENERATE)
+    state = EngineState(
+        settings=EngineSettings(),
+        sink=ListSink(),
+        loader=counting_loader([], loads),
+        limiter=Limiter(),
+    )
+    endpoints = (
+        EndpointSpec(1, 1, "late", revision=1, primary=version),
+        EndpointSpec(2, 1, "fine", revision=1, primary=world.v11),
+    )
+    try:
+        state.apply(Snapshot(endpoints=endpoints, keys=world.base.keys, usage_flushed_before=5.0))
+        with pytest.raises(OpenAIError) as info:
+            state.route(endpoints[0])
+        assert info.value.status == 503 and info.value.headers["x-should-retry"] == "false"
+        assert state.route(endpoints[1])[0] == world.v11  # the other endpoint serves
+        shutil.copytree(world.v11.model_dir, late)
+        state.apply(Snapshot(endpoints=endpoints, keys=world.base.keys, usage_flushed_before=6.0))
+        assert sorted(loads) == [11, 61]  # a failure is not retried at every refresh
+        monkeypatch.setattr(state_module, "LOAD_RETRY_SECONDS", 0.0)
+        state.apply(Snapshot(endpoints=endpoints, keys=world.base.keys, usage_flushed_before=7.0))
+        state.apply(Snapshot(endpoints=endpoints, keys=world.base.keys, usage_flushed_before=8.0))
+        assert sorted(loads) == [11, 61, 61]
+        assert state.route(endpoints[0])[0] == version
+        assert [m["state"] for m in state.loaded()] == ["loaded", "loaded"]
+        assert flushed == [5.0, 6.0, 7.0, 8.0]  # the limiter learns what the database holds
+    finally:
+        state.close()
