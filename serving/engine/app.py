@@ -172,6 +172,7 @@ class Engine:
         self.state = state
         self.event_timeout_s = event_timeout_s
         self.reroutes = 0  # requests sent to another backend after a swap closed theirs
+        self._gauged: set[tuple[str, str]] = set()  # (endpoint, version) queue gauges set
         self.upstream = upstream or UpstreamClient(max_connections=state.settings.max_concurrency)
 
     # --- plumbing -------------------------------------------------------------------------
@@ -383,14 +384,21 @@ class Engine:
         return JSONResponse({"status": "ok", "models": self.state.loaded()})
 
     async def metrics(self, request: Request) -> Response:
+        metrics = self.state.metrics
+        gauged = set()
         for endpoint, version, backend in self.state.backends_by_endpoint():
-            self.state.metrics.set_queue(
-                endpoint=endpoint.slug,
-                version=str(version.version_id),
+            labels = (endpoint.slug, str(version.version_id))
+            gauged.add(labels)
+            metrics.set_queue(
+                endpoint=labels[0],
+                version=labels[1],
                 running=backend.running(),
                 waiting=backend.queue_depth(),
             )
-        body, content_type = self.state.metrics.render()
+        for slug, version in self._gauged - gauged:  # unloaded since: no stale gauges
+            metrics.forget_version(endpoint=slug, version=version)
+        self._gauged = gauged
+        body, content_type = metrics.render()
         return Response(body, media_type=content_type)
 
     async def models(self, request: Request) -> Response:

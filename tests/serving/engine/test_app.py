@@ -792,6 +792,14 @@ def test_metrics_endpoint(world: World) -> None:
     )
     assert any(name == "llmhub:num_requests_running" for name, _ in samples)
     assert any(name.startswith("llmhub:e2e_request_latency_seconds") for name, _ in samples)
+    running = ("llmhub:num_requests_running", (("endpoint", "chat-bot"), ("version", "11")))
+    assert samples[running] == 0
+    v42 = replace(world.v11, version_id=42, label="chat c")
+    world.state.apply(world.with_endpoint(replace(world.chat, primary=v42, revision=7)))
+    after = httpx.get(world.server.url + "/metrics").text
+    assert 'llmhub:num_requests_running{endpoint="chat-bot",version="42"}' in after
+    assert 'llmhub:num_requests_running{endpoint="chat-bot",version="11"}' not in after
+    assert 'llmhub:requests_total{endpoint="chat-bot",status="200",version="11"}' in after
 
 
 def test_models_list_follows_the_key(world: World) -> None:
