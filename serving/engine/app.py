@@ -26,7 +26,7 @@ from typing import Any
 import anyio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
@@ -369,6 +369,10 @@ class Engine:
             return await work
         except OpenAIError as exc:
             return self.error_response(call, exc)
+        except ClientDisconnect:  # gone while sending its body: nobody to answer
+            call.aborted = True
+            self.finish(call, status=499, error_code="client_disconnected")
+            return Response(status_code=499)
         except Exception:
             log.exception("request %s failed", call.response_id)
             return self.error_response(
@@ -406,9 +410,18 @@ class Engine:
             principal = self.authenticate(request)
         except OpenAIError as exc:
             return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
-        return JSONResponse(p.models_body(self.state.models_for(principal)))
+        return JSONResponse(
+            p.models_body(self.state.models_for(principal)), headers=self.key_headers(principal)
+        )
+
+    def key_headers(self, principal: Principal | None) -> dict[str, str]:
+        """The x-ratelimit-* headers of the caller's key (none for the playground)."""
+        if principal is None or principal.key is None:
+            return {}
+        return self.state.limiter.headers(principal.key)
 
     async def feedback(self, request: Request) -> Response:
+        principal = None
         try:
             raw = await self.read_body(request)
             principal = self.authenticate(request)
@@ -427,7 +440,10 @@ class Engine:
                     code="response_not_found",
                 )
         except OpenAIError as exc:
-            return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+            headers = {**self.key_headers(principal), **exc.headers}
+            return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+        except ClientDisconnect:
+            return Response(status_code=499)
         self.state.sink.put(
             FeedbackRecord(
                 response_id=fb.response_id,
@@ -438,7 +454,7 @@ class Engine:
                 created_at=time.time(),
             )
         )
-        return JSONResponse({"ok": True})
+        return JSONResponse({"ok": True}, headers=self.key_headers(principal))
 
     # --- generation -----------------------------------------------------------------------
 

@@ -527,6 +527,10 @@ def test_rate_limit_headers_on_every_answer(world: World) -> None:
     assert ok.status_code == 200 and ok.headers["x-ratelimit-limit-tokens"] == "100000"
     bad = world.post("/v1/completions", {"model": "chat-bot", "prompt": "x", "n": 0}, key=TPM)
     assert bad.status_code == 400 and bad.headers["x-ratelimit-limit-tokens"] == "100000"
+    models = httpx.get(world.server.v1 + "/models", headers={"authorization": f"Bearer {TPM}"})
+    assert models.headers["x-ratelimit-limit-tokens"] == "100000"
+    fb = world.post("/v1/feedback", {"response_id": "cmpl-x", "score": 1}, key=TPM)
+    assert fb.status_code == 404 and fb.headers["x-ratelimit-limit-tokens"] == "100000"
 
 
 def test_full_queue_answers_429_at_once(tmp_path: Path, world: World) -> None:
@@ -1021,3 +1025,19 @@ def test_a_version_whose_files_are_missing(world: World, tmp_path: Path, monkeyp
         assert flushed == [5.0, 6.0, 7.0, 8.0]  # the limiter learns what the database holds
     finally:
         state.close()
+
+
+def test_a_client_gone_while_sending_its_body(world: World) -> None:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", world.server.port)) as sock:
+        sock.sendall(
+            b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Authorization: Bearer " + KEY.encode() + b"\r\nContent-Length: 1000\r\n\r\n"
+            b'{"model": "chat'
+        )
+        time.sleep(0.2)
+    record = wait_for(lambda: requests_of(world.sink), 5)
+    assert [(r.status_code, r.error_code, r.aborted) for r in record] == [
+        (499, "client_disconnected", True)
+    ]
