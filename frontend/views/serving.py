@@ -439,12 +439,17 @@ def _sse(payload: dict) -> str:
 def _engine_error(response: httpx.Response) -> str:
     """The message of an OpenAI error envelope, else the status and the start of the body."""
     try:
-        return str(response.json()["error"]["message"])
+        message = str(response.json()["error"]["message"])
     except (ValueError, KeyError, TypeError):
         text = response.text.strip()[:300]
-        return f"The inference process answered {response.status_code}" + (
+        message = f"The inference process answered {response.status_code}" + (
             f": {text}" if text else "."
         )
+    if response.status_code == 401:
+        # The playground's token is derived from SECRET_KEY: the two processes must share it.
+        message += " (The inference process refused the playground's token: does it run with"
+        message += " this site's SECRET_KEY?)"
+    return message
 
 
 def relay(url: str, body: dict, headers: dict[str, str]) -> Iterator[str]:

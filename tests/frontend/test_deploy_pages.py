@@ -571,7 +571,7 @@ def test_playground_feedback_is_recorded_for_the_endpoint(world, gated) -> None:
 
 @pytest.mark.django_db(transaction=True)
 def test_the_playground_streams_an_answer_from_the_inference_process(
-    deployed, serving_stack, settings
+    deployed, serving_stack, settings, monkeypatch
 ) -> None:
     stack = serving_stack()
     settings.LLMHUB_SERVING_URL = stack.url
@@ -610,3 +610,13 @@ def test_the_playground_streams_an_answer_from_the_inference_process(
     )
     events = _events(response)
     assert len(events) == 1 and "max_tokens" in events[0]["error"]["message"], events
+    # A web process whose SECRET_KEY differs from the inference process's sends another
+    # token: the page says what to check.
+    monkeypatch.setattr("serving.runner.internal_token", lambda: "f" * 64)
+    response = client.post(
+        f"/deploy/endpoints/{deployed.endpoint.pk}/playground/",
+        json.dumps({"prompt": "Hello", "max_tokens": 4, "temperature": 0, "top_p": 1}),
+        content_type="application/json",
+    )
+    events = _events(response)
+    assert len(events) == 1 and "SECRET_KEY" in events[0]["error"]["message"], events

@@ -35,11 +35,14 @@
     const override = form.querySelector("[data-gate-override]");
     if (!select || !list) return;
     async function show() {
-      if (!select.value) return;
+      const asked = select.value;
+      if (!asked) return;
       let data;
       try {
-        data = await LLMHub.api(form.dataset.gateUrl + "?version=" + encodeURIComponent(select.value));
+        data = await LLMHub.api(form.dataset.gateUrl + "?version=" + encodeURIComponent(asked));
       } catch (e) { return; }
+      // An answer for a version chosen before the current one: a later answer follows.
+      if (select.value !== asked) return;
       list.replaceChildren(...data.blockers.map((reason) => {
         const li = document.createElement("li"); li.textContent = reason; return li;
       }));
