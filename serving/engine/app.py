@@ -54,6 +54,7 @@ from serving.engine.upstream import UpstreamClient
 log = logging.getLogger("llmhub.serving.engine")
 
 EVENT_TIMEOUT_S = 120.0  # the longest a request waits for the model's next event
+LONG_TEXT_CHARS = 20_000  # prompts longer than this are tokenised off the event loop
 ROUTE_ATTEMPTS = 3  # a backend closed by a swap between route and submit: route again
 UPSTREAM_VERSION = "upstream"  # the version label of external engines (metrics, headers)
 
@@ -481,7 +482,7 @@ class Engine:
 
             return await forward_generation(self, call, req, data)
         version, backend = self.route(call, call.route)
-        ids, max_tokens = self._prompt(backend, req)
+        ids, max_tokens = await self._prompt(backend, req)
         self.admit(call, len(ids) + max_tokens * req.n)
         params = req.cache_params(max_tokens)
         cache = self.state.cache
@@ -506,9 +507,21 @@ class Engine:
             )
         return await self._collect(call, req, iterator, first, cache_key)
 
-    def _prompt(self, backend: Any, req: p.GenerationRequest) -> tuple[list[int], int]:
-        text = req.prompt if req.prompt is not None else backend.chat_prompt(list(req.messages))
-        ids = backend.encode(text)
+    async def _prompt(self, backend: Any, req: p.GenerationRequest) -> tuple[list[int], int]:
+        """The prompt's token ids (chat: through the model's template) and the max_tokens."""
+        if req.prompt is not None:
+            text = req.prompt
+        else:
+            try:
+                text = backend.chat_prompt(list(req.messages))
+            except Exception as exc:  # a template that refuses these messages (jinja raises)
+                raise p.invalid(
+                    f"The model's chat template refused these messages: {exc}", "messages"
+                ) from None
+        if len(text) > LONG_TEXT_CHARS:  # tokenising it would stall every stream of the loop
+            ids = await anyio.to_thread.run_sync(backend.encode, text)
+        else:
+            ids = backend.encode(text)
         return ids, p.fit_max_tokens(req, len(ids), backend.max_context)
 
     async def _start(
@@ -545,7 +558,7 @@ class Engine:
                         headers=_retry_headers(1.0),
                     ) from None
                 _version, backend = self.route(call, call.route)
-                ids, max_tokens = self._prompt(backend, req)
+                ids, max_tokens = await self._prompt(backend, req)
             except QueueFull as exc:
                 raise self.queue_full(call, exc) from None
             except BaseException:

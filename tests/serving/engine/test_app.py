@@ -461,6 +461,9 @@ def test_body_too_large_unknown_routes_and_methods(world: World) -> None:
     big = {"model": "chat-bot", "prompt": "x" * 1_100_000}
     response = world.post("/v1/completions", big)
     assert response.status_code == 413 and response.json()["error"]["code"] == "request_too_large"
+    long = world.post("/v1/completions", {"model": "chat-bot", "prompt": "big words " * 30_000})
+    assert long.status_code == 400  # tokenised off the loop, then refused for the context
+    assert long.json()["error"]["code"] == "context_length_exceeded"
     missing = httpx.post(world.server.url + "/v1/edits", json={}, timeout=10)
     assert missing.status_code == 404 and set(missing.json()["error"]) == {
         "message",
@@ -672,7 +675,7 @@ def test_a_backend_closed_between_route_and_submit_is_routed_again(world: World)
     call.endpoint = world.chat  # the copy the request resolved before the swap
     _version, old = engine.route(call, p.ROUTE_COMPLETIONS)
     req = p.parse_generation({"model": "chat-bot", "prompt": "hi", "max_tokens": 3}, call.route)
-    ids, max_tokens = engine._prompt(old, req)
+    ids, max_tokens = asyncio.run(engine._prompt(old, req))
     world.state.apply(world.with_endpoint(replace(world.chat, primary=b, revision=5)))  # closes a
 
     async def submit() -> list:
@@ -1041,3 +1044,31 @@ def test_a_client_gone_while_sending_its_body(world: World) -> None:
     assert [(r.status_code, r.error_code, r.aborted) for r in record] == [
         (499, "client_disconnected", True)
     ]
+
+
+def test_a_chat_template_that_refuses_the_messages(world: World, tmp_path: Path) -> None:
+    import shutil
+
+    model_dir = tmp_path / "templated"
+    shutil.copytree(world.v11.model_dir, model_dir)
+    config_path = model_dir / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    config["chat_template"] = (
+        "{% for m in messages %}{% if m.role == 'system' %}"
+        "{{ raise_exception('System messages are not supported') }}{% endif %}"
+        "{{ m.role }}: {{ m.content }}\n{% endfor %}assistant:"
+    )
+    config_path.write_text(json.dumps(config))
+    version = VersionSpec(71, "templated v1", str(model_dir), SERVE_GENERATE)
+    world.state.apply(world.with_endpoint(replace(world.chat, primary=version, revision=11)))
+    ok = world.post(
+        "/v1/chat/completions",
+        {"model": "chat-bot", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2},
+    )
+    assert ok.status_code == 200, ok.text
+    refused = world.post(
+        "/v1/chat/completions",
+        {"model": "chat-bot", "messages": [{"role": "system", "content": "x"}], "max_tokens": 2},
+    )
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "messages"
+    assert "System messages are not supported" in refused.json()["error"]["message"]
