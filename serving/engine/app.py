@@ -499,6 +499,8 @@ class Engine:
                 return self.cached_answer(call, req, hit)
         self.hold_slot(call)
         iterator, first = await self._start(call, req, backend, ids, max_tokens)
+        if call.version is not None and call.version.version_id != version.version_id:
+            cache_key = None  # routed again to another version: not that key's answer
         if req.stream:
             return _EventStreamResponse(
                 self._stream(call, req, iterator, first, cache_key),
