@@ -1,7 +1,7 @@
 """A manager deploys in the browser: creates a production endpoint, sees a version that misses
 the goal blocked with its reasons, promotes the best one, tries it in the playground (streamed
 from a real in-process inference stack serving a tiny causal LM), gives it a thumbs up, promotes
-past the gate with a written reason, and rolls back in one click."""
+past the gate with a written reason, rolls back in one click, and makes a serving key."""
 
 from __future__ import annotations
 
@@ -124,3 +124,25 @@ def test_manager_promotes_the_best_model_uses_the_playground_and_rolls_back(
     best.refresh_from_db()
     assert best.stage == "production"
     _shot(page, "deploy-rolled-back.png")
+
+    # A key for the application: shown once, then only its prefix.
+    page.click("nav.stages a:has-text('Deploy')")
+    page.click("#new-key summary")
+    page.fill("#key_name", "support app")
+    page.select_option("#key_endpoint", str(endpoint.pk))
+    page.fill("#key_requests_per_minute", "60")
+    expect(page.locator("#key_budget_period")).to_be_hidden()
+    page.fill("#key_token_budget", "100000")
+    page.select_option("#key_budget_period", "week")
+    page.click("#new-key button:has-text('Create key')")
+    plaintext = page.locator("#serving-key-value").text_content()
+    assert plaintext.startswith("llmhub-sk-")
+    expect(page.locator("#new-key-plaintext")).to_contain_text("shown this once")
+    page.click("button[data-copy='#serving-key-value']")
+    expect(page.locator("button[data-copy='#serving-key-value']")).to_have_text("Copied")
+    page.click("a:has-text('Back to the Deploy tab')")
+    row = page.locator("#serving-keys tr", has_text="support app")
+    expect(row).to_contain_text("support-bot")
+    expect(row).to_contain_text("budget 100,000 per week")
+    assert plaintext not in page.content()
+    _shot(page, "deploy-tab.png")
