@@ -6,7 +6,7 @@ and writes what it reports, always off the request path, in two daemon threads:
 - the **poller** asks one cheap question every ``LLMHUB_SERVING_SYNC_SECONDS`` (has any endpoint
   or key changed? :func:`fingerprint`) and, when the answer moved, builds a fresh
   :class:`~serving.engine.types.Snapshot` (:func:`build_snapshot`: endpoints, the local
-  directories of their versions, every key of their projects) and hands it to
+  directories of their versions, every serving key) and hands it to
   ``EngineState.apply``. It also rebuilds every ``refresh_seconds`` (30) whatever the
   fingerprint says, so key budgets used by other processes are seen, and purges request logs
   past their endpoint's retention once an hour (every inference process does, as every worker

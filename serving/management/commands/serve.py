@@ -9,7 +9,7 @@ import sys
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
-from django.db import connections
+from django.db import DatabaseError, connections
 
 
 def _stopped_already(signum, frame) -> None:
@@ -62,7 +62,12 @@ class Command(BaseCommand):
         state = EngineState(settings=engine_settings, sink=runner.sink, limiter=limiter)
         # The first snapshot (models loaded) before the port opens: no request ever finds an
         # endpoint missing because the process has only just started.
-        runner.start(state)
+        try:
+            runner.start(state)
+        except DatabaseError as exc:
+            raise CommandError(
+                f"The inference process cannot read the database: {exc} (is it migrated?)"
+            ) from exc
         connections.close_all()  # the main thread only serves from here on; the threads read
         # What is imported and loaded by now (torch, transformers, Django, the models) lives as
         # long as the process: keep it out of the garbage collector's full passes, each of which
