@@ -233,6 +233,18 @@ def test_the_writer_writes_in_batches_and_stop_flushes_the_rest(deployed, monkey
     assert (usage.requests, usage.prompt_tokens, usage.completion_tokens) == (1100, 5500, 7700)
 
 
+def test_stop_writes_what_the_timer_has_not(deployed) -> None:
+    runner = ServingRunner(sync_seconds=60, flush_seconds=60)
+    runner.start(RecordingState())
+    for _ in range(7):
+        runner.sink.put(request_record(deployed.endpoint))
+    time.sleep(0.2)
+    assert RequestLog.objects.count() == 0
+    runner.stop()
+    assert RequestLog.objects.count() == 7 and len(runner.sink) == 0
+    assert not any(t.is_alive() for t in threading.enumerate() if t.name.startswith("llmhub-serv"))
+
+
 def test_records_wait_for_the_timer_then_are_written(deployed) -> None:
     runner = ServingRunner(sync_seconds=60, flush_seconds=0.2)
     runner.start(RecordingState())
