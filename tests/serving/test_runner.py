@@ -246,7 +246,7 @@ def test_stop_writes_what_the_timer_has_not(deployed) -> None:
 
 
 def test_records_wait_for_the_timer_then_are_written(deployed) -> None:
-    runner = ServingRunner(sync_seconds=60, flush_seconds=0.2)
+    runner = ServingRunner(sync_seconds=60, flush_seconds=1.0)
     runner.start(RecordingState())
     try:
         queued_at = time.time()
