@@ -196,6 +196,15 @@ print("JOB", health_check_launch(actor=user, project=project, sleep_seconds=300)
 """
 
 
+def _answers(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -214,7 +223,7 @@ def _session_processes(sid: int) -> list[str]:
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
 def test_bin_dev_stops_within_seconds_and_hands_the_running_job_back(tmp_path, sig) -> None:
     var = tmp_path / "var"
-    port = _free_port()
+    port, serving_port = _free_port(), _free_port()
     # bin/dev on the embedded default (SQLite, filesystem broker) in a scratch folder: none of
     # the test run's settings, database, broker or Redis.
     env = {
@@ -225,6 +234,7 @@ def test_bin_dev_stops_within_seconds_and_hands_the_running_job_back(tmp_path, s
     env |= {
         "LLMHUB_VAR_DIR": str(var),
         "LLMHUB_ADDRESS": f"127.0.0.1:{port}",
+        "LLMHUB_SERVING_ADDRESS": f"127.0.0.1:{serving_port}",
         "LLMHUB_DEV_NO_INSTALL": "1",
         "DJANGO_SETTINGS_MODULE": "llmhub.settings",
         "PYTHONUNBUFFERED": "1",
@@ -243,9 +253,11 @@ def test_bin_dev_stops_within_seconds_and_hands_the_running_job_back(tmp_path, s
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
     try:
-        assert wait_until(lambda: "Ctrl-C stops both" in log_path.read_text(), timeout=120), (
+        assert wait_until(lambda: "Ctrl-C stops all three" in log_path.read_text(), timeout=120), (
             log_path.read_text()
         )
+        # The inference process answers beside the web server and the worker.
+        assert wait_until(lambda: _answers(f"http://127.0.0.1:{serving_port}/health"), timeout=60)
         launched = subprocess.run(
             [str(REPO_ROOT / ".venv" / "bin" / "python"), "manage.py", "shell", "-c", _LAUNCH],
             cwd=REPO_ROOT,
@@ -258,7 +270,8 @@ def test_bin_dev_stops_within_seconds_and_hands_the_running_job_back(tmp_path, s
         assert wait_until(
             lambda: f"Started health check #{job_id}" in log_path.read_text(), timeout=60
         ), log_path.read_text()
-        assert len(_session_processes(dev.pid)) >= 5  # bash, worker + 2 pool, runserver + child
+        # bash, worker + 2 pool, runserver + child, the inference process
+        assert len(_session_processes(dev.pid)) >= 6
 
         asked = time.monotonic()
         os.killpg(dev.pid, sig)
