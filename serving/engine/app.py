@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring_ascii as _json_string
 from typing import Any
 
 import anyio
@@ -144,6 +146,115 @@ async def _aclose(iterator: Any) -> None:
             await close()
         except Exception:
             log.exception("closing a generation failed")
+
+
+def _timed_out(seconds: float) -> OpenAIError:
+    return OpenAIError(
+        503, f"The model produced nothing for {seconds:g} s; retry later.", code="model_timeout"
+    )
+
+
+def _ended_early() -> OpenAIError:
+    return OpenAIError(500, "The model ended without an answer.", code="server_error")
+
+
+class _Events:
+    """A backend's event iterator with at most ``seconds`` of waiting for each event (then 503
+    model_timeout) and the backend's failures as OpenAI errors; it ends when the backend's does.
+
+    One timer per request, re-armed only when it comes due, instead of a timeout scope per
+    event: under batched load a scope (a timer handle made and cancelled) per token per request
+    was a measurable share of the event loop's time, which the scheduler thread's GIL shares.
+    The timer cancels the waiting task only while it waits on the model (a slow client reading
+    a stream is not the model being slow).
+    """
+
+    __slots__ = ("_before", "_fired", "_inner", "_loop", "_seconds", "_since", "_task", "_timer")
+
+    def __init__(self, inner: Any, seconds: float) -> None:
+        self._inner = inner
+        self._seconds = seconds
+        self._loop = asyncio.get_running_loop()
+        self._task: asyncio.Task | None = None
+        self._since: float | None = None  # loop time the current wait began; None: not waiting
+        self._timer: asyncio.TimerHandle | None = None
+        self._fired = False
+        self._before = 0  # the task's pending cancellations when the timer cancelled it
+
+    def __aiter__(self) -> _Events:
+        return self
+
+    async def __anext__(self) -> Delta | Finish:
+        self._task = asyncio.current_task()
+        self._since = self._loop.time()
+        if self._timer is None:
+            self._timer = self._loop.call_at(self._since + self._seconds, self._check)
+        try:
+            return await self._inner.__anext__()
+        except asyncio.CancelledError:
+            if not self._fired:
+                raise
+            self._fired = False
+            if self._task.uncancel() > self._before:  # cancelled by someone else too
+                raise
+            raise _timed_out(self._seconds) from None
+        except StopAsyncIteration:
+            self._disarm()
+            raise
+        except ValueError as exc:  # the backend's own parameter check
+            raise p.invalid(str(exc)) from None
+        except BACKEND_ERRORS as exc:
+            raise OpenAIError(503, f"The model failed: {exc}", code="model_error") from None
+        finally:
+            self._since = None
+
+    def _check(self) -> None:
+        self._timer = None
+        since = self._since
+        if since is None or self._task is None:  # not waiting: the next wait arms it again
+            return
+        due = since + self._seconds
+        # A loop may run a timer a little early (uvloop counts in milliseconds).
+        if self._loop.time() >= due - 0.01:
+            self._fired = True
+            self._before = self._task.cancelling()
+            self._task.cancel()
+        else:
+            self._timer = self._loop.call_at(due, self._check)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    async def aclose(self) -> None:
+        self._disarm()
+        close = getattr(self._inner, "aclose", None)
+        if close is not None:
+            await close()
+
+
+class _TextChunks:
+    """The server-sent event of a text delta, from bytes made once per stream: only the text is
+    encoded per token (the same bytes as ``p.sse(p.chunk(..., text=text))``)."""
+
+    _MARK = "\u0001text\u0001"
+
+    def __init__(self, meta: dict, include_usage: bool) -> None:
+        self._meta, self._include_usage = meta, include_usage
+        self._parts: dict[int, tuple[bytes, bytes]] = {}
+
+    def __call__(self, index: int, text: str) -> bytes:
+        parts = self._parts.get(index)
+        if parts is None:
+            whole = p.sse(
+                p.chunk(
+                    **self._meta, index=index, text=self._MARK, include_usage=self._include_usage
+                )
+            )
+            head, _, tail = whole.partition(json.dumps(self._MARK).encode())
+            parts = self._parts[index] = (head, tail)
+        return parts[0] + _json_string(text).encode() + parts[1]
 
 
 class _EventStreamResponse(StreamingResponse):
@@ -543,8 +654,13 @@ class Engine:
             )
             iterator = None
             try:
-                iterator = backend.generate(params)
-                first = await self._next(iterator)
+                iterator = _Events(backend.generate(params), self.event_timeout_s)
+                try:
+                    first = await iterator.__anext__()
+                except StopAsyncIteration:
+                    raise OpenAIError(
+                        500, "The model ended without an answer.", code="server_error"
+                    ) from None
                 call.ran = True
                 call.prompt_tokens = len(ids)
                 return iterator, first
@@ -568,32 +684,6 @@ class Engine:
                     await _aclose(iterator)
                 raise
         raise AssertionError("unreachable")
-
-    async def _next(self, iterator: Any) -> Delta | Finish:
-        """The backend's next event, within event_timeout_s; backend failures as OpenAI errors."""
-        try:
-            async with asyncio.timeout(self.event_timeout_s):
-                return await anext(iterator)
-        except TimeoutError:
-            raise OpenAIError(
-                503,
-                f"The model produced nothing for {self.event_timeout_s:g} s; retry later.",
-                code="model_timeout",
-            ) from None
-        except StopAsyncIteration:
-            raise OpenAIError(
-                500, "The model ended without an answer.", code="server_error"
-            ) from None
-        except ValueError as exc:  # the backend's own parameter check
-            raise p.invalid(str(exc)) from None
-        except BACKEND_ERRORS as exc:
-            raise OpenAIError(503, f"The model failed: {exc}", code="model_error") from None
-
-    async def _events(self, iterator: Any, first: Delta | Finish) -> AsyncIterator[Delta | Finish]:
-        """``first``, then the iterator's events (the caller stops after the last Finish)."""
-        yield first
-        while True:
-            yield await self._next(iterator)
 
     def _tally(self, call: _Call, state: _Tally, event: Delta | Finish) -> None:
         now = time.perf_counter()
@@ -662,10 +752,13 @@ class Engine:
     ) -> Response:
         state = _Tally.for_n(req.n)
         try:
-            async for event in self._events(iterator, first):
+            self._tally(call, state, first)
+            while state.open:
+                try:
+                    event = await iterator.__anext__()
+                except StopAsyncIteration:
+                    raise _ended_early() from None
                 self._tally(call, state, event)
-                if state.open == 0:
-                    break
         finally:
             await _aclose(iterator)
         choices = self._complete(call, state, cache_key)
@@ -695,18 +788,13 @@ class Engine:
                     yield p.sse(
                         p.chunk(**meta, index=i, role=True, include_usage=req.include_usage)
                     )
-            async for event in self._events(iterator, first):
+            text_chunk = _TextChunks(meta, req.include_usage)
+            event = first
+            while True:
                 self._tally(call, state, event)
                 if isinstance(event, Delta):
                     if event.text:
-                        yield p.sse(
-                            p.chunk(
-                                **meta,
-                                index=event.index,
-                                text=event.text,
-                                include_usage=req.include_usage,
-                            )
-                        )
+                        yield text_chunk(event.index, event.text)
                 else:
                     yield p.sse(
                         p.chunk(
@@ -718,6 +806,10 @@ class Engine:
                     )
                 if state.open == 0:
                     break
+                try:
+                    event = await iterator.__anext__()
+                except StopAsyncIteration:
+                    raise _ended_early() from None
             self._complete(call, state, cache_key)
             if req.include_usage:
                 yield p.sse(

@@ -39,7 +39,6 @@ from serving.engine.backends import (
     ModelLoadError,
     QueueFull,
 )
-from serving.engine.backends.loading import deliver
 from serving.engine.config import EngineSettings
 from serving.engine.types import SERVE_GENERATE, VersionSpec
 
@@ -120,14 +119,44 @@ class _IncrementalDecoder:
 class _Request:
     params: GenerationParams
     loop: asyncio.AbstractEventLoop
-    queue: asyncio.Queue
     arrived: float
     cancelled: bool = False
     finished: bool = False
+    # Events (and at most one exception, last) not yet read; touched on ``loop``'s thread only.
+    inbox: collections.deque = field(default_factory=collections.deque)
+    waiter: asyncio.Future | None = None  # the reader's, while it waits for the inbox to fill
 
     @property
     def n(self) -> int:
         return self.params.n
+
+
+def _fan_out(handed: list[tuple[_Request, list]]) -> None:
+    """On a request loop's thread: each request's new items into its inbox, its reader woken."""
+    for request, items in handed:
+        request.inbox.extend(items)
+        waiter = request.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+def _hand_out(handed: list[tuple[_Request, list]]) -> None:
+    """From the scheduler thread: one callback per event loop for all of ``handed`` (one
+    decoding step's events of every request), not one per request: each callback wakes the loop
+    through its self-pipe, and a loop woken 16 times per step spends its time being woken."""
+    by_loop: dict[int, tuple[asyncio.AbstractEventLoop, list]] = {}
+    for request, items in handed:
+        by_loop.setdefault(id(request.loop), (request.loop, []))[1].append((request, items))
+    for loop, pairs in by_loop.values():
+        try:
+            loop.call_soon_threadsafe(_fan_out, pairs)
+        except RuntimeError:  # the loop was closed: nobody is listening any more
+            for request, _items in pairs:
+                request.cancelled = True
+
+
+def _fail(requests: list[_Request], error: BaseException) -> None:
+    _hand_out([(request, [error]) for request in requests])
 
 
 @dataclass(eq=False)
@@ -212,7 +241,6 @@ class _EventStream:
     def __init__(self, request: _Request, backend: GenerateBackend) -> None:
         self._request = request
         self._backend = backend
-        self._buffer: collections.deque = collections.deque()
         self._open = request.n
         self._done = False
 
@@ -222,17 +250,21 @@ class _EventStream:
     async def __anext__(self) -> Delta | Finish:
         if self._done:
             raise StopAsyncIteration
-        while not self._buffer:
+        request = self._request
+        inbox = request.inbox
+        while not inbox:
+            request.waiter = waiter = request.loop.create_future()
             try:
-                item = await self._request.queue.get()
+                await waiter
             except BaseException:  # cancelled while waiting: the client went away
                 self._stop()
                 raise
-            if isinstance(item, BaseException):
-                self._stop()
-                raise item
-            self._buffer.extend(item)
-        event = self._buffer.popleft()
+            finally:
+                request.waiter = None
+        event = inbox.popleft()
+        if isinstance(event, BaseException):
+            self._stop()
+            raise event
         if isinstance(event, Finish):
             self._open -= 1
             if self._open == 0:
@@ -324,7 +356,7 @@ class GenerateBackend:
         the async iterator of its events. Must be called from the event loop's thread."""
         self._check(params)
         loop = asyncio.get_running_loop()
-        request = _Request(params, loop, asyncio.Queue(), time.monotonic())
+        request = _Request(params, loop, time.monotonic())
         with self._cond:
             if self._closed:
                 raise BackendClosed(f"{self.spec.label} is being unloaded.")
@@ -351,9 +383,8 @@ class GenerateBackend:
             self._closed = True
             if not drain:
                 self._abort = True
-                while self._waiting:
-                    request = self._waiting.popleft()
-                    deliver(request.loop, request.queue, BackendClosed("The model was unloaded."))
+                _fail(list(self._waiting), BackendClosed("The model was unloaded."))
+                self._waiting.clear()
             self._cond.notify_all()
 
     def wait_closed(self, timeout: float | None = None) -> bool:
@@ -575,11 +606,7 @@ class GenerateBackend:
             self._drop(self._batch, [s for s in self._batch.seqs if not s.done])
             if not self._batch:
                 self._batch = None
-        for request, events in per_request.values():
-            if not events or request.cancelled:
-                continue
-            if not deliver(request.loop, request.queue, events):
-                request.cancelled = True  # its loop is gone
+        _hand_out([(r, events) for r, events in per_request.values() if events and not r.cancelled])
 
     def _drop(self, batch: _Batch, keep: list[_Seq]) -> None:
         """Keep only the rows of ``keep`` (finished or cancelled rows leave the batch)."""
@@ -617,9 +644,7 @@ class GenerateBackend:
         requests = {id(r): r for r in admitted or []}
         if self._batch is not None:
             requests.update({id(s.request): s.request for s in self._batch.seqs})
-        for request in requests.values():
-            if not request.finished:
-                deliver(request.loop, request.queue, error)
+        _fail([r for r in requests.values() if not r.finished], error)
         self._batch = None
         self._running_requests = 0
         _empty_cuda_cache(self._device)
@@ -629,8 +654,7 @@ class GenerateBackend:
             self._closed = True
             leftover = list(self._waiting)
             self._waiting.clear()
-        for request in leftover:
-            deliver(request.loop, request.queue, BackendClosed("The model was unloaded."))
+        _fail(leftover, BackendClosed("The model was unloaded."))
         self._batch = None
         self._loaded = None
         self._running_requests = 0

@@ -1072,3 +1072,100 @@ def test_a_chat_template_that_refuses_the_messages(world: World, tmp_path: Path)
     )
     assert refused.status_code == 400 and refused.json()["error"]["param"] == "messages"
     assert "System messages are not supported" in refused.json()["error"]["message"]
+
+
+class StallingBackend:
+    """A generate backend whose model answers ``before`` events ``gap`` seconds apart, then
+    stalls until the request goes away (its aclose is recorded)."""
+
+    serve_kind = SERVE_GENERATE
+    max_context = 128
+
+    def __init__(self, spec: VersionSpec, settings: EngineSettings) -> None:
+        self.spec = spec
+        self.before = 1
+        self.gap = 0.0
+        self.closed: list[bool] = []
+
+    def encode(self, text: str) -> list[int]:
+        return [1] * len(text.split())
+
+    def chat_prompt(self, messages: list[dict]) -> str:
+        return "prompt"
+
+    def generate(self, params):
+        from serving.engine.backends import Delta
+
+        backend = self
+
+        class Events:
+            def __init__(self) -> None:
+                self.sent = 0
+
+            def __aiter__(self):
+                return self
+
+            async def __anext__(self):
+                if self.sent < backend.before:
+                    if self.sent:
+                        await asyncio.sleep(backend.gap)
+                    self.sent += 1
+                    return Delta(0, "a", 1)
+                await asyncio.Event().wait()  # the model never answers again
+
+            async def aclose(self) -> None:
+                backend.closed.append(True)
+
+        return Events()
+
+    def queue_depth(self) -> int:
+        return 0
+
+    def running(self) -> int:
+        return 0
+
+    def close(self, *, drain: bool = True) -> None:
+        pass
+
+
+def test_a_stalled_model_answers_model_timeout_and_a_slow_one_does_not(tmp_path) -> None:
+    spec = VersionSpec(91, "stalling", str(tmp_path), SERVE_GENERATE)
+    backends: list[StallingBackend] = []
+
+    def loader(version: VersionSpec, settings: EngineSettings) -> StallingBackend:
+        backends.append(StallingBackend(version, settings))
+        return backends[-1]
+
+    sink = ListSink()
+    state = EngineState(settings=EngineSettings(), sink=sink, loader=loader)
+    state.apply(
+        Snapshot(
+            endpoints=(EndpointSpec(1, 1, "stall", revision=1, primary=spec),),
+            keys=(KeySpec(1, sha(KEY), 1),),
+        )
+    )
+    body = {"model": "stall", "prompt": "one two", "max_tokens": 50}
+    headers = {"Authorization": f"Bearer {KEY}"}
+    with LiveServer(create_app(state, event_timeout_s=0.4)) as server:
+        url = server.url + "/v1/completions"
+        started = time.monotonic()
+        plain = httpx.post(url, json=body, headers=headers, timeout=30)
+        assert plain.status_code == 503 and plain.json()["error"]["code"] == "model_timeout"
+        assert 0.35 < time.monotonic() - started < 5
+        streamed = httpx.post(url, json={**body, "stream": True}, headers=headers, timeout=30)
+        events = sse_events(streamed.text)
+        assert events[0]["choices"][0]["text"] == "a"
+        assert events[-1]["error"]["code"] == "model_timeout"
+        # Events 0.25 s apart (each gap under the timeout, the whole answer far over it): not a
+        # timeout; then the stall after the fifth one is.
+        backends[0].before, backends[0].gap = 5, 0.25
+        started = time.monotonic()
+        streamed = httpx.post(url, json={**body, "stream": True}, headers=headers, timeout=30)
+        events = sse_events(streamed.text)
+        assert [e["choices"][0]["text"] for e in events[:-1]] == ["a"] * 5
+        assert events[-1]["error"]["code"] == "model_timeout"
+        assert time.monotonic() - started > 1.2
+    assert len(backends[0].closed) == 3  # every stalled generation was closed (its slot freed)
+    records = requests_of(sink)
+    assert [r.error_code for r in records] == ["model_timeout"] * 3
+    state.close()

@@ -161,6 +161,32 @@ def test_eight_concurrent_requests_run_in_fewer_than_eight_batches(model_dirs, b
     assert backend.forward_passes <= 6 * backend.batches_run
 
 
+def test_one_loop_callback_per_decoding_step_for_the_whole_batch(model_dirs, backends) -> None:
+    """The scheduler hands each step's events of every request to the loop in one callback (a
+    wake-up per token per request was most of the event loop's work under batched load)."""
+    backend = backends(model_dirs["lm"], max_batch_size=8, max_wait_ms=200)
+    callbacks = []
+
+    async def main() -> list[dict[int, dict]]:
+        loop = asyncio.get_running_loop()
+        original = loop.call_soon_threadsafe
+
+        def counted(callback, *args, **kwargs):
+            callbacks.append(callback)
+            return original(callback, *args, **kwargs)
+
+        loop.call_soon_threadsafe = counted
+        try:
+            return await run_all(backend, [params(backend, PROMPTS[i % 6], 8) for i in range(6)])
+        finally:
+            del loop.call_soon_threadsafe
+
+    results = asyncio.run(main())
+    assert backend.batches_run == 1
+    assert sum(r[0]["tokens"] for r in results) > 6 * 3  # most rows ran several steps
+    assert len(callbacks) <= backend.forward_passes  # not one per request per step
+
+
 @pytest.mark.parametrize(
     ("running_prompt", "joining_prompt"),
     [(PROMPTS[0], PROMPTS[3]), (PROMPTS[3], PROMPTS[5])],
