@@ -169,7 +169,17 @@ class _Events:
     a stream is not the model being slow).
     """
 
-    __slots__ = ("_before", "_fired", "_inner", "_loop", "_seconds", "_since", "_task", "_timer")
+    __slots__ = (
+        "_before",
+        "_fired",
+        "_inner",
+        "_loop",
+        "_progress",
+        "_seconds",
+        "_since",
+        "_task",
+        "_timer",
+    )
 
     def __init__(self, inner: Any, seconds: float) -> None:
         self._inner = inner
@@ -180,17 +190,35 @@ class _Events:
         self._timer: asyncio.TimerHandle | None = None
         self._fired = False
         self._before = 0  # the task's pending cancellations when the timer cancelled it
+        self._progress: Any = None  # while collecting: the backend's last arrival (loop time)
 
     def __aiter__(self) -> _Events:
         return self
 
     async def __anext__(self) -> Delta | Finish:
+        return await self._wait(self._inner.__anext__())
+
+    async def collect(self) -> list[tuple[float, Delta | Finish]]:
+        """The rest of the answer at once where the backend can collect it (one wake-up per
+        answer, not one per token), else the next event; each with the time.perf_counter() it
+        arrived. The wait limit still counts from the last event that arrived."""
+        collect = getattr(self._inner, "collect", None)
+        if collect is None:
+            event = await self.__anext__()
+            return [(time.perf_counter(), event)]
+        self._progress = getattr(self._inner, "last_arrival", None)
+        try:
+            return await self._wait(collect())
+        finally:
+            self._progress = None
+
+    async def _wait(self, awaitable: Any) -> Any:
         self._task = asyncio.current_task()
         self._since = self._loop.time()
         if self._timer is None:
             self._timer = self._loop.call_at(self._since + self._seconds, self._check)
         try:
-            return await self._inner.__anext__()
+            return await awaitable
         except asyncio.CancelledError:
             if not self._fired:
                 raise
@@ -213,6 +241,8 @@ class _Events:
         since = self._since
         if since is None or self._task is None:  # not waiting: the next wait arms it again
             return
+        if self._progress is not None:  # collecting: the last event that arrived counts
+            since = max(since, self._progress())
         due = since + self._seconds
         # A loop may run a timer a little early (uvloop counts in milliseconds).
         if self._loop.time() >= due - 0.01:
@@ -685,8 +715,11 @@ class Engine:
                 raise
         raise AssertionError("unreachable")
 
-    def _tally(self, call: _Call, state: _Tally, event: Delta | Finish) -> None:
-        now = time.perf_counter()
+    def _tally(
+        self, call: _Call, state: _Tally, event: Delta | Finish, now: float | None = None
+    ) -> None:
+        if now is None:
+            now = time.perf_counter()
         if isinstance(event, Delta):
             state.texts[event.index].append(event.text)
             state.tokens[event.index] += event.tokens
@@ -753,12 +786,13 @@ class Engine:
         state = _Tally.for_n(req.n)
         try:
             self._tally(call, state, first)
-            while state.open:
+            while state.open:  # the rest in one piece where the backend can (no wake per token)
                 try:
-                    event = await iterator.__anext__()
+                    arrived = await iterator.collect()
                 except StopAsyncIteration:
                     raise _ended_early() from None
-                self._tally(call, state, event)
+                for at, event in arrived:
+                    self._tally(call, state, event, at)
         finally:
             await _aclose(iterator)
         choices = self._complete(call, state, cache_key)

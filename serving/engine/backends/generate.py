@@ -125,6 +125,13 @@ class _Request:
     # Events (and at most one exception, last) not yet read; touched on ``loop``'s thread only.
     inbox: collections.deque = field(default_factory=collections.deque)
     waiter: asyncio.Future | None = None  # the reader's, while it waits for the inbox to fill
+    # While its reader collects the whole answer (_EventStream.collect): each inbox item's
+    # arrival (time.perf_counter()), the choices still to finish, whether a failure came, the
+    # loop time of the last arrival; that reader is woken only once all finished or one failed.
+    times: collections.deque | None = None
+    unfinished: int = 0
+    failed: bool = False
+    last_arrival: float = 0.0
 
     @property
     def n(self) -> int:
@@ -133,8 +140,22 @@ class _Request:
 
 def _fan_out(handed: list[tuple[_Request, list]]) -> None:
     """On a request loop's thread: each request's new items into its inbox, its reader woken."""
+    now = loop_now = 0.0
     for request, items in handed:
         request.inbox.extend(items)
+        times = request.times
+        if times is not None:  # a reader collecting the whole answer: wake it at the end only
+            if not now:
+                now, loop_now = time.perf_counter(), request.loop.time()
+            times.extend([now] * len(items))
+            request.last_arrival = loop_now
+            for item in items:
+                if isinstance(item, Finish):
+                    request.unfinished -= 1
+                elif isinstance(item, BaseException):
+                    request.failed = True
+            if request.unfinished > 0 and not request.failed:
+                continue
         waiter = request.waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -271,6 +292,47 @@ class _EventStream:
                 self._done = True
                 self._request.finished = True
         return event
+
+    async def collect(self) -> list[tuple[float, Delta | Finish]]:
+        """The rest of the answer in one piece, once every choice has finished: each event
+        with the time.perf_counter() it reached this loop. One wake-up per answer instead of one
+        per token, for a reader that answers in one piece. A failure raises as __anext__ does
+        (events that came before it are returned first; the next call raises it)."""
+        if self._done:
+            raise StopAsyncIteration
+        request = self._request
+        inbox = request.inbox
+        if request.times is None:
+            request.times = collections.deque([time.perf_counter()] * len(inbox))
+            request.unfinished = self._open - sum(isinstance(e, Finish) for e in inbox)
+            request.failed = any(isinstance(e, BaseException) for e in inbox)
+            request.last_arrival = request.loop.time()
+        while request.unfinished > 0 and not request.failed:
+            request.waiter = waiter = request.loop.create_future()
+            try:
+                await waiter
+            except BaseException:  # cancelled while waiting: the client went away
+                self._stop()
+                raise
+            finally:
+                request.waiter = None
+        if inbox and isinstance(inbox[0], BaseException):
+            return [(request.times.popleft(), await self.__anext__())]  # __anext__ raises it
+        times = request.times
+        arrived = []
+        while inbox and not isinstance(inbox[0], BaseException):
+            event = inbox.popleft()
+            arrived.append((times.popleft(), event))
+            if isinstance(event, Finish):
+                self._open -= 1
+        if self._open == 0:
+            self._done = True
+            request.finished = True
+        return arrived
+
+    def last_arrival(self) -> float:
+        """While collect() waits: the loop time (loop.time()) the last events arrived."""
+        return self._request.last_arrival
 
     async def aclose(self) -> None:
         self._stop()

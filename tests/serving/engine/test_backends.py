@@ -187,6 +187,57 @@ def test_one_loop_callback_per_decoding_step_for_the_whole_batch(model_dirs, bac
     assert len(callbacks) <= backend.forward_passes  # not one per request per step
 
 
+def test_collect_gives_the_same_answer_in_one_piece(model_dirs, backends, monkeypatch) -> None:
+    """collect(): the events __anext__ gives, at once when every choice has finished, each with
+    its arrival time; a failure comes after the events before it."""
+    backend = backends(model_dirs["lm"], max_batch_size=8, max_wait_ms=50)
+    asks = [params(backend, PROMPTS[3], 9), params(backend, PROMPTS[1], 7, n=2, temperature=0.8)]
+    asks[1] = GenerationParams(**{**asks[1].__dict__, "seed": 3})
+
+    async def collected(p: GenerationParams) -> tuple[list, list[float]]:
+        stream = backend.generate(p)
+        first = await stream.__anext__()
+        arrived = await stream.collect()
+        with pytest.raises(StopAsyncIteration):
+            await stream.collect()
+        return [first] + [e for _, e in arrived], [t for t, _ in arrived]
+
+    async def iterated(p: GenerationParams) -> list:
+        return [e async for e in backend.generate(p)]
+
+    async def both() -> tuple[list, list]:
+        return await asyncio.gather(*map(collected, asks)), await asyncio.gather(
+            *map(iterated, asks)
+        )
+
+    by_collect, by_iteration = asyncio.run(both())
+    for (events, times), expected in zip(by_collect, by_iteration, strict=True):
+        assert events == expected
+        assert times == sorted(times) and len(set(times)) > 1  # stamped as they arrived
+    assert sum(isinstance(e, Finish) for e in by_collect[1][0]) == 2
+
+    real_forward = backend._loaded.model.forward
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise RuntimeError("device fell over")
+        return real_forward(*args, **kwargs)
+
+    monkeypatch.setattr(backend._loaded.model, "forward", flaky)
+
+    async def failing() -> list:
+        stream = backend.generate(params(backend, PROMPTS[0], 10))
+        arrived = await stream.collect()
+        with pytest.raises(BackendError, match="device fell over"):
+            await stream.collect()
+        return arrived
+
+    arrived = asyncio.run(failing())
+    assert [e.tokens for _, e in arrived] == [1, 1, 1]  # the three steps before the failure
+
+
 @pytest.mark.parametrize(
     ("running_prompt", "joining_prompt"),
     [(PROMPTS[0], PROMPTS[3]), (PROMPTS[3], PROMPTS[5])],
