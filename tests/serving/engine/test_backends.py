@@ -26,6 +26,7 @@ from serving.engine.backends import (
 )
 from serving.engine.backends.generate import (
     DEFAULT_CHAT_TEMPLATE,
+    _decoder,
     _held_back,
     _IncrementalDecoder,
     default_chat_prompt,
@@ -343,6 +344,16 @@ def test_streamed_text_never_splits_a_character(reference) -> None:
     pieces = [decoder.add(i) for i in ids]
     assert all("\ufffd" not in piece for piece in pieces)
     assert "".join(pieces) + decoder.flush() == text
+
+
+def test_the_fast_decoder_decodes_as_the_tokenizer_does(reference) -> None:
+    tok = reference.tokenizer
+    ids = tok("Café au lait 🙂 ok", add_special_tokens=False)["input_ids"]
+    specials = [i for i in (tok.eos_token_id, tok.pad_token_id, tok.bos_token_id) if i is not None]
+    decode = _decoder(tok)
+    assert decode is not None and decode.__code__ is not _decoder(object()).__code__  # the fast one
+    for cut in (ids, ids[:3], ids[2:5], specials + ids[:4] + specials, []):
+        assert decode(cut) == tok.decode(cut, skip_special_tokens=True)
 
 
 def test_max_tokens_finishes_length_with_exact_counts(model_dirs, backends) -> None:
