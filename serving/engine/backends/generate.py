@@ -154,23 +154,26 @@ class _Request:
     unfinished: int = 0
     failed: bool = False
     last_arrival: float = 0.0
+    # Scheduler thread only: a collecting reader's events held back until its answer finishes
+    # (no loop wake-up per step for it), each with its step's time.perf_counter(); and the time
+    # of its last step, which the reader's wait limit counts from.
+    held: list | None = None
+    stepped: float = 0.0
 
     @property
     def n(self) -> int:
         return self.params.n
 
 
-def _fan_out(handed: list[tuple[_Request, list]]) -> None:
-    """On a request loop's thread: each request's new items into its inbox, its reader woken."""
-    now = loop_now = 0.0
-    for request, items in handed:
+def _fan_out(handed: list[tuple[_Request, list, list[float]]]) -> None:
+    """On a request loop's thread: each request's new items (and their times) into its inbox,
+    its reader woken (a collecting reader only once its answer has finished or failed)."""
+    for request, items, stamps in handed:
         request.inbox.extend(items)
         times = request.times
         if times is not None:  # a reader collecting the whole answer: wake it at the end only
-            if not now:
-                now, loop_now = time.perf_counter(), request.loop.time()
-            times.extend([now] * len(items))
-            request.last_arrival = loop_now
+            times.extend(stamps)
+            request.last_arrival = request.loop.time()
             for item in items:
                 if isinstance(item, Finish):
                     request.unfinished -= 1
@@ -183,23 +186,38 @@ def _fan_out(handed: list[tuple[_Request, list]]) -> None:
             waiter.set_result(None)
 
 
-def _hand_out(handed: list[tuple[_Request, list]]) -> None:
+def _hand_out(handed: list[tuple[_Request, list, list[float]]]) -> None:
     """From the scheduler thread: one callback per event loop for all of ``handed`` (one
     decoding step's events of every request), not one per request: each callback wakes the loop
     through its self-pipe, and a loop woken 16 times per step spends its time being woken."""
     by_loop: dict[int, tuple[asyncio.AbstractEventLoop, list]] = {}
-    for request, items in handed:
-        by_loop.setdefault(id(request.loop), (request.loop, []))[1].append((request, items))
-    for loop, pairs in by_loop.values():
+    for entry in handed:
+        loop = entry[0].loop
+        by_loop.setdefault(id(loop), (loop, []))[1].append(entry)
+    for loop, entries in by_loop.values():
         try:
-            loop.call_soon_threadsafe(_fan_out, pairs)
+            loop.call_soon_threadsafe(_fan_out, entries)
         except RuntimeError:  # the loop was closed: nobody is listening any more
-            for request, _items in pairs:
+            for request, _items, _stamps in entries:
                 request.cancelled = True
 
 
+def _with_held(request: _Request, items: list, now: float) -> tuple[_Request, list, list[float]]:
+    """``items`` after the events held back for ``request`` (scheduler thread)."""
+    held = request.held
+    if not held:
+        return request, items, [now] * len(items)
+    request.held = None
+    return (
+        request,
+        [e for _, e in held] + items,
+        [t for t, _ in held] + [now] * len(items),
+    )
+
+
 def _fail(requests: list[_Request], error: BaseException) -> None:
-    _hand_out([(request, [error]) for request in requests])
+    now = time.perf_counter()
+    _hand_out([_with_held(request, [error], now) for request in requests])
 
 
 @dataclass(eq=False)
@@ -317,9 +335,10 @@ class _EventStream:
 
     async def collect(self) -> list[tuple[float, Delta | Finish]]:
         """The rest of the answer in one piece, once every choice has finished: each event
-        with the time.perf_counter() it reached this loop. One wake-up per answer instead of one
-        per token, for a reader that answers in one piece. A failure raises as __anext__ does
-        (events that came before it are returned first; the next call raises it)."""
+        with the time.perf_counter() of the step that made it. The scheduler holds a collecting
+        reader's events back until then: no loop wake-up per token for a reader that answers in
+        one piece. A failure raises as __anext__ does (events that came before it are returned
+        first; the next call raises it)."""
         if self._done:
             raise StopAsyncIteration
         request = self._request
@@ -353,8 +372,11 @@ class _EventStream:
         return arrived
 
     def last_arrival(self) -> float:
-        """While collect() waits: the loop time (loop.time()) the last events arrived."""
-        return self._request.last_arrival
+        """While collect() waits: the loop time (loop.time()) of the request's last step (its
+        events may be held back until the answer finishes)."""
+        request = self._request
+        stepped = request.loop.time() - (time.perf_counter() - request.stepped)
+        return max(request.last_arrival, stepped) if request.stepped else request.last_arrival
 
     async def aclose(self) -> None:
         self._stop()
@@ -690,7 +712,20 @@ class GenerateBackend:
             self._drop(self._batch, [s for s in self._batch.seqs if not s.done])
             if not self._batch:
                 self._batch = None
-        _hand_out([(r, events) for r, events in per_request.values() if events and not r.cancelled])
+        now = time.perf_counter()
+        handed = []
+        for request, events in per_request.values():
+            if not events or request.cancelled:
+                continue
+            request.stepped = now
+            if request.times is not None and not any(isinstance(e, Finish) for e in events):
+                # Its reader collects the whole answer: nothing to wake it for yet.
+                if request.held is None:
+                    request.held = []
+                request.held.extend((now, e) for e in events)
+                continue
+            handed.append(_with_held(request, events, now))
+        _hand_out(handed)
 
     def _drop(self, batch: _Batch, keep: list[_Seq]) -> None:
         """Keep only the rows of ``keep`` (finished or cancelled rows leave the batch)."""

@@ -239,6 +239,48 @@ def test_collect_gives_the_same_answer_in_one_piece(model_dirs, backends, monkey
     assert [e.tokens for _, e in arrived] == [1, 1, 1]  # the three steps before the failure
 
 
+def test_a_collecting_reader_is_woken_once_and_its_progress_still_shows(
+    model_dirs, backends, monkeypatch
+) -> None:
+    """The scheduler holds a collecting reader's events until its answer finishes (no loop
+    callback per step), while last_arrival() (what the app's wait limit counts from) moves on."""
+    import time
+
+    backend = backends(model_dirs["lm"], max_wait_ms=0)
+    real_forward = backend._loaded.model.forward
+
+    def slow(*args, **kwargs):
+        time.sleep(0.02)
+        return real_forward(*args, **kwargs)
+
+    monkeypatch.setattr(backend._loaded.model, "forward", slow)
+    callbacks, progress = [], []
+
+    async def main() -> list:
+        loop = asyncio.get_running_loop()
+        original = loop.call_soon_threadsafe
+
+        def counted(callback, *args, **kwargs):
+            callbacks.append(callback)
+            return original(callback, *args, **kwargs)
+
+        loop.call_soon_threadsafe = counted
+        stream = backend.generate(params(backend, PROMPTS[1], 12))
+        await stream.__anext__()
+        before = len(callbacks)
+        task = asyncio.ensure_future(stream.collect())
+        while not task.done():
+            progress.append(stream.last_arrival())
+            await asyncio.sleep(0.03)
+        del loop.call_soon_threadsafe
+        return [before, len(callbacks), await task]
+
+    before, after, arrived = asyncio.run(main())
+    assert isinstance(arrived[-1][1], Finish) and len(arrived) >= 3
+    assert after - before <= 2  # the held events and the Finish, not one callback per step
+    assert len(set(progress)) >= 3 and progress == sorted(progress)
+
+
 @pytest.mark.parametrize(
     ("running_prompt", "joining_prompt"),
     [(PROMPTS[0], PROMPTS[3]), (PROMPTS[3], PROMPTS[5])],
