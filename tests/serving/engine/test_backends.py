@@ -7,6 +7,7 @@ event loop (asyncio.run), as the ASGI app does.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import math
 import shutil
@@ -278,7 +279,8 @@ def test_a_collecting_reader_is_woken_once_and_its_progress_still_shows(
     before, after, arrived = asyncio.run(main())
     assert isinstance(arrived[-1][1], Finish) and len(arrived) >= 3
     assert after - before <= 2  # the held events and the Finish, not one callback per step
-    assert len(set(progress)) >= 3 and progress == sorted(progress)
+    assert progress[-1] - progress[0] > 0.1  # it moved on while nothing reached the loop
+    assert all(b > a - 0.001 for a, b in itertools.pairwise(progress))  # clock jitter
 
 
 @pytest.mark.parametrize(
