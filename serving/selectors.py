@@ -51,7 +51,9 @@ VIA_ENDPOINT = "endpoint__project__team"
 SERVE_KINDS: dict[str, str | None] = {
     TrainingKind.PRETRAIN_CLM: SERVE_GENERATE,
     TrainingKind.SFT_CAUSAL: SERVE_GENERATE,
-    TrainingKind.SEQ2SEQ: SERVE_GENERATE,
+    # The generate backend decodes causal LMs only: a seq2seq version would be promoted and then
+    # fail to load, so it is refused at promotion instead ("not served yet").
+    TrainingKind.SEQ2SEQ: None,
     TrainingKind.CLASSIFICATION: SERVE_CLASSIFY,
     TrainingKind.PRETRAIN_MLM: SERVE_EMBED,
     TrainingKind.QA: None,  # extractive QA: no OpenAI-shaped route answers spans yet
@@ -60,7 +62,7 @@ SERVE_KINDS: dict[str, str | None] = {
 
 def serve_kind_for(version: ModelVersion) -> str | None:
     """``generate``, ``classify`` or ``embed`` for what ``version`` can answer; None when the
-    inference process cannot serve its kind (extractive QA)."""
+    inference process cannot serve its kind (seq2seq, extractive QA)."""
     return SERVE_KINDS.get(version.task_kind)
 
 

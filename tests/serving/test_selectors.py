@@ -37,7 +37,7 @@ def test_serve_kinds() -> None:
     assert [
         selectors.serve_kind_for(V(k))
         for k in ("pretrain_clm", "sft_causal", "seq2seq", "classification", "pretrain_mlm", "qa")
-    ] == ["generate", "generate", "generate", "classify", "embed", None]
+    ] == ["generate", "generate", None, "classify", "embed", None]
 
 
 def test_scoping_by_team_and_role(world, manager, endpoint) -> None:

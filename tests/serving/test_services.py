@@ -286,9 +286,12 @@ def test_refused_outright_whatever_the_override(world, manager, endpoint, tmp_pa
     rival = stored_version(world.other_project, tmp_path)
     with pytest.raises(ValidationError, match="another project"):
         services.endpoint_promote(actor=manager, endpoint=endpoint, version=rival, **override)
-    qa = stored_version(world.project, tmp_path, kind="qa")
-    with pytest.raises(ValidationError, match="does not serve yet"):
-        services.endpoint_promote(actor=manager, endpoint=endpoint, version=qa, **override)
+    for kind in ("qa", "seq2seq"):
+        unservable = stored_version(world.project, tmp_path, kind=kind)
+        with pytest.raises(ValidationError, match="does not serve yet"):
+            services.endpoint_promote(
+                actor=manager, endpoint=endpoint, version=unservable, **override
+            )
     failed = stored_version(world.project, tmp_path)
     build(TrainingJob, world, status="failed", model_version=failed)
     with pytest.raises(ValidationError, match=r"made .* failed"):
