@@ -111,3 +111,18 @@ class BiasReport(Job):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} #{self.pk}"
+
+
+# The feedback stage's models live in their sub-package; importing them here registers them
+# with the evaluation app (Django looks for an app's models in its ``models`` module).
+from evaluation.feedback.models import (  # noqa: E402, F401
+    AIRater,
+    AIRatingJob,
+    Assignment,
+    Campaign,
+    CampaignRater,
+    FeedbackExport,
+    GenerationJob,
+    Item,
+    Judgment,
+)
