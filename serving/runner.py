@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import close_old_connections, connections
 from django.db.models import Count, Max, Q, Sum
 from django.utils import timezone
 
@@ -318,6 +318,7 @@ class ServingRunner:
             finally:
                 close_old_connections()
             self._stopped.wait(self.sync_seconds)
+        connections.close_all()  # this thread's own connections, so none outlives the runner
 
     def _purge_if_due(self) -> None:
         if time.monotonic() < self._next_purge:
@@ -376,6 +377,7 @@ class ServingRunner:
                 logger.exception("Serving: the request log writer failed")
             finally:
                 close_old_connections()
+        connections.close_all()
 
     # --- life --------------------------------------------------------------------------------
 

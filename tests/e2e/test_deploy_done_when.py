@@ -105,7 +105,10 @@ def test_promote_call_stream_hit_the_limit_recover_and_roll_back_under_traffic(
     )
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert text and chunks[-1].usage.completion_tokens == 6
+    # A random tiny model may end early on its end token: "stop" then, else "length" at 6.
+    finish = next(c.choices[0].finish_reason for c in reversed(chunks) if c.choices)
+    used = chunks[-1].usage.completion_tokens
+    assert text and 1 <= used <= 6 and finish == ("length" if used == 6 else "stop")
     assert chunks[0].system_fingerprint == f"llmhub-v{best.pk}"
 
     # Over the limit: a 429 with Retry-After; the client's retries get through.
@@ -116,7 +119,7 @@ def test_promote_call_stream_hit_the_limit_recover_and_roll_back_under_traffic(
     raw = client.with_options(max_retries=4).completions.with_raw_response.create(
         model="support-bot", prompt="x", max_tokens=1
     )
-    assert raw.retries_taken >= 1 and raw.parse().choices[0].finish_reason == "length"
+    assert raw.retries_taken >= 1 and raw.parse().choices[0].finish_reason in ("length", "stop")
 
     # Live traffic on a key without limits while the manager rolls back in the browser.
     _app_key, unlimited = serving_key_create(
