@@ -189,7 +189,7 @@ def test_a_rate_limit_answers_429_and_the_client_recovers_by_retrying(
     raw = client.with_options(max_retries=3).completions.with_raw_response.create(
         model="chat", prompt="x", max_tokens=1
     )
-    assert raw.parse().choices[0].finish_reason == "length"
+    assert raw.parse().choices[0].finish_reason in ("length", "stop")  # sampled: may end early
     assert raw.retries_taken >= 1  # it was refused, waited Retry-After, and got through
     assert time.monotonic() - started >= 0.5
     refused = 1 + raw.retries_taken
