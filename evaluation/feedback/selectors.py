@@ -45,6 +45,7 @@ def campaigns_for_user(user: User) -> QuerySet[Campaign]:
     rates = CampaignRater.objects.filter(campaign=OuterRef("pk"), user=user)
     return (
         Campaign.objects.select_related("project__team", "created_by")
+        .prefetch_related("rater_rows")
         .filter(
             Q(project__team__id__in=team_ids_for(user, Action.VIEW_WORK))
             | (Q(project__team__id__in=team_ids_for(user, Action.LABEL)) & Exists(rates))

@@ -6,6 +6,7 @@ from rest_framework.routers import DefaultRouter
 
 from datasets_app.api import views as data_views
 from evaluation.api import views as evaluation_views
+from evaluation.feedback.api import campaigns as feedback_campaign_views
 from projects.api import views as project_views
 from serving.api import views as serving_views
 from training.api import base_models as base_model_views
@@ -36,6 +37,13 @@ router.register("serving-keys", serving_views.ServingKeyViewSet, basename="servi
 router.register("request-logs", serving_views.RequestLogViewSet, basename="request-log")
 router.register(
     "response-feedback", serving_views.ResponseFeedbackViewSet, basename="response-feedback"
+)
+router.register(
+    "feedback-campaigns", feedback_campaign_views.CampaignViewSet, basename="feedback-campaign"
+)
+router.register("feedback-items", feedback_campaign_views.ItemViewSet, basename="feedback-item")
+router.register(
+    "feedback-judgments", feedback_campaign_views.JudgmentViewSet, basename="feedback-judgment"
 )
 
 urlpatterns = [
