@@ -7,6 +7,7 @@ from rest_framework.routers import DefaultRouter
 from datasets_app.api import views as data_views
 from evaluation.api import views as evaluation_views
 from evaluation.feedback.api import campaigns as feedback_campaign_views
+from evaluation.feedback.api import labeling as feedback_labeling_views
 from projects.api import views as project_views
 from serving.api import views as serving_views
 from training.api import base_models as base_model_views
@@ -44,6 +45,15 @@ router.register(
 router.register("feedback-items", feedback_campaign_views.ItemViewSet, basename="feedback-item")
 router.register(
     "feedback-judgments", feedback_campaign_views.JudgmentViewSet, basename="feedback-judgment"
+)
+
+router.register(
+    "feedback-labeling", feedback_labeling_views.LabelingViewSet, basename="feedback-labeling"
+)
+router.register(
+    "feedback-assignments",
+    feedback_labeling_views.AssignmentLabelingViewSet,
+    basename="feedback-assignment",
 )
 
 urlpatterns = [

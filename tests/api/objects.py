@@ -111,6 +111,14 @@ def build(model: type[models.Model], world, *, reverse: bool = True, **given: An
         # A team of the world's people, each in the role they have in the world's team.
         for role, user in world.users.items():
             Membership.objects.create(team=obj, user=user, role=role)
+    if model._meta.label == "evaluation.Campaign":
+        # Raters see (and label in) only the campaigns they rate: the world's people whose role
+        # allows labeling rate every campaign built here, so each role meets its own answer.
+        from projects.permissions import Action, role_allows
+
+        for role, user in world.users.items():
+            if role_allows(role, Action.LABEL):
+                obj.rater_rows.get_or_create(user=user)
     if reverse:
         _build_reverse_one_to_one(obj, world)
     return obj

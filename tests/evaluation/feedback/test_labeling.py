@@ -327,3 +327,112 @@ def test_ai_judgments_are_never_counted_in_the_humans_overlap(world) -> None:
         svc.ai_judgment_record(ai_rater=ai, item=item, value={"choice": "a"})
     with pytest.raises(ValidationError, match="permutation"):
         svc.ai_judgment_record(ai_rater=ai, item=item, value={"choice": "a"}, order=[0, 0])
+
+
+# --- the rater API --------------------------------------------------------------------------
+
+
+def _keys(node) -> str:
+    """Every key of a JSON answer, joined (to look for names that must not be there)."""
+    if isinstance(node, dict):
+        return " ".join(f"{k} {_keys(v)}" for k, v in node.items())
+    if isinstance(node, list):
+        return " ".join(_keys(v) for v in node)
+    return ""
+
+
+def _next(client, campaign):
+    return client.post(f"/api/v1/feedback-labeling/{campaign.pk}/next/", format="json")
+
+
+def test_rater_api_next_judgment_skip_undo(world, api) -> None:
+    r1, r2 = make_rater(world, "r1"), make_rater(world, "r2")
+    campaign = make_campaign(world, n_items=3, overlap=1, raters=[r1, r2])
+    client = api(r1)
+    body = _next(client, campaign).json()
+    assert body["campaign"]["task"] == "pairwise"
+    assert body["campaign"]["instructions"] == "Pick the more helpful answer."
+    assert body["progress"] == {"done": 0, "total_for_me": 3}
+    shown = body["assignment"]
+    assignment = Assignment.objects.get(pk=shown["id"])
+    item = assignment.item
+    assert [r["position"] for r in shown["responses"]] == [1, 2]
+    assert [r["text"] for r in shown["responses"]] == [
+        item.responses[i]["text"] for i in assignment.order
+    ]
+    url = f"/api/v1/feedback-assignments/{assignment.pk}/judgment/"
+    # Another rater's assignment: not found; out of range: 400 naming the value.
+    response = api(r2).post(url, {"value": {"choice": "a"}}, format="json")
+    assert response.status_code == 404, response.content
+    response = client.post(url, {"value": {"choice": "maybe"}}, format="json")
+    assert response.status_code == 400 and "choice" in response.json()["error"]["message"]
+    response = client.post(url, {"value": {"choice": "a"}, "seconds_spent": 3.5}, format="json")
+    assert response.status_code == 201, response.content
+    chosen = shown_a_for(assignment, 0)  # "a" as shown, stored in the item's own order
+    assert response.json()["value"]["choice"] == ("a" if chosen == "a" else "b")
+    again = client.post(url, {"value": {"choice": "b"}}, format="json")
+    assert again.status_code == 400 and "already submitted" in again.json()["error"]["message"]
+    assert Judgment.objects.count() == 1
+    # Skip the next one, with a reason.
+    second = _next(client, campaign).json()["assignment"]
+    skip_url = f"/api/v1/feedback-assignments/{second['id']}/skip/"
+    assert client.post(skip_url, {}, format="json").status_code == 400
+    response = client.post(skip_url, {"reason": "unreadable"}, format="json")
+    assert response.status_code == 200 and response.json()["status"] == "skipped"
+    # Undo gives the judged item back as the current one.
+    third = _next(client, campaign).json()
+    assert third["progress"] == {"done": 1, "total_for_me": 2}
+    undone = client.post(f"/api/v1/feedback-labeling/{campaign.pk}/undo/", format="json")
+    assert undone.status_code == 200, undone.content
+    assert undone.json()["assignment"]["id"] == assignment.pk
+    assert undone.json()["progress"]["done"] == 0
+
+
+def test_blind_mode_hides_models_and_nothing_shows_other_raters_answers(world, api) -> None:
+    r1, r2 = make_rater(world, "r1"), make_rater(world, "r2")
+    for blind in (True, False):
+        campaign = make_campaign(world, n_items=1, overlap=2, raters=[r1, r2], blind=blind)
+        first = svc.assignment_next(rater=r1, campaign=campaign)
+        svc.judgment_submit(
+            rater=r1, assignment=first, value={"choice": "tie", "reason": "SECRET-REASON"}
+        )
+        response = _next(api(r2), campaign)
+        text = response.content.decode()
+        assert response.status_code == 200
+        assert "SECRET-REASON" not in text and "tie" not in text and "judgment" not in text
+        assert "model_version" not in text and "version" not in _keys(response.json())
+        if blind:
+            assert "bot v" not in text and "label" not in text
+        else:
+            labels = {r["label"] for r in response.json()["assignment"]["responses"]}
+            assert labels == {"bot v0", "bot v1"}
+
+
+def test_rater_api_scoping(world, api) -> None:
+    r1 = make_rater(world, "r1")
+    stranger = make_rater(world, "stranger")
+    campaign = make_campaign(world, n_items=1, overlap=1, raters=[r1])
+    assert _next(api(stranger), campaign).status_code == 404
+    assert _next(api(world.outsider), campaign).status_code == 404
+    assert _next(api(world.users["engineer"]), campaign).status_code == 404
+    response = _next(api(world.users["manager"]), campaign)
+    assert response.status_code == 403 and "not a rater" in response.json()["error"]["message"]
+    assignment = svc.assignment_next(rater=r1, campaign=campaign)
+    url = f"/api/v1/feedback-assignments/{assignment.pk}/judgment/"
+    assert api(stranger).post(url, {"value": {"choice": "a"}}, format="json").status_code == 404
+
+
+def test_adjudicate_api(world, api) -> None:
+    campaign = make_campaign(world, n_items=1, overlap=1, raters=[world.users["rater"]])
+    item = campaign.items.get()
+    url = f"/api/v1/feedback-labeling/{campaign.pk}/adjudicate/"
+    body = {"item": item.pk, "value": {"choice": "a"}}
+    assert api(world.users["rater"]).post(url, body, format="json").status_code == 403
+    response = api(world.users["manager"]).post(url, body, format="json")
+    assert response.status_code == 200, response.content
+    assert response.json()["adjudicated"]["value"]["choice"] == "a"
+    other = make_campaign(world, n_items=1, overlap=1).items.get()
+    response = api(world.users["manager"]).post(
+        url, {"item": other.pk, "value": {"choice": "a"}}, format="json"
+    )
+    assert response.status_code == 400
