@@ -281,6 +281,13 @@ def wilson_interval(
     return low, high
 
 
+def proportion(successes: int, n: int, *, confidence: float = DEFAULT_CONFIDENCE) -> dict[str, Any]:
+    """A proportion with its Wilson interval, as the other statistics (None when n is 0)."""
+    if n <= 0:
+        return _result(None, n=0, reason="nothing to count")
+    return _result(successes / n, n=n, ci=wilson_interval(successes, n, confidence=confidence))
+
+
 def _choice_index(choice: Any) -> int | None:
     if isinstance(choice, bool):
         return None

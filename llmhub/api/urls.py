@@ -8,6 +8,7 @@ from datasets_app.api import views as data_views
 from evaluation.api import views as evaluation_views
 from evaluation.feedback.api import campaigns as feedback_campaign_views
 from evaluation.feedback.api import labeling as feedback_labeling_views
+from evaluation.feedback.api import stats as feedback_stats_views
 from projects.api import views as project_views
 from serving.api import views as serving_views
 from training.api import base_models as base_model_views
@@ -54,6 +55,9 @@ router.register(
     "feedback-assignments",
     feedback_labeling_views.AssignmentLabelingViewSet,
     basename="feedback-assignment",
+)
+router.register(
+    "feedback-stats", feedback_stats_views.FeedbackStatsViewSet, basename="feedback-stats"
 )
 
 urlpatterns = [
