@@ -23,6 +23,10 @@ class TrainingKind(models.TextChoices):
     SEQ2SEQ = "seq2seq", "Fine-tune: summarization / translation (seq2seq)"
     CLASSIFICATION = "classification", "Fine-tune: classification"
     QA = "qa", "Fine-tune: extractive question answering"
+    # Training from feedback (trl): preference pairs or unpaired thumbs.
+    REWARD_MODEL = "reward_model", "From feedback: reward model (preference pairs)"
+    DPO = "dpo", "From feedback: DPO (preference pairs)"
+    KTO = "kto", "From feedback: KTO (unpaired thumbs up/down)"
 
 
 class TrainingMethod(models.TextChoices):

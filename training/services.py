@@ -52,8 +52,17 @@ def _error(field: str | None, message: str) -> ValidationError:
 
 
 def _check_roles(kind: str, version: DatasetVersion, roles: dict[str, str]) -> None:
-    from training.runtime.config import required_roles
+    from llmhub.reporting import JobInputError
+    from training.runtime.config import PREFERENCE_KINDS, preference_columns, required_roles
 
+    if kind in PREFERENCE_KINDS:
+        # trl's formats: each field by its role, or a column named after it (the runtime reads
+        # the table the same way).
+        try:
+            preference_columns(kind, roles, list(version.columns))
+        except JobInputError as exc:
+            raise _error("train_version", f"{version}: {exc}") from exc
+        return
     for options in required_roles(kind):
         if not any(role in roles and roles[role] in version.columns for role in options):
             label = " or ".join(f"'{o}'" for o in options)
@@ -107,6 +116,39 @@ def _check_kind_fits(kind: str, config: dict, *, field: str, name: str) -> None:
             f"'{TrainingKind(kind).label}'; it can do "
             f"{'; '.join(repr(TrainingKind(k).label) for k in allowed)}.",
         )
+
+
+def _check_preference_base(
+    kind: str,
+    *,
+    base_source: str,
+    base_model_version: ModelVersion | None,
+    config: dict,
+    field: str,
+    name: str,
+) -> None:
+    """A reward model starts from a model with a sequence-classification head (a causal LM, an
+    encoder or a classifier); DPO and KTO from a causal LM, which they tune."""
+    from training.runtime.config import PREFERENCE_BASE_KINDS, PREFERENCE_MODEL_KIND
+
+    label = TrainingKind(kind).label
+    if base_source == BaseSource.MODEL_VERSION and base_model_version is not None:
+        allowed = PREFERENCE_BASE_KINDS[kind]
+        if base_model_version.task_kind not in allowed:
+            raise _error(
+                field,
+                f"{name} is a '{TrainingKind(base_model_version.task_kind).label}' model; a "
+                f"'{label}' job starts from a version of kind "
+                f"{', '.join(repr(TrainingKind(k).label) for k in allowed)}.",
+            )
+    # Its architecture where the config says (a decoder for DPO and KTO; no seq2seq model).
+    try:
+        _check_kind_fits(PREFERENCE_MODEL_KIND[kind], config, field=field, name=name)
+    except ValidationError as exc:
+        what = "a causal LM (a decoder)" if kind != "reward_model" else "a decoder or an encoder"
+        raise _error(
+            field, f"A '{label}' job starts from {what}. {' '.join(exc.messages)}"
+        ) from exc
 
 
 def _model_limits(config: dict) -> tuple[int | None, int | None]:
@@ -205,7 +247,20 @@ def _prepare(
         pretrained=base_source != BaseSource.RANDOM,
     )
 
+    from training.runtime.config import PREFERENCE_KINDS, PREFERENCE_MODEL_KIND
+
+    preference = kind in PREFERENCE_KINDS
+    # Estimates and architecture checks count the model the job builds (a scalar-reward
+    # classifier, or the causal LM DPO and KTO tune).
+    model_kind = PREFERENCE_MODEL_KIND.get(kind, kind)
     vocab, max_positions, spec = None, None, dict(model_spec or {})
+    if preference and base_source == BaseSource.RANDOM:
+        raise _error(
+            "base_source",
+            f"A '{TrainingKind(kind).label}' job trains a model from feedback: start it from a "
+            "trained model (a model version of this project, or a registered base model), not "
+            "from random weights.",
+        )
     if base_source == BaseSource.RANDOM:
         if tokenizer is None:
             raise _error(
@@ -230,16 +285,45 @@ def _prepare(
                 raise _error("base_model_version", "The model version belongs to another project.")
             config = base_model_version.config
             tokenizer = tokenizer or base_model_version.tokenizer
+            if preference:
+                _check_preference_base(
+                    kind,
+                    base_source=base_source,
+                    base_model_version=base_model_version,
+                    config=config,
+                    field="base_model_version",
+                    name=str(base_model_version),
+                )
         elif base_source == BaseSource.BASE_MODEL:
             if base_model is None:
                 raise _error("base_model", "Choose the registered base model to start from.")
             if base_model.team_id != project.team_id:
                 raise _error("base_model", "The base model belongs to another team.")
             config = base_model.config
-            _check_kind_fits(kind, config, field="base_model", name=base_model.name)
+            if preference:
+                _check_preference_base(
+                    kind,
+                    base_source=base_source,
+                    base_model_version=None,
+                    config=config,
+                    field="base_model",
+                    name=base_model.name,
+                )
+            else:
+                _check_kind_fits(kind, config, field="base_model", name=base_model.name)
         elif base_source == BaseSource.LOCAL_DIR:
             config = _read_local_config(Path(base_path))
-            _check_kind_fits(kind, config, field="base_path", name=base_path)
+            if preference:
+                _check_preference_base(
+                    kind,
+                    base_source=base_source,
+                    base_model_version=None,
+                    config=config,
+                    field="base_path",
+                    name=base_path,
+                )
+            else:
+                _check_kind_fits(kind, config, field="base_path", name=base_path)
         else:
             if not hub_model_id.strip():
                 raise _error("hub_model_id", "Give the hub model id to download.")
@@ -255,7 +339,7 @@ def _prepare(
         estimate = {}
         if config:
             estimate = _estimate(
-                {"config": config}, hyperparameters=hyperparameters, method=method, kind=kind
+                {"config": config}, hyperparameters=hyperparameters, method=method, kind=model_kind
             )
     if max_positions and hyperparameters["max_seq_length"] > max_positions:
         raise _error(

@@ -7,6 +7,7 @@ the browser is refused by the API and by the worker with the same message.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -14,11 +15,42 @@ from typing import Any
 from llmhub.reporting import JobInputError
 from training.runtime.presets import ModelSpec
 
-KINDS = ("pretrain_clm", "pretrain_mlm", "sft_causal", "seq2seq", "classification", "qa")
+KINDS = (
+    "pretrain_clm",
+    "pretrain_mlm",
+    "sft_causal",
+    "seq2seq",
+    "classification",
+    "qa",
+    "reward_model",
+    "dpo",
+    "kto",
+)
 METHODS = ("full", "lora")
 LM_KINDS = ("pretrain_clm", "pretrain_mlm", "sft_causal", "seq2seq")
+# Training from feedback with trl (``preference.py``): a reward model and DPO on preference
+# pairs (prompt/chosen/rejected), KTO on unpaired thumbs (prompt/completion/label). Each starts
+# from a trained model: a reward model from any model with a sequence-classification head, DPO
+# and KTO from a causal LM, which they keep (their versions generate like any causal LM).
+PREFERENCE_KINDS = ("reward_model", "dpo", "kto")
+# The kinds of model versions each preference kind may start from.
+PREFERENCE_BASE_KINDS = {
+    "reward_model": (
+        "pretrain_clm",
+        "sft_causal",
+        "dpo",
+        "kto",
+        "pretrain_mlm",
+        "classification",
+        "reward_model",
+    ),
+    "dpo": ("pretrain_clm", "sft_causal", "dpo", "kto"),
+    "kto": ("pretrain_clm", "sft_causal", "dpo", "kto"),
+}
+# The kind whose model a preference kind builds, for estimates and architecture checks.
+PREFERENCE_MODEL_KIND = {"reward_model": "classification", "dpo": "sft_causal", "kto": "sft_causal"}
 # Kinds whose models generate text (evaluated with generation settings; a masked LM does not).
-TEXT_GENERATING_KINDS = ("pretrain_clm", "sft_causal", "seq2seq")
+TEXT_GENERATING_KINDS = ("pretrain_clm", "sft_causal", "seq2seq", "dpo", "kto")
 # The task metrics a classification job computes on its eval split at every evaluation (names
 # of the evaluation catalog, reported with the prefix ``eval_``). f1_micro is left out: for
 # single-label classification it equals accuracy.
@@ -118,6 +150,14 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
         0,
         1000,
     ),
+    Hyperparameter(
+        "beta",
+        "float",
+        0.1,
+        "DPO and KTO: how far the model may move from the model it starts from (higher: less).",
+        0.001,
+        100.0,
+    ),
     Hyperparameter("lora_r", "int", 8, "LoRA rank.", 1, 1024, lora_only=True),
     Hyperparameter("lora_alpha", "int", 16, "LoRA scaling (alpha).", 1, 4096, lora_only=True),
     Hyperparameter(
@@ -155,7 +195,34 @@ def required_roles(kind: str) -> list[tuple[str, ...]]:
         "seq2seq": [("text", "prompt", "question"), ("target", "answers")],
         "classification": [("text",), ("label",)],
         "qa": [("context",), ("question",), ("answers",)],
+        "reward_model": [("prompt",), ("chosen",), ("rejected",)],
+        "dpo": [("prompt",), ("chosen",), ("rejected",)],
+        "kto": [("prompt",), ("completion",), ("label",)],
     }[kind]
+
+
+def preference_columns(kind: str, roles: dict[str, str], columns: list[str]) -> dict[str, str]:
+    """The column of each field a preference job of ``kind`` reads (prompt, chosen, rejected;
+    or prompt, completion, label): the column mapped to the role of that name, else a column
+    named so (the trl formats' own names: ``completion`` is no role of the data stage, and an
+    export or import names its columns after the fields). JobInputError naming what is
+    missing."""
+    found, missing = {}, []
+    for (name,) in required_roles(kind):
+        mapped = roles.get(name)
+        if mapped in columns:
+            found[name] = mapped
+        elif name in columns:
+            found[name] = name
+        else:
+            missing.append(name)
+    if missing:
+        raise JobInputError(
+            f"A {kind} job reads the columns {', '.join(n for (n,) in required_roles(kind))}; "
+            f"the data has no {', '.join(repr(m) for m in missing)} column (columns: "
+            f"{', '.join(columns) or 'none'}; roles: {json.dumps(roles) if roles else 'none'})."
+        )
+    return found
 
 
 def eval_metric_names(kind: str) -> tuple[str, ...]:
@@ -164,6 +231,8 @@ def eval_metric_names(kind: str) -> tuple[str, ...]:
     names = ("eval_loss",)
     if kind == "classification":
         names += tuple(f"eval_{name}" for name in CLASSIFICATION_METRICS)
+    if kind == "reward_model":
+        names += ("eval_accuracy",)  # the share of held-out pairs scored the right way round
     return names
 
 
@@ -187,6 +256,9 @@ def greater_is_better(metric: str) -> bool:
 def check_training_options(values: dict[str, Any], *, kind: str, has_eval: bool) -> str | None:
     """The first problem with checked hyperparameters ``values`` for a job of ``kind`` (with or
     without an eval split), as a sentence naming what to change; None when they fit."""
+    if kind == "kto" and (values.get("batch_size") or 0) < 2:
+        # KTO estimates its KL term from the other completions of the same batch.
+        return "KTO needs a batch_size of at least 2 (its KL term compares examples of a batch)."
     metric = values.get("metric_for_best_model") or ""
     patience = values.get("early_stopping_patience") or 0
     if not metric and not patience:
@@ -347,6 +419,7 @@ class TrainingConfig:
     on_divergence: str = "stop"
     metric_for_best_model: str = ""
     early_stopping_patience: int = 0
+    beta: float = 0.1
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.05
@@ -374,6 +447,11 @@ class TrainingConfig:
             )
         if self.model_spec is not None and self.tokenizer_dir is None:
             raise JobInputError("A model from random weights needs a tokenizer directory.")
+        if self.model_spec is not None and self.kind in PREFERENCE_KINDS:
+            raise JobInputError(
+                f"A {self.kind} job trains a model from feedback: start it from a trained model "
+                "(a model version or a base model), not from random weights."
+            )
         if self.model_spec is not None and self.method == "lora":
             raise JobInputError("LoRA adapts a trained model; train a random one fully.")
         if self.base_model_dir is not None:

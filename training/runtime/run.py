@@ -41,6 +41,7 @@ from shared_runtime.inputs import build_input
 from training.runtime.config import (
     CLASSIFICATION_METRICS,
     LM_KINDS,
+    PREFERENCE_KINDS,
     TrainingConfig,
     check_model_size,
     greater_is_better,
@@ -308,6 +309,10 @@ def _auto_class(kind: str):
         "seq2seq": transformers.AutoModelForSeq2SeqLM,
         "classification": transformers.AutoModelForSequenceClassification,
         "qa": transformers.AutoModelForQuestionAnswering,
+        # Training from feedback (preference.py): a scalar-reward classifier, or the causal LM.
+        "reward_model": transformers.AutoModelForSequenceClassification,
+        "dpo": transformers.AutoModelForCausalLM,
+        "kto": transformers.AutoModelForCausalLM,
     }[kind]
 
 
@@ -408,6 +413,9 @@ def _apply_lora(model, config: TrainingConfig):
         "classification": TaskType.SEQ_CLS,
         "qa": TaskType.QUESTION_ANS,
         "pretrain_mlm": None,
+        "reward_model": TaskType.SEQ_CLS,
+        "dpo": TaskType.CAUSAL_LM,
+        "kto": TaskType.CAUSAL_LM,
     }[config.kind]
     targets = [t.strip() for t in config.lora_target_modules.split(",") if t.strip()]
     targets = targets or DEFAULT_LORA_TARGETS.get(model.config.model_type)
@@ -594,6 +602,10 @@ def train(
     checkpoint_callback: Callable[[Path, int], None] | None = None,
 ) -> TrainResult:
     """Run one training job; see the module docstring."""
+    if config.kind in PREFERENCE_KINDS:  # reward model, DPO, KTO: trl's trainers
+        from training.runtime.preference import train_preference
+
+        return train_preference(config, reporter=reporter, checkpoint_callback=checkpoint_callback)
     import torch
     import transformers
     from transformers import (
