@@ -219,3 +219,42 @@ def test_the_api_serves_managers_not_raters(world, api) -> None:
     assert body["progress"]["overall"]["judgments"] == 18
     assert api(raters[0]).get(url).status_code == 404
     assert api(world.outsider).get(url).status_code == 404
+
+
+def test_figures_of_the_stats(world) -> None:
+    import json
+
+    from frontend.charts_feedback import feedback_figures
+
+    campaign, _, items = _pairwise_campaign(world, n_items=6)
+    AIRater.objects.create(campaign=campaign, name="judge", judging_prompt="Which?")
+    judge = campaign.ai_raters.get()
+    for item, choice in zip(items, AI_CHOICES, strict=True):
+        _judge(item, ai_rater=judge, value={"choice": choice, "reason": ""})
+    figures = feedback_figures(campaign_stats(campaign, n_boot=50))
+    json.dumps(figures)  # plain data for json_script
+    progress = figures["progress"]["data"]
+    assert [t["name"] for t in progress] == ["submitted", "skipped", "in hand"]
+    assert progress[0]["x"] == [6, 6, 6]
+    (fleiss, alpha) = figures["agreement"]["data"]  # no Cohen's kappa with three raters
+    assert fleiss["name"] == "Fleiss' kappa" and alpha["x"] == ["choice"]
+    assert len(fleiss["error_y"]["array"]) == 1
+    ai = figures["ai_agreement"]["data"][0]
+    assert ai["x"] == ["humans (each vs the others)", "judge"]
+    # Not adjudicated here: item 3 has no label, the AI agrees on 4 of the other 5.
+    assert ai["y"][1] == pytest.approx(4 / 5)
+    wins = figures["win_rates"]["data"][0]
+    assert len(wins["y"]) == 2 and all("support" in name for name in wins["y"])
+    bt = figures["bradley_terry"]["data"][0]
+    assert bt["y"][-1].startswith("1. ")  # strongest on top (plotly draws bottom-up)
+
+
+def test_figures_wait_with_the_reason(world) -> None:
+    from frontend.charts_feedback import feedback_figures
+
+    campaign = campaign_with_items(world, task="rating", n_items=2, overlap=2)
+    figures = feedback_figures(campaign_stats(campaign, n_boot=10))
+    for name in ("agreement", "ai_agreement", "win_rates", "bradley_terry"):
+        assert figures[name]["layout"]["meta"] == {"empty": True}, name
+    text = figures["win_rates"]["layout"]["annotations"][0]["text"]
+    assert text == "the items' responses do not name two or more models"
