@@ -20,7 +20,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F, Max
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -164,8 +164,11 @@ def _clean_name(project: Project, name: Any, problems, *, exclude: int | None = 
 def _resolve_raters(project: Project, raters: Iterable, problems) -> list:
     """The users named by ``raters`` (users or ids): members of the project's team whose role
     allows labeling; the refusals are written into ``problems``."""
+    if isinstance(raters, (str, bytes, dict)) or not isinstance(raters, Iterable):
+        problems["raters"] = "Give the raters as a list of user ids."
+        return []
     ids: list[int] = []
-    for rater in raters or ():
+    for rater in raters:
         pk = getattr(rater, "pk", rater)
         try:
             pk = int(pk)
@@ -539,7 +542,7 @@ def campaign_create(
     overlap: int = 1,
     blind: bool = True,
     assignment_timeout_seconds: int = 1800,
-    raters: Iterable = (),
+    raters: Iterable | None = (),
     upload=None,
 ) -> Campaign:
     """A draft campaign with its raters and the items of its source (none yet for
@@ -556,7 +559,7 @@ def campaign_create(
     timeout = _clean_timeout(assignment_timeout_seconds, problems)
     if not isinstance(instructions, str):
         problems["instructions"] = "The instructions are text."
-    users = _resolve_raters(project, raters, problems)
+    users = _resolve_raters(project, raters if raters is not None else (), problems)
     _check_raters_cover_overlap(len(users), overlap, problems)
     if upload is not None and source != ItemSource.UPLOAD:
         problems["upload"] = "Only an upload campaign takes a file."
@@ -585,7 +588,14 @@ def campaign_create(
     )
     campaign.full_clean(validate_constraints=False)
     with transaction.atomic():
-        campaign.save()
+        try:
+            with transaction.atomic():
+                campaign.save()
+        except IntegrityError:
+            # Another manager took the name between the check and the save.
+            raise ValidationError(
+                {"name": f"The project already has a campaign named {name!r}."}
+            ) from None
         CampaignRater.objects.bulk_create(CampaignRater(campaign=campaign, user=u) for u in users)
         Item.objects.bulk_create(_item_rows(campaign, items, 0), batch_size=BULK_BATCH)
         record_event(
@@ -614,6 +624,8 @@ def items_create(*, campaign: Campaign, items: list[dict]) -> int:
             raise ValidationError("The campaign is closed: it takes no more items.")
         last = locked.items.aggregate(last=Max("index"))["last"]
         start = 0 if last is None else last + 1
+        if start + len(items) > MAX_ITEMS:
+            raise ValidationError(f"A campaign holds at most {MAX_ITEMS:,} items.")
         Item.objects.bulk_create(_item_rows(locked, items, start), batch_size=BULK_BATCH)
     return len(items)
 
@@ -652,11 +664,11 @@ def campaign_update(*, actor, campaign: Campaign, **changes: Any) -> Campaign:
     timeout, a higher overlap, or a lower one no item is already past). A closed campaign
     does not change. Raters change through :func:`campaign_set_raters`."""
     require(actor, campaign.project.team, Action.EDIT_PROJECT)
-    if "raters" in changes:
-        raters = changes.pop("raters")
-        campaign = campaign_set_raters(actor=actor, campaign=campaign, raters=raters)
     problems: dict[str, Any] = {}
     with transaction.atomic():
+        if "raters" in changes:
+            # In the same transaction: a refused setting undoes the raters' change too.
+            campaign_set_raters(actor=actor, campaign=campaign, raters=changes.pop("raters"))
         locked = _locked(campaign)
         if locked.status == CampaignStatus.CLOSED:
             raise ValidationError("The campaign is closed: it cannot change.")

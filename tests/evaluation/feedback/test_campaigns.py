@@ -540,3 +540,19 @@ def test_api_judgments_filter_by_campaign(world, api) -> None:
     manager = api(world.users[Role.MANAGER])
     rows = manager.get(f"/api/v1/feedback-judgments/?campaign={campaign.pk}").json()["results"]
     assert len(rows) == 1 and rows[0]["campaign"] == campaign.pk and rows[0]["order"] == [0, 1]
+
+
+def test_raters_given_as_text_are_refused(world) -> None:
+    with pytest.raises(ValidationError) as exc:
+        _create(world, raters="rater")
+    assert "list of user ids" in _errors(exc)["raters"][0]
+
+
+def test_a_refused_update_leaves_the_raters_as_they_were(world) -> None:
+    raters = extra_raters(world, 3)
+    campaign = campaign_with_items(world, overlap=2, raters=raters[:2])
+    with pytest.raises(ValidationError):
+        services.campaign_update(
+            actor=world.users[Role.MANAGER], campaign=campaign, raters=raters, blind=False
+        )
+    assert set(campaign.raters.all()) == set(raters[:2])
