@@ -302,6 +302,9 @@ SPECTACULAR_SETTINGS = {
         "EndpointStageEnum": "serving.models.EndpointStage",
         "EngineKindEnum": "serving.models.EngineKind",
         "BudgetPeriodEnum": "serving.models.BudgetPeriod",
+        "ItemSourceEnum": "evaluation.feedback.models.ItemSource",
+        "FeedbackTaskEnum": "evaluation.feedback.models.FeedbackTask",
+        "CampaignStatusEnum": "evaluation.feedback.models.CampaignStatus",
     },
 }
 
