@@ -1195,3 +1195,387 @@ class PlaygroundForm(forms.Form):
         if data["stop"]:
             body["stop"] = data["stop"]
         return body
+
+
+# --- the Feedback stage ------------------------------------------------------------------------
+
+
+def _lines(text: str) -> list[str]:
+    return [line.strip() for line in (text or "").splitlines() if line.strip()]
+
+
+DEFAULT_CRITERIA = "helpfulness\nharmlessness\nfactuality"
+
+
+class CampaignForm(forms.Form):
+    """A new feedback campaign: what is judged, by whom, and where the items come from (each
+    source's own fields shown only while it is chosen). Types only: the campaign service checks
+    the rest, every error at once next to its field."""
+
+    name = forms.CharField(max_length=120)
+    task = forms.ChoiceField(choices=(), initial="pairwise")
+    instructions = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 4}),
+        help_text="Shown to the raters beside every item.",
+    )
+    criteria = forms.CharField(
+        required=False,
+        initial=DEFAULT_CRITERIA,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        label="Criteria",
+        help_text="One per line; each response is rated 1-5 on each.",
+    )
+    source = forms.ChoiceField(choices=(), initial="evaluation", label="Items from")
+    runs = forms.MultipleChoiceField(
+        choices=(),
+        required=False,
+        label="Evaluation runs",
+        help_text="One run: one response per item. Two (pairwise) or more (ranking) on the same "
+        "dataset version and split: their outputs side by side, example by example.",
+        widget=forms.SelectMultiple(attrs={"size": 5}),
+    )
+    endpoint = forms.ChoiceField(choices=(), required=False, label="Endpoint")
+    version = forms.ChoiceField(
+        choices=(), required=False, label="Only answers of", help_text="Empty: every version."
+    )
+    since = forms.DateTimeField(required=False, label="From", help_text="Empty: the start.")
+    until = forms.DateTimeField(required=False, label="Until", help_text="Empty: now.")
+    thumbs_down_only = forms.BooleanField(required=False, label="Only answers given a thumbs down")
+    limit = forms.IntegerField(
+        required=False, min_value=1, max_value=50_000, initial=1000, label="At most (requests)"
+    )
+    versions = forms.MultipleChoiceField(
+        choices=(),
+        required=False,
+        label="Model versions",
+        help_text="Two or more: a job asks each the same prompts (through its endpoint when one "
+        "serves it).",
+        widget=forms.SelectMultiple(attrs={"size": 5}),
+    )
+    prompts = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 4}),
+        label="Prompts",
+        help_text="One per line.",
+    )
+    max_tokens = forms.IntegerField(
+        required=False, min_value=1, max_value=4096, initial=128, label="Max tokens"
+    )
+    upload = forms.FileField(
+        required=False,
+        label="File",
+        help_text="JSONL or CSV with <code>prompt</code> and <code>response_a</code>/"
+        "<code>response_b</code>, <code>responses</code> (a list) or <code>response</code>.",
+    )
+    raters = forms.MultipleChoiceField(
+        choices=(),
+        required=False,
+        label="Raters",
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Team members whose role may label (raters, managers, admins).",
+    )
+    overlap = forms.IntegerField(
+        min_value=1, max_value=10, initial=2, label="Raters per item (overlap)"
+    )
+    blind = forms.BooleanField(
+        required=False,
+        initial=True,
+        label="Blind: raters never see which model wrote a response",
+    )
+    assignment_timeout_seconds = forms.IntegerField(
+        min_value=30,
+        initial=1800,
+        label="Assignment timeout (seconds)",
+        help_text="An item not submitted in time goes back to the queue.",
+    )
+
+    SOURCE_FIELDS = {
+        "evaluation": ("runs",),
+        "requests": ("endpoint", "version", "since", "until", "thumbs_down_only", "limit"),
+        "versions": ("versions", "prompts", "max_tokens"),
+        "upload": ("upload",),
+    }
+    REQUIRED_BY_SOURCE = {"evaluation": "runs", "requests": "endpoint", "upload": "upload"}
+
+    def __init__(
+        self, *args, runs=(), endpoints=(), model_versions=(), members=(), **kwargs
+    ) -> None:
+        from evaluation.feedback.models import FeedbackTask, ItemSource
+
+        kwargs.setdefault("auto_id", "campaign_%s")
+        super().__init__(*args, **kwargs)
+        self.runs = {str(r.pk): r for r in runs}
+        self.endpoints = {str(e.pk): e for e in endpoints}
+        self.model_versions = {str(v.pk): v for v in model_versions}
+        self.members = {str(m.user_id): m.user for m in members}
+        self.fields["task"].choices = FeedbackTask.choices
+        self.fields["source"].choices = ItemSource.choices
+        self.fields["runs"].choices = [
+            (pk, f"{r.name or f'run {r.pk}'} · {r.model_version} · {r.split or 'all'}")
+            for pk, r in self.runs.items()
+        ]
+        self.fields["endpoint"].choices = [("", "—")] + [
+            (pk, f"{e.name} ({e.slug})") for pk, e in self.endpoints.items()
+        ]
+        version_choices = [(pk, str(v)) for pk, v in self.model_versions.items()]
+        self.fields["version"].choices = [("", "every version"), *version_choices]
+        self.fields["versions"].choices = version_choices
+        self.fields["raters"].choices = [
+            (str(m.user_id), f"{m.user.get_username()} ({m.role})") for m in members
+        ]
+        self.fields["criteria"].show_when = _condition("task", ["rating"])
+        for source, names in self.SOURCE_FIELDS.items():
+            for name in names:
+                self.fields[name].show_when = _condition("source", [source])
+        for source, name in self.REQUIRED_BY_SOURCE.items():
+            self.fields[name].required_when = _condition("source", [source])
+        for name in ("versions", "prompts"):
+            self.fields[name].required_when = _condition("source", ["versions"])
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        source = cleaned.get("source")
+        # With the other errors at once: what the chosen source cannot go without.
+        needed = dict(self.REQUIRED_BY_SOURCE)
+        if source == "versions":
+            if len(cleaned.get("versions") or []) < 2:
+                self.add_error("versions", "Choose two or more model versions to compare.")
+            if not _lines(cleaned.get("prompts", "")):
+                self.add_error("prompts", "Give at least one prompt.")
+        elif source in needed and not cleaned.get(needed[source]):
+            self.add_error(needed[source], "This source needs it.")
+        if cleaned.get("task") == "rating" and not _lines(cleaned.get("criteria", "")):
+            self.add_error("criteria", "Name at least one criterion.")
+        return cleaned
+
+    def service_arguments(self) -> dict:
+        """``campaign_create`` keyword arguments (only the chosen source's parameters)."""
+        data = self.cleaned_data
+        source = data["source"]
+        params: dict = {}
+        if source == "evaluation":
+            params = {"runs": [int(pk) for pk in data["runs"]]}
+        elif source == "requests":
+            params = {"endpoint": int(data["endpoint"])}
+            if data.get("version"):
+                params["version"] = int(data["version"])
+            for name in ("since", "until"):
+                if data.get(name):
+                    params[name] = data[name].isoformat()
+            params["thumbs_down_only"] = bool(data.get("thumbs_down_only"))
+            if data.get("limit"):
+                params["limit"] = data["limit"]
+        elif source == "versions":
+            params = {
+                "versions": [int(pk) for pk in data["versions"]],
+                "prompts": _lines(data["prompts"]),
+            }
+        return {
+            "name": data["name"],
+            "task": data["task"],
+            "instructions": data["instructions"],
+            "criteria": _lines(data["criteria"]) if data["task"] == "rating" else None,
+            "source": source,
+            "source_params": params,
+            "overlap": data["overlap"],
+            "blind": data["blind"],
+            "assignment_timeout_seconds": data["assignment_timeout_seconds"],
+            "raters": [self.members[pk] for pk in data["raters"]],
+            "upload": data.get("upload") if source == "upload" else None,
+        }
+
+    def generation_arguments(self) -> dict | None:
+        """``generation_launch`` arguments for a campaign made of versions' generations."""
+        data = self.cleaned_data
+        if data["source"] != "versions":
+            return None
+        return {
+            "versions": [self.model_versions[pk] for pk in data["versions"]],
+            "prompts": _lines(data["prompts"]),
+            "settings": {"max_tokens": data.get("max_tokens") or 128},
+        }
+
+
+class CampaignSettingsForm(forms.Form):
+    """What stays editable after launch: instructions, raters, overlap, timeout. The service
+    refuses a change that would invalidate collected labels, with the reason."""
+
+    instructions = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 4}))
+    raters = forms.MultipleChoiceField(
+        choices=(), required=False, widget=forms.CheckboxSelectMultiple
+    )
+    overlap = forms.IntegerField(min_value=1, max_value=10, label="Raters per item (overlap)")
+    assignment_timeout_seconds = forms.IntegerField(
+        min_value=30, label="Assignment timeout (seconds)"
+    )
+
+    def __init__(self, *args, campaign, members=(), current_raters=(), **kwargs) -> None:
+        kwargs.setdefault("auto_id", "settings_%s")
+        kwargs.setdefault(
+            "initial",
+            {
+                "instructions": campaign.instructions,
+                "overlap": campaign.overlap,
+                "assignment_timeout_seconds": campaign.assignment_timeout_seconds,
+                "raters": [str(u.pk) for u in current_raters],
+            },
+        )
+        super().__init__(*args, **kwargs)
+        self.campaign = campaign
+        self.members = {str(m.user_id): m.user for m in members}
+        self.current = {str(u.pk) for u in current_raters}
+        self.fields["raters"].choices = [
+            (str(m.user_id), f"{m.user.get_username()} ({m.role})") for m in members
+        ]
+
+    def changes(self) -> dict:
+        """The fields whose value changed, as ``campaign_update`` changes."""
+        data = self.cleaned_data
+        return {
+            name: data[name]
+            for name in ("instructions", "overlap", "assignment_timeout_seconds")
+            if data[name] != getattr(self.campaign, name)
+        }
+
+    def raters_changed(self) -> list | None:
+        """The new raters (users) when the selection changed, else None."""
+        chosen = set(self.cleaned_data["raters"])
+        if chosen == self.current:
+            return None
+        return [self.members[pk] for pk in self.cleaned_data["raters"]]
+
+
+class AdjudicateForm(forms.Form):
+    """A manager's label for an item in disagreement: the pairwise choice, or the value as
+    JSON for the other tasks (the shape the raters' judgments have)."""
+
+    item = forms.IntegerField(widget=forms.HiddenInput)
+    choice = forms.ChoiceField(
+        required=False,
+        choices=(
+            ("", "—"),
+            ("a", "A (the first response) is better"),
+            ("b", "B (the second response) is better"),
+            ("tie", "Tie"),
+            ("both_bad", "Both bad"),
+        ),
+    )
+    value_json = forms.CharField(
+        required=False,
+        label="Value (JSON)",
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text='e.g. {"ranking": [2, 0, 1]} or {"ratings": [{"helpfulness": 4}]}',
+    )
+
+    def __init__(self, *args, task: str, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.task = task
+        if task == "pairwise":
+            del self.fields["value_json"]
+        else:
+            del self.fields["choice"]
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        if self.task == "pairwise":
+            if not cleaned.get("choice"):
+                self.add_error("choice", "Choose the label that counts.")
+            else:
+                cleaned["value"] = {"choice": cleaned["choice"], "reason": ""}
+        else:
+            try:
+                value = json.loads(cleaned.get("value_json") or "")
+            except ValueError:
+                self.add_error("value_json", "Not valid JSON.")
+            else:
+                if not isinstance(value, dict):
+                    self.add_error("value_json", "A JSON object, as a judgment's value.")
+                else:
+                    cleaned["value"] = value
+        return cleaned
+
+
+DEFAULT_JUDGING_PROMPT = (
+    "You are judging answers to a user's prompt.\n\n{instructions}\n\nPrompt:\n{prompt}\n\n"
+    "{responses}\n\nAnswer with the label only."
+)
+
+
+class AIRaterForm(forms.Form):
+    """A model as a rater: one of the project's endpoints, or an OpenAI-compatible URL."""
+
+    name = forms.CharField(max_length=120)
+    via = forms.ChoiceField(
+        choices=(("endpoint", "An endpoint of this project"), ("url", "An OpenAI-compatible URL")),
+        initial="endpoint",
+        widget=forms.RadioSelect,
+        label="Model",
+    )
+    endpoint = forms.ChoiceField(choices=(), required=False, label="Endpoint")
+    base_url = forms.CharField(
+        max_length=500, required=False, label="Base URL", help_text="e.g. https://api.example/v1"
+    )
+    model = forms.CharField(max_length=200, required=False, label="Model name")
+    api_key = forms.CharField(
+        max_length=500,
+        required=False,
+        label="API key",
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+        help_text="Never shown again.",
+    )
+    judging_prompt = forms.CharField(
+        initial=DEFAULT_JUDGING_PROMPT,
+        widget=forms.Textarea(attrs={"rows": 5}),
+        label="Judging prompt",
+    )
+
+    def __init__(self, *args, endpoints=(), **kwargs) -> None:
+        kwargs.setdefault("auto_id", "airater_%s")
+        super().__init__(*args, **kwargs)
+        self.endpoints = {str(e.pk): e for e in endpoints}
+        self.fields["endpoint"].choices = [("", "—")] + [
+            (pk, f"{e.name} ({e.slug})") for pk, e in self.endpoints.items()
+        ]
+        self.fields["endpoint"].show_when = _condition("via", ["endpoint"])
+        self.fields["endpoint"].required_when = _condition("via", ["endpoint"])
+        for name in ("base_url", "model", "api_key"):
+            self.fields[name].show_when = _condition("via", ["url"])
+        for name in ("base_url", "model"):
+            self.fields[name].required_when = _condition("via", ["url"])
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        if cleaned.get("via") == "endpoint" and not cleaned.get("endpoint"):
+            self.add_error("endpoint", "Choose the endpoint.")
+        if cleaned.get("via") == "url":
+            for name in ("base_url", "model"):
+                if not (cleaned.get(name) or "").strip():
+                    self.add_error(name, "A URL rater needs this.")
+        return cleaned
+
+    def service_arguments(self) -> dict:
+        data = self.cleaned_data
+        args = {"name": data["name"], "judging_prompt": data["judging_prompt"]}
+        if data["via"] == "endpoint":
+            args["endpoint"] = self.endpoints.get(data["endpoint"])
+        else:
+            args.update(base_url=data["base_url"], model=data["model"], api_key=data["api_key"])
+        return args
+
+
+class FeedbackExportForm(forms.Form):
+    format = forms.ChoiceField(
+        choices=(
+            ("preference", "Preference pairs: prompt / chosen / rejected (reward model, DPO)"),
+            ("unpaired", "Unpaired: prompt / completion / label (KTO)"),
+        ),
+        initial="preference",
+    )
+    include_ai = forms.BooleanField(
+        required=False, label="Include the labels of AI raters approved for training"
+    )
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("auto_id", "export_%s")
+        super().__init__(*args, **kwargs)

@@ -6,6 +6,7 @@ from frontend.views import (
     data,
     data_browser,
     evaluation,
+    feedback,
     projects,
     runs,
     serving,
@@ -114,5 +115,42 @@ urlpatterns = [
     path(
         "deploy/endpoints/<int:pk>/feedback/", serving.endpoint_feedback, name="endpoint-feedback"
     ),
+    path("projects/<int:pk>/feedback/", feedback.feedback_stage, name="feedback-stage"),
+    path(
+        "projects/<int:pk>/feedback/campaigns/new/",
+        feedback.campaign_create,
+        name="feedback-campaign-create",
+    ),
+    path("feedback/", feedback.my_campaigns, name="my-campaigns"),
+    path("feedback/campaigns/<int:pk>/", feedback.campaign_detail, name="feedback-campaign-page"),
+    path("feedback/campaigns/<int:pk>/rate/", feedback.rate, name="feedback-rate"),
+    path("feedback/campaigns/<int:pk>/launch/", feedback.campaign_launch, name="feedback-launch"),
+    path("feedback/campaigns/<int:pk>/close/", feedback.campaign_close, name="feedback-close"),
+    path(
+        "feedback/campaigns/<int:pk>/settings/",
+        feedback.campaign_settings,
+        name="feedback-settings",
+    ),
+    path(
+        "feedback/campaigns/<int:pk>/adjudicate/",
+        feedback.item_adjudicate,
+        name="feedback-adjudicate",
+    ),
+    path(
+        "feedback/campaigns/<int:pk>/ai-raters/new/",
+        feedback.ai_rater_create,
+        name="feedback-ai-rater-create",
+    ),
+    path(
+        "feedback/campaigns/<int:pk>/ai-raters/<int:ai_rater_pk>/run/",
+        feedback.ai_rating_launch,
+        name="feedback-ai-rating-launch",
+    ),
+    path(
+        "feedback/campaigns/<int:pk>/ai-raters/<int:ai_rater_pk>/approve/",
+        feedback.ai_rater_approve,
+        name="feedback-ai-rater-approve",
+    ),
+    path("feedback/campaigns/<int:pk>/export/", feedback.export_launch, name="feedback-export"),
     path("projects/<int:pk>/<slug:stage>/", projects.project_stage, name="project-stage"),
 ]

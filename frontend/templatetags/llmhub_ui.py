@@ -116,6 +116,9 @@ _JOB_API_ROUTES = {
     "evaluation.evaluationrun": "evaluation-run-detail",
     "evaluation.biasreport": "bias-report-detail",
     "projects.projecthealthcheck": "health-check-detail",
+    "evaluation.feedbackexport": "feedback-export-detail",
+    "evaluation.airatingjob": "feedback-ai-rating-job-detail",
+    "evaluation.generationjob": "feedback-generation-detail",
 }
 
 

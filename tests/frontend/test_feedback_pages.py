@@ -1,0 +1,326 @@
+"""The Feedback stage pages (Django test client): the Feedback tab (campaigns with progress and
+agreement, the new campaign form with every error at once), the manager's campaign page
+(statistics, adjudication, AI raters, exports, settings and their refusals), the raters' own
+pages (their campaigns only, no project tabs, no model names in blind mode), roles, and the
+tab's query count."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+
+from evaluation.feedback.models import AIRater, Campaign, FeedbackExport, Item, Judgment
+from evaluation.feedback.services.labeling import assignment_next, judgment_submit
+from projects.models import Role
+from tests.evaluation.feedback.builders import campaign_with_items, extra_raters
+
+pytestmark = pytest.mark.django_db
+
+
+def _client(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def _section(html: str, element_id: str) -> str:
+    start = html.index(f'id="{element_id}"')
+    return html[start : start + 20_000]
+
+
+def _judge(campaign, raters, choices) -> None:
+    """Each rater judges their next item with the choice given for them (as shown)."""
+    for rater, choice in zip(raters, choices, strict=True):
+        assignment = assignment_next(rater=rater, campaign=campaign)
+        judgment_submit(rater=rater, assignment=assignment, value={"choice": choice})
+
+
+# --- the Feedback tab ----------------------------------------------------------------------------
+
+
+def test_the_tab_lists_campaigns_with_progress_and_agreement(world) -> None:
+    raters = extra_raters(world, 2)
+    campaign = campaign_with_items(world, n_items=2, overlap=2, raters=raters, name="Support A/B")
+    client = _client(world.users["manager"])
+    url = f"/projects/{world.project.pk}/feedback/"
+    # The fair queue gives each rater a different item first: no pair to compare yet.
+    _judge(campaign, raters, ["tie", "tie"])
+    row = _section(client.get(url).content.decode(), "campaigns")
+    assert "Support A/B" in row and f'data-campaign="{campaign.pk}"' in row
+    assert "data-progress>50% · 2 judgments" in row
+    assert re.search(r"data-agreement><span class=\"muted\">", row)
+    # Then the other item each ("tie" does not depend on the order shown): item 0 gets tie and
+    # both bad, item 1 tie twice: one pair of two agrees.
+    _judge(campaign, raters, ["tie", "both_bad"])
+    html = client.get(url).content.decode()
+    row = _section(html, "campaigns")
+    assert "data-progress>100% · 4 judgments" in row
+    assert "data-agreement>50%" in row
+    assert 'id="new-campaign"' in html and 'data-show-when="source=evaluation"' in html
+    # Every labeling member is offered as a rater; the engineer and the viewer may not label.
+    form = _section(html, "new-campaign")
+    assert "rater (rater)" in form and "manager (manager)" in form
+    assert "engineer (" not in form and "viewer (" not in form
+
+
+def test_the_tab_query_count_does_not_grow_with_campaigns(world) -> None:
+    client = _client(world.users["manager"])
+    url = f"/projects/{world.project.pk}/feedback/"
+    campaign_with_items(world, n_items=2)
+    client.get(url)  # warm caches (content types, sessions)
+    with CaptureQueriesContext(connection) as one:
+        assert client.get(url).status_code == 200
+    for _ in range(3):
+        campaign_with_items(world, n_items=2)
+    with CaptureQueriesContext(connection) as four:
+        assert client.get(url).status_code == 200
+    assert len(four) == len(one), [q["sql"] for q in four.captured_queries]
+
+
+def test_the_new_campaign_form_shows_every_error_at_once(world) -> None:
+    client = _client(world.users["manager"])
+    url = f"/projects/{world.project.pk}/feedback/campaigns/new/"
+    response = client.post(
+        url,
+        {
+            "name": "",
+            "task": "rating",
+            "criteria": "",
+            "source": "upload",
+            "overlap": "0",
+            "assignment_timeout_seconds": "5",
+        },
+    )
+    assert response.status_code == 200
+    form = response.context["form"]
+    assert {"name", "criteria", "upload", "overlap", "assignment_timeout_seconds"} <= set(
+        form.errors
+    ), form.errors
+    assert not Campaign.objects.exists()
+    # The service's own refusals come next to their fields too: fewer raters than the overlap.
+    response = client.post(
+        url,
+        {
+            "name": "Too few",
+            "task": "pairwise",
+            "source": "upload",
+            "upload": SimpleUploadedFile(
+                "items.jsonl", b'{"prompt": "p", "response_a": "x", "response_b": "y"}\n'
+            ),
+            "raters": [str(world.users["rater"].pk)],
+            "overlap": "2",
+            "blind": "on",
+            "assignment_timeout_seconds": "600",
+        },
+    )
+    assert response.status_code == 200
+    assert "fewer raters than its overlap" in " ".join(response.context["form"].errors["raters"])
+    assert not Campaign.objects.exists()
+
+
+def test_a_manager_creates_a_campaign_from_a_file_then_launches_it(world) -> None:
+    client = _client(world.users["manager"])
+    raters = extra_raters(world, 2)
+    lines = b"".join(
+        b'{"prompt": "q%d", "response_a": "a%d", "response_b": "b%d"}\n' % (i, i, i)
+        for i in range(4)
+    )
+    response = client.post(
+        f"/projects/{world.project.pk}/feedback/campaigns/new/",
+        {
+            "name": "Uploaded",
+            "task": "pairwise",
+            "instructions": "Prefer the helpful answer.",
+            "source": "upload",
+            "upload": SimpleUploadedFile("items.jsonl", lines),
+            "raters": [str(u.pk) for u in raters],
+            "overlap": "2",
+            "blind": "on",
+            "assignment_timeout_seconds": "600",
+        },
+    )
+    campaign = Campaign.objects.get(name="Uploaded")
+    assert response.status_code == 302 and response["Location"] == (
+        f"/feedback/campaigns/{campaign.pk}/"
+    )
+    assert campaign.items.count() == 4 and campaign.status == "draft" and campaign.blind
+    assert {r.pk for r in campaign.raters.all()} == {u.pk for u in raters}
+    page = client.get(response["Location"]).content.decode()
+    assert 'id="launch"' in page
+    assert client.post(f"/feedback/campaigns/{campaign.pk}/launch/").status_code == 302
+    campaign.refresh_from_db()
+    assert campaign.status == "active"
+
+
+# --- the campaign page ---------------------------------------------------------------------------
+
+
+def test_the_campaign_page_shows_progress_agreement_models_and_disagreements(world) -> None:
+    raters = extra_raters(world, 2)
+    campaign = campaign_with_items(world, n_items=1, overlap=2, raters=raters, blind=False)
+    _judge(campaign, raters, ["tie", "both_bad"])  # item 0: no majority
+    client = _client(world.users["manager"])
+    html = client.get(f"/feedback/campaigns/{campaign.pk}/").content.decode()
+    progress = _section(html, "rater-progress")
+    for rater in raters:
+        assert f'data-rater="{rater.username}"' in progress
+    assert "Krippendorff" in _section(html, "agreement")
+    disagreements = _section(html, "disagreements")
+    item = Item.objects.get(campaign=campaign, index=0)
+    assert f'data-item="{item.pk}"' in disagreements and "no majority" in disagreements
+    # Adjudicated: recorded as THE label, shown as such.
+    response = client.post(
+        f"/feedback/campaigns/{campaign.pk}/adjudicate/", {"item": item.pk, "choice": "b"}
+    )
+    assert response.status_code == 302
+    item.refresh_from_db()
+    assert item.adjudicated["value"]["choice"] == "b"
+    html = client.get(f"/feedback/campaigns/{campaign.pk}/").content.decode()
+    assert "adjudicated" in _section(html, "disagreements")
+
+
+def test_settings_changes_are_saved_or_refused_with_the_reason(world) -> None:
+    raters = extra_raters(world, 3)
+    campaign = campaign_with_items(world, n_items=1, overlap=2, raters=raters)
+    _judge(campaign, raters[:2], ["tie", "tie"])  # the item has its two judgments
+    client = _client(world.users["manager"])
+    url = f"/feedback/campaigns/{campaign.pk}/settings/"
+    base = {
+        "instructions": "New instructions.",
+        "raters": [str(u.pk) for u in raters],
+        "overlap": "2",
+        "assignment_timeout_seconds": "900",
+    }
+    assert client.post(url, base).status_code == 302
+    campaign.refresh_from_db()
+    assert campaign.instructions == "New instructions."
+    assert campaign.assignment_timeout_seconds == 900
+    # Lowering the overlap under what an item already has submitted is refused, with why.
+    response = client.post(url, {**base, "overlap": "1"})
+    assert response.status_code == 200
+    assert response.context["settings_form"].errors, "the refusal is shown on the form"
+    assert 'id="settings" open' in response.content.decode()
+    campaign.refresh_from_db()
+    assert campaign.overlap == 2
+
+
+def test_ai_raters_and_exports_from_the_page(world) -> None:
+    campaign = campaign_with_items(world, n_items=2, overlap=2)
+    client = _client(world.users["manager"])
+    response = client.post(
+        f"/feedback/campaigns/{campaign.pk}/ai-raters/new/",
+        {"name": "", "via": "url", "base_url": "", "model": "", "judging_prompt": "Judge."},
+    )
+    assert response.status_code == 200
+    assert {"name", "base_url", "model"} <= set(response.context["ai_rater_form"].errors)
+    response = client.post(
+        f"/feedback/campaigns/{campaign.pk}/ai-raters/new/",
+        {
+            "name": "Judge",
+            "via": "url",
+            "base_url": "http://127.0.0.1:9/v1",
+            "model": "judge-model",
+            "api_key": "sk-secret",
+            "judging_prompt": "Judge {prompt}: {responses}",
+        },
+    )
+    assert response.status_code == 302, response.context["ai_rater_form"].errors
+    ai_rater = AIRater.objects.get(campaign=campaign)
+    html = client.get(f"/feedback/campaigns/{campaign.pk}/").content.decode()
+    assert f'data-ai-rater="{ai_rater.pk}"' in _section(html, "ai-raters")
+    assert "sk-secret" not in html
+    export_url = f"/feedback/campaigns/{campaign.pk}/export/"
+    # Nothing judged yet: refused, with the reason on the page.
+    response = client.post(export_url, {"format": "preference"})
+    assert response.status_code == 200
+    assert "no judgments yet" in str(response.context["export_form"].non_field_errors())
+    assert not FeedbackExport.objects.exists()
+    raters = list(campaign.raters.all())
+    _judge(campaign, raters[:1], ["a"])
+    response = client.post(export_url, {"format": "preference"})
+    assert response.status_code == 302
+    export = FeedbackExport.objects.get(campaign=campaign)
+    html = client.get(f"/feedback/campaigns/{campaign.pk}/").content.decode()
+    assert f'data-export="{export.pk}"' in _section(html, "exports")
+    assert 'data-job-url="/api/v1/feedback-exports/' in _section(html, "exports")
+
+
+# --- roles and the raters' pages ----------------------------------------------------------------
+
+
+def test_roles_raters_see_only_their_campaigns_and_outsiders_nothing(world) -> None:
+    mine = campaign_with_items(world, n_items=2, overlap=1, raters=[world.users["rater"]])
+    other_rater = extra_raters(world, 2, prefix="other")[1]
+    theirs = campaign_with_items(world, n_items=2, overlap=1, raters=[other_rater], name="Theirs")
+    rater = _client(world.users["rater"])
+    for url in (
+        f"/projects/{world.project.pk}/feedback/",
+        f"/feedback/campaigns/{mine.pk}/",
+        f"/feedback/campaigns/{theirs.pk}/",
+        f"/feedback/campaigns/{theirs.pk}/rate/",
+    ):
+        assert rater.get(url).status_code == 404, url
+    for url, data in (
+        (f"/feedback/campaigns/{mine.pk}/launch/", {}),
+        (f"/feedback/campaigns/{mine.pk}/close/", {}),
+        (f"/feedback/campaigns/{mine.pk}/export/", {"format": "preference"}),
+        (f"/projects/{world.project.pk}/feedback/campaigns/new/", {"name": "x"}),
+    ):
+        assert rater.post(url, data).status_code == 404, url
+    listed = rater.get("/feedback/").content.decode()
+    assert mine.name in listed and "Theirs" not in listed
+    screen = rater.get(f"/feedback/campaigns/{mine.pk}/rate/")
+    assert screen.status_code == 200
+    html = screen.content.decode()
+    # No project tabs, nothing of the project's work on the rater's screen.
+    assert 'class="stages"' not in html and "/deploy/" not in html
+    assert 'data-next-url="/api/v1/feedback-labeling/' in html
+    # The outsider: nothing at all.
+    outsider = _client(world.outsider)
+    for url in (
+        f"/projects/{world.project.pk}/feedback/",
+        f"/feedback/campaigns/{mine.pk}/",
+        f"/feedback/campaigns/{mine.pk}/rate/",
+    ):
+        assert outsider.get(url).status_code == 404, url
+    assert mine.name not in outsider.get("/feedback/").content.decode()
+    # An engineer sees the work but changes nothing; a manager sees every campaign.
+    engineer = _client(world.users["engineer"])
+    assert engineer.get(f"/feedback/campaigns/{mine.pk}/").status_code == 200
+    page = engineer.get(f"/projects/{world.project.pk}/feedback/").content.decode()
+    assert 'id="new-campaign"' not in page
+    assert engineer.post(f"/feedback/campaigns/{mine.pk}/close/").status_code == 403
+    manager_page = _client(world.users["manager"]).get(f"/projects/{world.project.pk}/feedback/")
+    assert mine.name in manager_page.content.decode() and "Theirs" in manager_page.content.decode()
+
+
+def test_the_blind_rater_screen_names_no_model(world) -> None:
+    campaign = campaign_with_items(world, n_items=2, overlap=1, raters=[world.users["rater"]])
+    # Response texts of their own (the builder's name their model), the labels kept.
+    for item in campaign.items.all():
+        for k, response in enumerate(item.responses):
+            response["text"] = f"Reply {k} to item {item.index}."
+        item.save(update_fields=["responses"])
+    labels = {r["label"] for item in campaign.items.all() for r in item.responses if r.get("label")}
+    assert labels
+    names = {"falcon-support", "heron-support"}
+    client = _client(world.users["rater"])
+    html = client.get(f"/feedback/campaigns/{campaign.pk}/rate/").content.decode()
+    # What the script loads too: the item as the API gives it to this rater.
+    answer = client.post(f"/api/v1/feedback-labeling/{campaign.pk}/next/").content.decode()
+    for text in (html, answer):
+        for name in labels | names:
+            assert name not in text, name
+        assert "model_version" not in text
+    assert "Reply 0 to item" in answer  # the responses themselves are there
+    assert Judgment.objects.count() == 0
+
+
+def test_the_nav_offers_my_campaigns(world) -> None:
+    html = _client(world.users[Role.RATER]).get("/").content.decode()
+    assert 'href="/feedback/"' in html
