@@ -118,7 +118,7 @@ def _candidates(*, rater, campaign: Campaign):
 def pick_next(*, rater, campaign: Campaign, now: datetime) -> Assignment | None:
     """Give ``rater`` the next item of ``campaign`` (inside the caller's transaction, after
     :func:`lock_rater_row`); None when every item they may get is done or full."""
-    candidates = _candidates(rater=rater, campaign=campaign).only("id", "responses", "taken")
+    candidates = _candidates(rater=rater, campaign=campaign)
     skipping = connection.features.has_select_for_update_skip_locked
     expires_at = now + timedelta(seconds=campaign.assignment_timeout_seconds)
     for _attempt in range(MAX_PICK_ATTEMPTS):
@@ -148,8 +148,13 @@ def pick_next(*, rater, campaign: Campaign, now: datetime) -> Assignment | None:
 
 
 def open_count(*, rater, campaign: Campaign) -> int:
-    """How many items ``rater`` could still be given now (free slots, never theirs)."""
-    return _candidates(rater=rater, campaign=campaign).count()
+    """How many items ``rater`` could still be given now (free slots, never theirs): the
+    campaign's open items (an index-only count on ``item_queue``) less those the rater had."""
+    open_items = Item.objects.filter(campaign=campaign, taken__lt=campaign.overlap)
+    had = Assignment.objects.filter(
+        rater=rater, item__campaign=campaign, item__taken__lt=campaign.overlap
+    )
+    return max(open_items.count() - had.count(), 0)
 
 
 # --- reads for the rater API ------------------------------------------------------------------

@@ -211,13 +211,10 @@ def assignment_next(*, rater, campaign: Campaign) -> Assignment | None:
     _require_open(campaign)
     now = timezone.now()
     queue.expire_due(campaign=campaign, now=now)
-    current = queue.current_assignment(rater=rater, campaign=campaign, now=now)
-    if current is not None:
-        return current
     with transaction.atomic():
         if queue.lock_rater_row(rater=rater, campaign=campaign) is None:
             raise Http404("Not found.")  # removed from the raters a moment ago
-        # Read again under the lock: another request of this rater may have just taken one.
+        # Read under the lock: another request of this rater may have just taken one.
         current = queue.current_assignment(rater=rater, campaign=campaign, now=now)
         if current is not None:
             return current
