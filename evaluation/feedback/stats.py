@@ -285,6 +285,18 @@ def campaign_stats(campaign: Campaign, *, n_boot: int = STATS_BOOT, seed: int = 
     names = {user.pk: user.get_username() for user in raters}
     for row in raters_agreement:
         row["username"] = names.get(row["id"], "")
+        # Alpha of the others alone, beside everyone's: a rater whose leaving raises it much
+        # pulls agreement down (averaged over the labels, e.g. a rating's criteria).
+        without = [
+            agreement.krippendorff_alpha(
+                [[v for r, v in human[u].items() if r != row["id"]] for u in units],
+                level=level,
+                n_boot=0,
+            )["value"]
+            for _, level, units in label_groups
+        ]
+        without = [v for v in without if v is not None]
+        row["alpha_without"] = statistics.fmean(without) if without else None
         row["flagged"] = bool(
             median is not None
             and row["pairs"] >= MIN_SHARED_FOR_OUTLIER

@@ -122,6 +122,11 @@ def test_pairwise_campaign_stats(world) -> None:
     assert others[r3.pk]["agreement"] == pytest.approx(2 / 12)
     assert stats["raters_agreement"]["median"] == pytest.approx(0.5)
     assert [r for r, row in others.items() if row["flagged"]] == [r3.pk]
+    # Leave-one-out alpha: r1 and r2 alone have o_aa = 6, o_bb = 4, o_ab = o_ba = 1, n_a = 7,
+    # n_b = 5, n = 12: alpha = 1 - 11 * 2 / (2 * 7 * 5) = 48 / 70.
+    assert others[r3.pk]["alpha_without"] == pytest.approx(48 / 70)
+    assert others[r3.pk]["alpha_without"] > block["krippendorff_alpha"]["value"]
+    assert others[r1.pk]["alpha_without"] < block["krippendorff_alpha"]["value"]
 
     # The AI against the items' labels (majority, item 3 adjudicated b): 4 of 6; the humans
     # against the majority of the other two, where there is one: 3 of 7.
