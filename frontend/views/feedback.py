@@ -235,14 +235,9 @@ def _stats(campaign: Campaign) -> dict:
 
 def _figures(stats: dict) -> dict:
     """The page's Plotly figures (frontend/charts_feedback.py), by name."""
-    from frontend import charts_feedback
+    from frontend.charts_feedback import feedback_figures
 
-    figures = {}
-    for name in ("progress", "agreement", "win_rates", "bradley_terry"):
-        make = getattr(charts_feedback, f"{name}_figure", None)
-        if make is not None:
-            figures[name] = make(stats)
-    return figures
+    return feedback_figures(stats)
 
 
 def _campaign_page(

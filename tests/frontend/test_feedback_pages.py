@@ -170,6 +170,7 @@ def test_the_campaign_page_shows_progress_agreement_models_and_disagreements(wor
     for rater in raters:
         assert f'data-rater="{rater.username}"' in progress
     assert "Krippendorff" in _section(html, "agreement")
+    assert 'data-figure="fig-progress"' in html and 'id="fig-agreement"' in html
     disagreements = _section(html, "disagreements")
     item = Item.objects.get(campaign=campaign, index=0)
     assert f'data-item="{item.pk}"' in disagreements and "no majority" in disagreements

@@ -289,6 +289,7 @@
 
   async function next() {
     const data = await LLMHub.api(root.dataset.nextUrl, { method: "POST" });
+    showProgress(data && data.progress);
     show(parse(data));
   }
 

@@ -1,0 +1,141 @@
+"""The rater screen in the browser, driven by the keyboard only (no mouse after the login
+either): a rater labels three items of a blind pairwise campaign, undoes one and answers it
+again, skips one with a reason; a judgment made after the session ended is not lost (kept in
+the browser, the error shown, sent once the rater signs in again); nothing on the screen names
+a model."""
+
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import expect
+
+from evaluation.feedback.models import Assignment, AssignmentStatus, Judgment
+from tests.e2e.test_data_stage import _shot
+from tests.evaluation.feedback.builders import campaign_with_items
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def _login_by_keyboard(page, user) -> None:
+    page.goto("/login/")
+    page.fill("#id_username", user.username)
+    page.fill("#id_password", "correct horse battery staple")
+    page.press("#id_password", "Enter")
+    page.wait_for_url(lambda url: "/login/" not in url)
+
+
+def _progress(page, text: str) -> None:
+    expect(page.locator("#progress-text")).to_have_text(text)
+
+
+def test_a_rater_labels_with_the_keyboard_only(page, world) -> None:
+    rater = world.users["rater"]
+    campaign = campaign_with_items(world, n_items=5, overlap=1, raters=[rater], blind=True)
+    # Texts that do not name their model (the builder's do); the labels stay on the items.
+    labels = set()
+    for item in campaign.items.all():
+        for k, response in enumerate(item.responses):
+            response["text"] = f"Reply {k} to question {item.index}."
+            labels.add(response["label"])
+        item.save(update_fields=["responses"])
+
+    _login_by_keyboard(page, rater)
+    page.goto("/feedback/")
+    expect(page.locator("#my-campaigns")).to_contain_text(campaign.name)
+    page.goto(f"/feedback/campaigns/{campaign.pk}/rate/")
+    item = page.locator("#item")
+    expect(item).to_be_visible()
+    expect(page.locator("#instructions")).to_contain_text("Prefer the answer")
+    _progress(page, "0 of 5 judged")
+    expect(page.locator("#responses .response")).to_have_count(2)
+
+    def shown_item() -> str:
+        return page.locator("#prompt").inner_text()
+
+    # 1: A is better.
+    first_prompt = shown_item()
+    page.keyboard.press("1")
+    expect(page.locator("[data-choice='a']")).to_have_attribute("aria-pressed", "true")
+    page.keyboard.press("Enter")
+    _progress(page, "1 of 5 judged")
+    # 2: B is better, with a reason typed after R; Enter in the reason submits.
+    second_prompt = shown_item()
+    assert second_prompt != first_prompt
+    page.keyboard.press("ArrowRight")
+    expect(page.locator("#responses .response.current")).to_have_attribute("data-position", "2")
+    page.keyboard.press("2")
+    page.keyboard.press("r")
+    page.keyboard.type("clearer steps")
+    page.keyboard.press("Enter")
+    _progress(page, "2 of 5 judged")
+    # U: the last judgment is withdrawn and its item is back on screen; answered again: tie.
+    page.keyboard.press("u")
+    expect(page.locator("#status")).to_contain_text("withdrawn")
+    _progress(page, "1 of 5 judged")
+    assert shown_item() == second_prompt
+    page.keyboard.press("3")
+    page.keyboard.press("Enter")
+    _progress(page, "2 of 5 judged")
+    # S: skip, with a reason (Enter with none is refused in the dialog).
+    skipped_prompt = shown_item()
+    page.keyboard.press("s")
+    expect(page.locator("#skip-dialog")).to_be_visible()
+    page.keyboard.press("Enter")
+    expect(page.locator("#skip-error")).to_be_visible()
+    page.keyboard.type("I cannot judge billing questions")
+    page.keyboard.press("Enter")
+    expect(page.locator("#skip-dialog")).to_be_hidden()
+    _progress(page, "2 of 4 judged")
+    assert shown_item() != skipped_prompt
+    # Enter before choosing: told to choose, nothing sent.
+    page.keyboard.press("Enter")
+    expect(page.locator("#status")).to_contain_text("Choose first")
+    # 4: both bad. Three judgments counted.
+    page.keyboard.press("4")
+    page.keyboard.press("Enter")
+    _progress(page, "3 of 4 judged")
+    _shot(page, "rater-screen.png")
+
+    # Blind: nothing on the screen (the whole DOM, with what the script loaded) names a model.
+    html = page.content()
+    for label in labels:
+        assert label not in html, label
+    for name in ("falcon-support", "heron-support", "model_version"):
+        assert name not in html
+
+    def counted():
+        return Judgment.objects.filter(item__campaign=campaign, rater=rater, withdrawn_at=None)
+
+    assert counted().count() == 3
+    by_prompt = {j.item.prompt: j for j in counted().select_related("item", "assignment")}
+    assert first_prompt in by_prompt and second_prompt in by_prompt
+    assert skipped_prompt not in by_prompt
+    # "1" chose the response shown first: stored in the item's own order through the
+    # assignment's recorded order.
+    first = by_prompt[first_prompt]
+    assert first.value["choice"] == ("a" if first.assignment.order[0] == 0 else "b")
+    assert by_prompt[second_prompt].value["choice"] == "tie"
+    assert sorted(j.value["choice"] for j in counted()) == sorted(
+        [first.value["choice"], "tie", "both_bad"]
+    )
+    assert first.seconds_spent is not None and first.seconds_spent >= 0
+    skipped = Assignment.objects.get(item__campaign=campaign, status=AssignmentStatus.SKIPPED)
+    assert skipped.item.prompt == skipped_prompt
+    assert skipped.skip_reason == "I cannot judge billing questions"
+
+    # The session ends under the rater: the judgment is not lost. The error is shown, the
+    # answer stays, and it is sent once they sign in again.
+    current_prompt = shown_item()
+    page.context.clear_cookies()
+    page.keyboard.press("1")
+    page.keyboard.press("Enter")
+    expect(page.locator("#status")).to_contain_text("Not saved")
+    assert shown_item() == current_prompt
+    assert counted().count() == 3
+    _login_by_keyboard(page, rater)
+    page.goto(f"/feedback/campaigns/{campaign.pk}/rate/")
+    expect(page.locator("#status")).to_contain_text("now saved")
+    _progress(page, "4 of 4 judged")
+    assert counted().count() == 4
+    assert counted().filter(item__prompt=current_prompt).exists()
+    expect(page.locator("#done")).to_be_visible()
