@@ -325,3 +325,40 @@ def test_the_blind_rater_screen_names_no_model(world) -> None:
 def test_the_nav_offers_my_campaigns(world) -> None:
     html = _client(world.users[Role.RATER]).get("/").content.decode()
     assert 'href="/feedback/"' in html
+
+
+def test_a_campaign_of_generations_is_made_with_its_job_or_not_at_all(world) -> None:
+    from evaluation.feedback.models import GenerationJob
+    from tests.evaluation.feedback.builders import model_versions
+
+    first, second = model_versions(world.project, 2)
+    raters = extra_raters(world, 2)
+    client = _client(world.users["manager"])
+    data = {
+        "name": "v1 against v2",
+        "task": "pairwise",
+        "source": "versions",
+        "versions": [str(first.pk), str(second.pk)],
+        "prompts": "How do I reset my password?\nWhere is my invoice?",
+        "max_tokens": "32",
+        "raters": [str(u.pk) for u in raters],
+        "overlap": "2",
+        "blind": "on",
+        "assignment_timeout_seconds": "600",
+    }
+    # The versions have no tokenizer files: the generation is refused next to the versions,
+    # and the campaign is not left behind empty.
+    response = client.post(f"/projects/{world.project.pk}/feedback/campaigns/new/", data)
+    assert response.status_code == 200
+    assert "no tokenizer files" in " ".join(response.context["form"].errors["versions"])
+    assert not Campaign.objects.exists() and not GenerationJob.objects.exists()
+    for version in (first, second):
+        version.files = ["tokenizer.json", "model.safetensors"]
+        version.save(update_fields=["files"])
+    response = client.post(f"/projects/{world.project.pk}/feedback/campaigns/new/", data)
+    assert response.status_code == 302
+    campaign = Campaign.objects.get(name="v1 against v2")
+    job = GenerationJob.objects.get(campaign=campaign)
+    assert job.version_ids == [first.pk, second.pk] and len(job.prompts) == 2
+    html = client.get(response["Location"]).content.decode()
+    assert f'data-generation="{job.pk}"' in html and 'data-job-url="/api/v1/feedback-gen' in html
