@@ -57,6 +57,11 @@ SERVE_KINDS: dict[str, str | None] = {
     TrainingKind.CLASSIFICATION: SERVE_CLASSIFY,
     TrainingKind.PRETRAIN_MLM: SERVE_EMBED,
     TrainingKind.QA: None,  # extractive QA: no OpenAI-shaped route answers spans yet
+    # Trained from feedback: DPO and KTO keep the causal LM they tuned; a reward model scores
+    # a text (one output, no classes), which no OpenAI-shaped route answers.
+    TrainingKind.DPO: SERVE_GENERATE,
+    TrainingKind.KTO: SERVE_GENERATE,
+    TrainingKind.REWARD_MODEL: None,
 }
 
 
