@@ -1,0 +1,387 @@
+"""Benchmark: 20 concurrent raters labeling through the API on PostgreSQL, and the export of a
+100,000-judgment campaign.
+
+Needs PostgreSQL (DATABASE_URL's server, default postgres@127.0.0.1:5432): a database of this
+run's own, ``llmhub_bench_labeling_<pid>_<random>``, is created and dropped at the end (also on
+Ctrl-C or SIGTERM), as is the scratch folder. It makes a pairwise campaign of ``--items``
+(10,000) items with overlap 3 and ``--raters`` (20) raters, each with an API token, starts
+gunicorn (``--workers`` processes of ``--threads`` threads: default 2 x 10), and has
+every rater, in its own thread with a keep-alive HTTP connection, do ``--judgments`` rounds of
+``POST feedback-labeling/{id}/next/`` then ``POST feedback-assignments/{id}/judgment/`` (with
+``--think`` seconds between them: 0 is raters that never stop to read). It reports the p50/p95
+of each, then checks the database: no item held by more raters than the overlap, no item given
+twice to one rater. Then it builds a second campaign of 100,000 judgments (``--export-items``
+items x 3 raters, bulk-inserted) and times its preference export (the job run in this process,
+as a worker runs it: rows read, Parquet written, the dataset version registered).
+
+    .venv/bin/python bench/labeling.py
+    .venv/bin/python bench/labeling.py --judgments 20 --export-items 3000   # a quick look
+
+Targets (the issue): p95 <= 100 ms for next and for submit, 0 over-assignments, 0 double
+assignments, export <= 60 s. The last line is JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.helpers import (  # noqa: E402
+    configure_django,
+    drop_database,
+    free_port,
+    postgres_server,
+    stop_on_sigterm,
+    stop_process,
+    unique_name,
+)
+
+OVERLAP = 3
+
+
+def populate_campaign(*, n_items: int, n_raters: int, name: str):
+    """An active pairwise campaign of ``n_items`` items and ``n_raters`` raters (with tokens)."""
+    from django.contrib.auth.models import User
+    from django.utils import timezone
+
+    from evaluation.feedback.models import Campaign, CampaignRater, CampaignStatus, Item
+    from projects.models import Membership, Project, Role, Team
+    from projects.services import api_token_create
+
+    team, _ = Team.objects.get_or_create(name="Bench", slug="bench")
+    project, _ = Project.objects.get_or_create(
+        team=team, name="Bench", slug="bench", defaults={"task_type": "causal_lm"}
+    )
+    campaign = Campaign.objects.create(
+        project=project,
+        name=name,
+        task="pairwise",
+        overlap=OVERLAP,
+        blind=True,
+        status=CampaignStatus.ACTIVE,
+        source="upload",
+        launched_at=timezone.now(),
+        instructions="Pick the better answer.",
+    )
+    items = (
+        Item(
+            campaign=campaign,
+            index=i,
+            prompt=f"Question {i}: how do I reset my password on the support portal?",
+            responses=[
+                {
+                    "text": f"Answer {i} by model {m}: open settings, then security." * 3,
+                    "model_version_id": None,
+                    "label": f"model {m}",
+                }
+                for m in ("A", "B")
+            ],
+        )
+        for i in range(n_items)
+    )
+    Item.objects.bulk_create(items, batch_size=5000)
+    raters, tokens = [], []
+    for r in range(n_raters):
+        user, _ = User.objects.get_or_create(username=f"bench-rater-{r}")
+        Membership.objects.get_or_create(team=team, user=user, defaults={"role": Role.RATER})
+        CampaignRater.objects.create(campaign=campaign, user=user)
+        raters.append(user)
+        tokens.append(api_token_create(actor=user, name="bench")[1])
+    return campaign, raters, tokens
+
+
+def start_gunicorn(env: dict[str, str], *, workers: int, threads: int):
+    port = free_port()
+    command = [sys.executable, "-m", "gunicorn", "llmhub.wsgi", "--workers", str(workers)]
+    command += ["--threads", str(threads), "--bind", f"127.0.0.1:{port}", "--backlog", "256"]
+    server = subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            http.client.HTTPConnection("127.0.0.1", port, timeout=1).request("GET", "/login/")
+            return server, port
+        except OSError:
+            time.sleep(0.2)
+    stop_process(server)
+    raise SystemExit("gunicorn did not start.")
+
+
+def rater_loop(port: int, token: str, campaign_id: int, rounds: int, think: float, out: dict):
+    """One rater: next, judge, ``rounds`` times (fewer if the queue runs dry)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
+    def post(path: str, body: dict | None) -> tuple[int, dict, float]:
+        started = time.perf_counter()
+        connection.request("POST", path, body=json.dumps(body or {}), headers=headers)
+        response = connection.getresponse()
+        data = response.read()
+        return response.status, json.loads(data or b"{}"), time.perf_counter() - started
+
+    for _ in range(rounds):
+        status, body, seconds = post(f"/api/v1/feedback-labeling/{campaign_id}/next/", None)
+        if status != 200:
+            out["errors"].append(f"next {status}: {str(body)[:200]}")
+            return
+        out["next"].append(seconds)
+        assignment = body["assignment"]
+        if assignment is None:
+            return
+        if think:
+            time.sleep(think)
+        status, body, seconds = post(
+            f"/api/v1/feedback-assignments/{assignment['id']}/judgment/",
+            {"value": {"choice": "a"}, "seconds_spent": think},
+        )
+        if status != 201:
+            out["errors"].append(f"judgment {status}: {str(body)[:200]}")
+            return
+        out["submit"].append(seconds)
+        if think:
+            time.sleep(think)
+    connection.close()
+
+
+def check_assignments(campaign) -> tuple[int, int]:
+    """(items held by more raters than the overlap, (item, rater) pairs given twice)."""
+    from django.db.models import Count
+
+    from evaluation.feedback.models import Assignment, AssignmentStatus
+
+    rows = Assignment.objects.filter(item__campaign=campaign, rater__isnull=False)
+    over = (
+        rows.filter(status__in=[AssignmentStatus.ACTIVE, AssignmentStatus.SUBMITTED])
+        .values("item_id")
+        .annotate(n=Count("id"))
+        .filter(n__gt=campaign.overlap)
+        .count()
+    )
+    double = rows.values("item_id", "rater_id").annotate(n=Count("id")).filter(n__gt=1).count()
+    return over, double
+
+
+def build_judged_campaign(n_items: int):
+    """A campaign of ``n_items`` items, each judged by 3 raters (bulk rows, as if labeled)."""
+    from django.utils import timezone
+
+    from evaluation.feedback.models import Assignment, AssignmentStatus, Item, Judgment
+
+    campaign, raters, _tokens = populate_campaign(n_items=n_items, n_raters=3, name="export")
+    now = timezone.now()
+    item_ids = list(Item.objects.filter(campaign=campaign).values_list("id", flat=True))
+    choices = ("a", "a", "b")
+    for start in range(0, len(item_ids), 5000):
+        chunk = item_ids[start : start + 5000]
+        assignments = [
+            Assignment(
+                item_id=item_id,
+                rater=rater,
+                status=AssignmentStatus.SUBMITTED,
+                order=[0, 1],
+                assigned_at=now,
+                expires_at=now,
+            )
+            for item_id in chunk
+            for rater in raters
+        ]
+        Assignment.objects.bulk_create(assignments)
+        Judgment.objects.bulk_create(
+            Judgment(
+                assignment=a,
+                item_id=a.item_id,
+                rater=a.rater,
+                value={"choice": choices[(a.item_id + i) % 3], "reason": ""},
+                seconds_spent=5.0,
+                created_at=now,
+            )
+            for i, a in enumerate(assignments)
+        )
+        Item.objects.filter(pk__in=chunk).update(taken=3, submitted=3)
+    return campaign, Judgment.objects.filter(item__campaign=campaign).count()
+
+
+def time_export(campaign) -> tuple[float | None, int, str]:
+    """Seconds to run the preference export job of ``campaign`` in this process, its rows."""
+    try:
+        from evaluation.feedback.models import FeedbackExport
+        from evaluation.feedback.tasks import run_feedback_export  # noqa: F401 - registers it
+        from llmhub.jobs import run_job_inline
+    except ImportError as exc:
+        return None, 0, f"the export is missing ({exc})"
+    from django.contrib.auth.models import User
+
+    export = FeedbackExport.objects.create(
+        project=campaign.project,
+        created_by=User.objects.first(),
+        campaign=campaign,
+        format="preference",
+    )
+    started = time.perf_counter()
+    status = run_job_inline(export)
+    seconds = time.perf_counter() - started
+    export.refresh_from_db()
+    return seconds, export.rows, f"{status}: {export.progress_message or export.error_message}"
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=10_000)
+    parser.add_argument("--raters", type=int, default=20)
+    parser.add_argument("--judgments", type=int, default=60, help="rounds per rater")
+    parser.add_argument("--think", type=float, default=0.0, help="seconds between requests")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=10)
+    parser.add_argument("--export-items", type=int, default=33_334, help="x 3 judgments")
+    args = parser.parse_args()
+    server_url = postgres_server()
+    if server_url is None:
+        raise SystemExit("This benchmark needs PostgreSQL (DATABASE_URL or 127.0.0.1:5432).")
+    stop_on_sigterm()
+    scratch = Path(tempfile.mkdtemp(prefix="llmhub-labeling-bench-"))
+    database = unique_name("llmhub_bench_labeling")
+    web = None
+    configured = False
+    try:
+        configure_django(scratch, server_url, database)
+        configured = True
+        from django.core.management import call_command
+        from django.db import connection
+
+        call_command("migrate", verbosity=0)
+        started = time.perf_counter()
+        campaign, _raters, tokens = populate_campaign(
+            n_items=args.items, n_raters=args.raters, name="labeling"
+        )
+        setup_seconds = time.perf_counter() - started
+        connection.close()
+        env = dict(os.environ)
+        env.pop("REDIS_URL", None)
+        web, port = start_gunicorn(env, workers=args.workers, threads=args.threads)
+        # A warm-up request per worker (imports, first connections) outside the figures.
+        warm = {"next": [], "submit": [], "errors": []}
+        for token in tokens[: args.workers]:
+            rater_loop(port, token, campaign.pk, 1, 0, warm)
+        results = {"next": [], "submit": [], "errors": []}
+        threads = [
+            threading.Thread(
+                target=rater_loop,
+                args=(port, token, campaign.pk, args.judgments, args.think, results),
+            )
+            for token in tokens
+        ]
+        load_before = os.getloadavg()[0]
+        wall = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        wall = time.perf_counter() - wall
+        load_after = os.getloadavg()[0]
+        stop_process(web)
+        web = None
+        over, double = check_assignments(campaign)
+        started = time.perf_counter()
+        export_campaign, judgments = build_judged_campaign(args.export_items)
+        export_setup = time.perf_counter() - started
+        export_seconds, export_rows, export_status = time_export(export_campaign)
+    finally:
+        stop_process(web)
+        if configured:
+            from django.db import connections
+
+            connections.close_all()
+        drop_database(server_url, database)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    requests = len(results["next"]) + len(results["submit"])
+    print(
+        f"labeling on PostgreSQL: {args.items:,} items, overlap {OVERLAP}, {args.raters} raters "
+        f"in threads, gunicorn {args.workers}x{args.threads}, think {args.think} s "
+        f"(setup {setup_seconds:.1f} s); {requests:,} requests in {wall:.1f} s "
+        f"({requests / max(wall, 1e-9):.0f}/s)"
+    )
+    print(
+        f"machine: {os.cpu_count()} cores, load average {load_before:.1f} before the raters, "
+        f"{load_after:.1f} after (other processes count: the latencies are closed-loop, so "
+        "they grow with whatever else runs)"
+    )
+    print(f"{'request':<10} {'n':>6} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}")
+    for key in ("next", "submit"):
+        values = results[key]
+        print(
+            f"{key:<10} {len(values):>6} {pct(values, 0.5):>8.1f} {pct(values, 0.95):>8.1f} "
+            f"{pct(values, 1.0):>8.1f}"
+        )
+    print(f"errors: {len(results['errors'])} {results['errors'][:3]}")
+    print(f"over-assigned items: {over}; items given twice to one rater: {double}")
+    if export_seconds is None:
+        print(f"export: {export_status}")
+    else:
+        print(
+            f"export of {judgments:,} judgments ({args.export_items:,} items, built in "
+            f"{export_setup:.0f} s): {export_seconds:.1f} s, {export_rows:,} rows ({export_status})"
+        )
+    p95_next, p95_submit = pct(results["next"], 0.95), pct(results["submit"], 0.95)
+    print(
+        json.dumps(
+            {
+                "bench": "labeling",
+                "items": args.items,
+                "raters": args.raters,
+                "think_seconds": args.think,
+                "cores": os.cpu_count(),
+                "load_average": round(load_after, 1),
+                "p95_next_ms": round(p95_next, 1),
+                "p95_submit_ms": round(p95_submit, 1),
+                "p50_next_ms": round(pct(results["next"], 0.5), 1),
+                "p50_submit_ms": round(pct(results["submit"], 0.5), 1),
+                "requests_per_second": round(requests / max(wall, 1e-9), 1),
+                "errors": len(results["errors"]),
+                "over_assignments": over,
+                "double_assignments": double,
+                "export_judgments": judgments,
+                "export_seconds": None if export_seconds is None else round(export_seconds, 1),
+                "targets": {
+                    "p95_next_ms": 100,
+                    "p95_submit_ms": 100,
+                    "over_assignments": 0,
+                    "double_assignments": 0,
+                    "export_seconds": 60,
+                },
+                "ok": bool(
+                    p95_next <= 100
+                    and p95_submit <= 100
+                    and over == 0
+                    and double == 0
+                    and not results["errors"]
+                    and export_seconds is not None
+                    and export_seconds <= 60
+                ),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
