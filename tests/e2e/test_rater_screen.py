@@ -139,3 +139,60 @@ def test_a_rater_labels_with_the_keyboard_only(page, world) -> None:
     assert counted().count() == 4
     assert counted().filter(item__prompt=current_prompt).exists()
     expect(page.locator("#done")).to_be_visible()
+
+
+def test_ratings_and_rankings_by_keyboard(page, world) -> None:
+    rater = world.users["rater"]
+    rating = campaign_with_items(
+        world,
+        task="rating",
+        n_items=1,
+        overlap=1,
+        raters=[rater],
+        responses=2,
+        criteria=["helpfulness", "factuality"],
+        name="Rate them",
+    )
+    ranking = campaign_with_items(
+        world, task="ranking", n_items=1, overlap=1, raters=[rater], name="Rank them"
+    )
+    _login_by_keyboard(page, rater)
+
+    # Rating: digits rate the current criterion of the current response and move on (the
+    # next criterion, then the next response); arrows move back.
+    page.goto(f"/feedback/campaigns/{rating.pk}/rate/")
+    expect(page.locator("#responses .response")).to_have_count(2)
+    page.keyboard.press("4")  # response 1, helpfulness
+    page.keyboard.press("2")  # response 1, factuality: on to response 2
+    expect(page.locator("#responses .response.current")).to_have_attribute("data-position", "2")
+    page.keyboard.press("Enter")  # refused: response 2 is not rated yet
+    expect(page.locator("#status")).to_contain_text("Rate response 2")
+    page.keyboard.press("5")  # response 2, helpfulness
+    page.keyboard.press("ArrowUp")
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("1")  # response 2, factuality
+    page.keyboard.press("ArrowLeft")
+    page.keyboard.press("ArrowUp")
+    page.keyboard.press("3")  # response 1, helpfulness again: 3 instead of 4
+    page.keyboard.press("Enter")
+    expect(page.locator("#done")).to_be_visible()
+    judgment = Judgment.objects.select_related("assignment").get(item__campaign=rating)
+    order = judgment.assignment.order
+    stored = judgment.value["ratings"]
+    assert stored[order[0]] == {"helpfulness": 3, "factuality": 2}
+    assert stored[order[1]] == {"helpfulness": 5, "factuality": 1}
+
+    # Ranking: arrows choose a response, a digit gives it that rank and moves to the next
+    # response without one.
+    page.goto(f"/feedback/campaigns/{ranking.pk}/rate/")
+    expect(page.locator("#responses .response")).to_have_count(3)
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("1")  # position 2 is the best
+    page.keyboard.press("2")  # then position 3
+    page.keyboard.press("3")  # then position 1
+    expect(page.locator("#controls")).to_have_text("3 of 3 ranked")
+    page.keyboard.press("Enter")
+    expect(page.locator("#done")).to_be_visible()
+    judgment = Judgment.objects.select_related("assignment").get(item__campaign=ranking)
+    order = judgment.assignment.order
+    assert judgment.value["ranking"] == [order[1], order[2], order[0]]
