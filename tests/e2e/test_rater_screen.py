@@ -196,3 +196,28 @@ def test_ratings_and_rankings_by_keyboard(page, world) -> None:
     judgment = Judgment.objects.select_related("assignment").get(item__campaign=ranking)
     order = judgment.assignment.order
     assert judgment.value["ranking"] == [order[1], order[2], order[0]]
+
+
+def test_a_correction_by_keyboard(page, world) -> None:
+    rater = world.users["rater"]
+    campaign = campaign_with_items(
+        world, task="correction", n_items=1, overlap=1, raters=[rater], responses=2
+    )
+    _login_by_keyboard(page, rater)
+    page.goto(f"/feedback/campaigns/{campaign.pk}/rate/")
+    expect(page.locator("#responses .response")).to_have_count(2)
+    second = page.locator("#responses .response[data-position='2'] .text").inner_text()
+    page.keyboard.press("ArrowRight")  # correct the second response: the text starts from it
+    expect(page.locator("#correction")).to_have_value(second)
+    page.keyboard.press("e")
+    page.keyboard.press("Control+End")
+    page.keyboard.type(" Then sign in again.")
+    page.keyboard.press("Enter")  # a new line in the text, not a submission
+    page.keyboard.type("Done.")
+    page.keyboard.press("Control+Enter")
+    expect(page.locator("#done")).to_be_visible()
+    judgment = Judgment.objects.select_related("assignment").get(item__campaign=campaign)
+    assert judgment.value == {
+        "response": judgment.assignment.order[1],
+        "text": f"{second} Then sign in again.\nDone.",
+    }

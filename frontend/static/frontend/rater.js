@@ -89,6 +89,7 @@
     };
     doneCard.hidden = true;
     itemCard.hidden = false;
+    el("controls").replaceChildren();  // made again for this item (a reason, a correction)
     el("prompt").textContent = assignment.prompt;
     showProgress(assignment.progress);
     render();
