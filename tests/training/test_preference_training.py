@@ -259,3 +259,48 @@ def test_launch_accepts_preference_data_and_a_causal_base(world, base_lm) -> Non
     assert job.status == "queued" and job.kind == "dpo"
     assert job.hyperparameters["beta"] == 0.1  # trl's default, stored with the job
     assert job.estimate["parameters"] > 0
+
+
+# --- the runtime, without Django ----------------------------------------------------------------
+
+
+def _parquet(path: Path, rows: list[dict]) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    return path
+
+
+def test_kto_labels_must_say_yes_or_no(tmp_path) -> None:
+    from llmhub.reporting import JobInputError
+    from training.runtime.preference import read_examples
+
+    rows = [dict(THUMBS[0], label="yes"), dict(THUMBS[1], label=0), dict(THUMBS[2], label="maybe")]
+    path = _parquet(tmp_path / "thumbs.parquet", [{**r, "label": str(r["label"])} for r in rows])
+    with pytest.raises(JobInputError, match="Row 3: the label 'maybe'"):
+        read_examples(path, "kto", {})
+    ok = _parquet(tmp_path / "ok.parquet", [{**r, "label": str(r["label"])} for r in rows[:2]])
+    assert [e["label"] for e in read_examples(ok, "kto", {})] == [True, False]
+
+
+def test_dpo_with_lora_moves_the_merged_model(tmp_path) -> None:
+    from llmhub.reporting import RecordingReporter
+    from training.runtime.config import TrainingConfig
+    from training.runtime.run import train
+
+    base_dir = tiny_causal_lm_dir(tmp_path)
+    config = TrainingConfig(
+        kind="dpo",
+        method="lora",
+        train_path=_parquet(tmp_path / "pairs.parquet", PAIRS),
+        output_dir=tmp_path / "out",
+        base_model_dir=base_dir,
+        **{**FAST, "learning_rate": 0.01},
+    )
+    reporter = RecordingReporter()
+    result = train(config, reporter=reporter)
+    assert result.trainable_parameters < result.parameters  # only the adapters trained
+    assert (tmp_path / "out" / "adapter").is_dir()  # kept apart, and merged into the model
+    assert mean_margin(result.model_dir, PAIRS[:4]) > mean_margin(base_dir, PAIRS[:4])
+    assert any("rewards/margins" in values for _, values, _ in reporter.metric_points)
