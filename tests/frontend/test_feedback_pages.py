@@ -362,3 +362,11 @@ def test_a_campaign_of_generations_is_made_with_its_job_or_not_at_all(world) -> 
     assert job.version_ids == [first.pk, second.pk] and len(job.prompts) == 2
     html = client.get(response["Location"]).content.decode()
     assert f'data-generation="{job.pk}"' in html and 'data-job-url="/api/v1/feedback-gen' in html
+
+
+def test_a_rater_sees_no_project_tabs(world) -> None:
+    html = _client(world.users["rater"]).get(f"/projects/{world.project.pk}/").content.decode()
+    assert 'class="stages"' not in html and 'id="rater-note"' in html
+    assert 'href="/feedback/"' in html
+    manager = _client(world.users["manager"]).get(f"/projects/{world.project.pk}/")
+    assert 'class="stages"' in manager.content.decode()
