@@ -102,3 +102,8 @@ def _slice(report: BiasReport) -> dict:
         slice_values=[values[e["index"]] for e in examples],
         metric=report.params["metric"],
     )
+
+
+# The feedback stage's AI-rating and generation runners: imported here, which Celery's
+# autodiscovery loads, so the worker registers them.
+from evaluation.feedback import ai_tasks  # noqa: E402, F401

@@ -6,7 +6,9 @@ from rest_framework.routers import DefaultRouter
 
 from datasets_app.api import views as data_views
 from evaluation.api import views as evaluation_views
+from evaluation.feedback.api import ai_raters as feedback_ai_views
 from evaluation.feedback.api import campaigns as feedback_campaign_views
+from evaluation.feedback.api import exports as feedback_export_views
 from evaluation.feedback.api import labeling as feedback_labeling_views
 from evaluation.feedback.api import stats as feedback_stats_views
 from projects.api import views as project_views
@@ -47,7 +49,20 @@ router.register("feedback-items", feedback_campaign_views.ItemViewSet, basename=
 router.register(
     "feedback-judgments", feedback_campaign_views.JudgmentViewSet, basename="feedback-judgment"
 )
-
+router.register(
+    "feedback-exports", feedback_export_views.FeedbackExportViewSet, basename="feedback-export"
+)
+router.register(
+    "feedback-ai-raters", feedback_ai_views.AIRaterViewSet, basename="feedback-ai-rater"
+)
+router.register(
+    "feedback-ai-rating-jobs",
+    feedback_ai_views.AIRatingJobViewSet,
+    basename="feedback-ai-rating-job",
+)
+router.register(
+    "feedback-generations", feedback_ai_views.GenerationJobViewSet, basename="feedback-generation"
+)
 router.register(
     "feedback-labeling", feedback_labeling_views.LabelingViewSet, basename="feedback-labeling"
 )

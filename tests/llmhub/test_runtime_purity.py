@@ -19,6 +19,7 @@ RUNTIME_FOLDERS = (
     "training/runtime",
     "evaluation/metrics",
     "evaluation/runtime",
+    "evaluation/feedback/runtime",
     "serving/engine",
     "shared_runtime",  # what the training and evaluation runtimes share (input formatting)
 )

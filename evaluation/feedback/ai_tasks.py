@@ -1,0 +1,176 @@
+"""Job runners of the AI raters (cpu queue) and of generations for a campaign (gpu queue).
+
+Imported by ``evaluation.tasks`` (what Celery's autodiscovery loads), so the worker knows them.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+
+from django.conf import settings as django_settings
+from django.core.exceptions import ValidationError
+
+from evaluation.feedback.models import AIRatingJob, GenerationJob, Judgment
+from evaluation.feedback.runtime import judge
+from evaluation.feedback.services.ai_raters import (
+    ai_judgment_store,
+    ai_rater_call_target,
+    generation_items_store,
+    random_order,
+)
+from evaluation.feedback.services.labeling import campaign_criteria
+from llmhub import storage
+from llmhub.jobs import JobContext, job_runner
+from llmhub.reporting import JobCancelled, JobInputError
+
+logger = logging.getLogger(__name__)
+
+JUDGE_TIMEOUT_SECONDS = 120.0
+JUDGE_MAX_TOKENS = 256
+
+
+def _judge_limits() -> tuple[float, int]:
+    timeout = float(getattr(django_settings, "LLMHUB_JUDGE_TIMEOUT_SECONDS", JUDGE_TIMEOUT_SECONDS))
+    max_tokens = int(getattr(django_settings, "LLMHUB_JUDGE_MAX_TOKENS", JUDGE_MAX_TOKENS))
+    return timeout, max_tokens
+
+
+@job_runner(AIRatingJob)
+def run_ai_rating(job: AIRatingJob, ctx: JobContext) -> None:
+    """The AI rater judges each item it has not judged yet (at most ``max_items``): responses in
+    a random recorded order, one chat call each, the answer parsed into a judgment. An answer
+    that cannot be read (or a failed call) counts as failed for that item; the job goes on."""
+    import httpx
+
+    rater = job.ai_rater
+    campaign = rater.campaign
+    try:
+        base_url, model, headers = ai_rater_call_target(rater)
+    except Exception as exc:  # a URL that no longer passes the check
+        raise JobInputError(f"The AI rater's URL is refused: {exc}") from exc
+    done = Judgment.objects.filter(ai_rater=rater).values("item_id")
+    items = campaign.items.exclude(pk__in=done).exclude(assignments__ai_rater=rater)
+    items = list(items.order_by("index")[: job.max_items] if job.max_items else items)
+    total = len(items)
+    timeout, max_tokens = _judge_limits()
+    rng = random.Random(f"{job.pk}")
+    criteria = campaign_criteria(campaign) if campaign.task == "rating" else []
+    judged = unreadable = call_failed = 0
+    last_call_error = ""
+    ctx.progress(0.0, f"Judging {total} items")
+    with httpx.Client(timeout=timeout, follow_redirects=False) as client:
+        for n, item in enumerate(items):
+            if ctx.should_stop():
+                raise JobCancelled()
+            order = random_order(len(item.responses), rng)
+            prompt = judge.render_prompt(
+                rater.judging_prompt,
+                instructions=campaign.instructions,
+                prompt=item.prompt,
+                shown=[item.responses[i].get("text", "") for i in order],
+                criteria=criteria,
+            )
+            try:
+                answer = judge.call_judge(
+                    base_url=base_url,
+                    model=model,
+                    prompt=prompt,
+                    headers=headers,
+                    max_tokens=max_tokens,
+                    timeout=timeout,
+                    client=client,
+                )
+                value = judge.parse_answer(campaign.task, answer, n=len(order), criteria=criteria)
+                ai_judgment_store(ai_rater=rater, item=item, value=value, order=order)
+            except judge.JudgeCallError as exc:
+                call_failed += 1
+                last_call_error = str(exc)
+                logger.warning("Item %s: %s", item.index, exc)
+            except (judge.UnreadableAnswer, ValidationError) as exc:
+                # Unreadable, or read but refused by the labeling validator (out of range).
+                unreadable += 1
+                logger.info("Item %s: unreadable answer: %s", item.index, _reason(exc))
+            else:
+                judged += 1
+            ctx.progress(
+                (n + 1) / max(total, 1),
+                f"{judged} judged, {unreadable + call_failed} failed of {n + 1}/{total}",
+            )
+            ctx.record(judged=judged)
+    if total and call_failed == total:
+        raise JobInputError(f"Every call to the judge failed; the last: {last_call_error}")
+    message = _summary(judged, unreadable, call_failed, total)
+    logger.info(message)
+    # The runner's "Done" is written before the success callbacks: the summary replaces it.
+    ctx.after_success(
+        lambda: AIRatingJob.objects.filter(pk=job.pk).update(progress_message=message[:255])
+    )
+
+
+def _reason(exc: Exception) -> str:
+    return " ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
+
+
+def _summary(judged: int, unreadable: int, call_failed: int, total: int) -> str:
+    failed = unreadable + call_failed
+    parts = [f"{judged} of {total} items judged"]
+    if failed:
+        detail = []
+        if unreadable:
+            detail.append(f"{unreadable} unreadable answers")
+        if call_failed:
+            detail.append(f"{call_failed} failed calls")
+        parts.append(f"{failed} failed ({', '.join(detail)})")
+    return "; ".join(parts) + "."
+
+
+def _model_dir(version):
+    return storage.local_directory(version.files_prefix, version.files)
+
+
+def _dataset_prompts(job: GenerationJob) -> list[str]:
+    import pyarrow.parquet as pq
+
+    from datasets_app.models import DatasetVersion
+    from evaluation.feedback.services.ai_raters import MAX_GENERATION_PROMPTS
+
+    version = DatasetVersion.objects.get(pk=job.settings["dataset_version"])
+    column = job.settings["column"]
+    table = pq.read_table(storage.local_copy(version.file), columns=[column])
+    prompts = [p for p in table.column(column).to_pylist() if isinstance(p, str) and p.strip()]
+    if not prompts:
+        raise JobInputError(f"The column {column!r} of {version} has no text prompts.")
+    return prompts[:MAX_GENERATION_PROMPTS]
+
+
+@job_runner(GenerationJob)
+def run_generation(job: GenerationJob, ctx: JobContext) -> None:
+    """Generate each prompt with each version, then add one item per prompt to the campaign."""
+    from evaluation.feedback.runtime.generate import generate_versions
+    from training.models import ModelVersion
+
+    by_id = ModelVersion.objects.select_related("registered_model").in_bulk(job.version_ids)
+    missing = [i for i in job.version_ids if i not in by_id]
+    if missing:
+        raise JobInputError(f"Model version(s) {missing} no longer exist.")
+    versions = [by_id[i] for i in job.version_ids]
+    prompts = list(job.prompts) if job.prompts else _dataset_prompts(job)
+    if not job.prompts:
+        ctx.record(prompts=prompts)
+    texts = generate_versions(
+        [_model_dir(v) for v in versions],
+        prompts,
+        max_new_tokens=int(job.settings.get("max_tokens", 64)),
+        temperature=float(job.settings.get("temperature", 0.0)),
+        reporter=ctx,
+    )
+    if ctx.should_stop():
+        raise JobCancelled()
+    made = generation_items_store(job=job, prompts=prompts, texts=texts, versions=versions)
+    ctx.record(made=made)
+    message = f"{made} items made from {len(prompts)} prompts x {len(versions)} versions."
+    logger.info(message)
+    ctx.after_success(
+        lambda: GenerationJob.objects.filter(pk=job.pk).update(progress_message=message[:255])
+    )
