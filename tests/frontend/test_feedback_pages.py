@@ -370,3 +370,13 @@ def test_a_rater_sees_no_project_tabs(world) -> None:
     assert 'href="/feedback/"' in html
     manager = _client(world.users["manager"]).get(f"/projects/{world.project.pk}/")
     assert 'class="stages"' in manager.content.decode()
+
+
+@pytest.mark.parametrize("task", ["ranking", "rating", "correction"])
+def test_every_task_has_its_pages(world, task) -> None:
+    campaign = campaign_with_items(world, task=task, n_items=2, overlap=2)
+    manager = _client(world.users["manager"])
+    html = manager.get(f"/feedback/campaigns/{campaign.pk}/").content.decode()
+    assert 'id="disagreements"' in html and 'id="settings"' in html
+    screen = _client(world.users["rater"]).get(f"/feedback/campaigns/{campaign.pk}/rate/")
+    assert screen.status_code == 200 and f'data-task="{task}"' in screen.content.decode()
