@@ -221,25 +221,20 @@ def _agreement_on_record(ai_rater: AIRater) -> dict:
 
 
 def _ai_part(stats: object, ai_rater: AIRater) -> object:
-    """What ``stats`` says about ``ai_rater`` (and the humans' agreement beside it)."""
-    if not isinstance(stats, dict):
+    """What ``stats`` (``campaign_stats``) says of ``ai_rater``: its row of the AI raters'
+    agreement with the humans, beside the humans' agreement with each other."""
+    block = stats.get("ai_raters") if isinstance(stats, dict) else None
+    if not isinstance(block, dict):
         return None
-    part = {}
-    for key in ("ai_raters", "ai", "ai_agreement"):
-        block = stats.get(key)
-        if isinstance(block, dict):
-            part[key] = block.get(str(ai_rater.pk), block.get(ai_rater.pk, block))
-        elif isinstance(block, list):
-            part[key] = [
-                row
-                for row in block
-                if isinstance(row, dict)
-                and ai_rater.pk in (row.get("id"), row.get("ai_rater"), row.get("ai_rater_id"))
-            ]
-    for key in ("agreement", "human_agreement"):
-        if key in stats:
-            part[key] = stats[key]
-    return _jsonable(part)
+    row = next(
+        (
+            r
+            for r in block.get("raters") or []
+            if isinstance(r, dict) and r.get("id") == ai_rater.pk
+        ),
+        None,
+    )
+    return _jsonable({"ai_rater": row, "humans": block.get("humans")})
 
 
 def _jsonable(value: object) -> object:

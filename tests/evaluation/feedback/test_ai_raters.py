@@ -203,7 +203,10 @@ def test_approval_is_refused_without_human_judgments_to_compare_with(world) -> N
         judgment_submit(rater=human, assignment=assignment, value={"choice": "a"})
     rater = ai_rater_approve(actor=manager, ai_rater=rater, use_for_training=True)
     assert rater.use_for_training is True and rater.approved_by == manager
-    assert rater.agreement_when_approved["simple"]["pairs"] >= 1
+    record = rater.agreement_when_approved
+    assert record["simple"]["pairs"] >= 1
+    assert record["campaign_stats"]["ai_rater"]["id"] == rater.pk
+    assert "humans" in record["campaign_stats"]
 
 
 # --- the whole path against a local endpoint -------------------------------------------------
