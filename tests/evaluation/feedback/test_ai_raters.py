@@ -264,3 +264,38 @@ def test_an_unreachable_judge_fails_the_job_with_the_reason(transactional_db, wo
     job.refresh_from_db()
     assert job.status == "failed" and "Every call to the judge failed" in job.error
     assert not AIRatingJob.objects.filter(pk=job.pk, judged__gt=0).exists()
+
+
+@pytest.mark.django_db
+def test_run_approve_and_cancel_through_the_api(world, api) -> None:
+    campaign = campaign_with_items(world, n_items=2)
+    manager = world.users[Role.MANAGER]
+    rater = ai_rater_create(
+        actor=manager,
+        campaign=campaign,
+        name="judge",
+        judging_prompt=SHORT_PROMPT,
+        base_url="http://127.0.0.1:9/v1",
+        model="m",
+    )
+    client = api(manager)
+    refused = client.post(
+        f"/api/v1/feedback-ai-raters/{rater.pk}/approve/", {"use_for_training": True}, format="json"
+    )
+    assert refused.status_code == 400 and "judged nothing" in refused.content.decode()
+    started = client.post(
+        f"/api/v1/feedback-ai-raters/{rater.pk}/run/", {"max_items": 1}, format="json"
+    )
+    assert started.status_code == 201, started.content
+    job_id = started.json()["id"]
+    assert started.json()["status"] == "queued" and started.json()["max_items"] == 1
+    cancelled = client.post(f"/api/v1/feedback-ai-rating-jobs/{job_id}/cancel/")
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    assert (
+        api(world.users[Role.RATER])
+        .post(f"/api/v1/feedback-ai-raters/{rater.pk}/run/", {}, format="json")
+        .status_code
+        == 404
+    )
+    defaults = client.get("/api/v1/feedback-ai-raters/default-prompts/").json()
+    assert "{responses}" in defaults["pairwise"]
