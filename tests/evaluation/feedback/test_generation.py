@@ -95,3 +95,30 @@ def test_generation_launch_refusals(world) -> None:
     with pytest.raises(ValidationError, match="source is model versions"):
         generation_launch(actor=manager, campaign=upload, versions=[v1, v2], prompts=["hi"])
     assert not campaign.generations.exists()
+
+
+@pytest.mark.django_db
+def test_generation_through_the_api(world, api) -> None:
+    from tests.evaluation.feedback.builders import model_versions
+
+    campaign = _campaign(world)
+    v1, v2 = model_versions(world.project, 2)
+    for v in (v1, v2):
+        v.files = ["config.json", "tokenizer.json"]
+        v.save(update_fields=["files"])
+    client = api(world.users[Role.MANAGER])
+    body = {"campaign": campaign.pk, "versions": [v1.pk, v2.pk], "prompts": ["Hi", "Bye"]}
+    made = client.post("/api/v1/feedback-generations/", body, format="json")
+    assert made.status_code == 201, made.content
+    assert made.json()["version_ids"] == [v1.pk, v2.pk] and made.json()["status"] == "queued"
+    one = client.post("/api/v1/feedback-generations/", {**body, "versions": [v1.pk]}, format="json")
+    assert one.status_code == 400
+    # A rater sees no generation (they name versions) and cannot launch one.
+    rater = api(world.users[Role.RATER])
+    assert rater.get("/api/v1/feedback-generations/").json()["count"] == 0
+    assert rater.post("/api/v1/feedback-generations/", body, format="json").status_code in (
+        400,
+        403,
+        404,
+    )
+    assert campaign.generations.count() == 1
