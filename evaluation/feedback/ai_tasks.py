@@ -167,7 +167,10 @@ def run_generation(job: GenerationJob, ctx: JobContext) -> None:
     )
     if ctx.should_stop():
         raise JobCancelled()
-    made = generation_items_store(job=job, prompts=prompts, texts=texts, versions=versions)
+    try:
+        made = generation_items_store(job=job, prompts=prompts, texts=texts, versions=versions)
+    except ValidationError as exc:  # the campaign was closed meanwhile, an item refused
+        raise JobInputError(f"The items could not be added: {_reason(exc)}") from exc
     ctx.record(made=made)
     message = f"{made} items made from {len(prompts)} prompts x {len(versions)} versions."
     logger.info(message)
