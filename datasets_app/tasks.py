@@ -62,6 +62,8 @@ def _ingest(job: DataJob, ctx: JobContext, scratch: Path) -> None:
             max_expansion_ratio=settings.LLMHUB_MAX_EXPANSION_RATIO,
             reporter=ctx,
             filename=params["filename"],
+            layout=options.layout,
+            column_roles=options.column_roles,
         )
         columns = [c["name"] for c in result.columns]
         roles = options.column_roles or infer_column_roles(result.columns)

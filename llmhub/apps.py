@@ -15,7 +15,14 @@ class LlmhubConfig(AppConfig):
         # Job runners register themselves when their app's tasks module is imported; import
         # them here so the web process (which enqueues) and the sweep know every kind.
 
-        for app in ("projects", "datasets_app", "training", "evaluation", "serving"):
+        for app in (
+            "projects",
+            "datasets_app",
+            "training",
+            "evaluation",
+            "evaluation.feedback",
+            "serving",
+        ):
             try:
                 import_module(f"{app}.tasks")
             except ModuleNotFoundError as exc:

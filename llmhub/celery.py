@@ -210,4 +210,14 @@ def _pool_process_sigterm(signum: int, frame) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-app.autodiscover_tasks(["llmhub", "projects", "datasets_app", "training", "evaluation", "serving"])
+app.autodiscover_tasks(
+    [
+        "llmhub",
+        "projects",
+        "datasets_app",
+        "training",
+        "evaluation",
+        "evaluation.feedback",
+        "serving",
+    ]
+)

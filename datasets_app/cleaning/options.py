@@ -123,7 +123,8 @@ class IngestOptions(_Options):
     codec that encodes ASCII as itself (utf-8, latin-1, cp1252...), or UTF-16 (converted).
     ``encoding_errors``: "strict" (an invalid byte is an error saying where) or "replace".
     ``txt_mode``: "lines" (a row per line) or "chunks" of about ``chunk_chars`` characters.
-    ``column_roles``: role -> column, inferred when empty."""
+    ``column_roles``: role -> column, inferred when empty. ``layout``: None, or a table layout
+    every row must have (``preference``, ``unpaired``: see ``datasets_app.cleaning.layouts``)."""
 
     file_format: str | None = None
     encoding: str = "utf-8"
@@ -131,6 +132,7 @@ class IngestOptions(_Options):
     txt_mode: str = "lines"
     chunk_chars: int = 2000
     column_roles: dict[str, str] | None = None
+    layout: str | None = None
 
     def __post_init__(self) -> None:
         if self.file_format in ("", None):
@@ -156,6 +158,16 @@ class IngestOptions(_Options):
         _choice("txt_mode", self.txt_mode, TXT_MODES)
         _int_between("chunk_chars", self.chunk_chars, 100, 1_000_000)
         self.column_roles = check_column_roles(self.column_roles) or None
+        if self.layout in ("", None):
+            self.layout = None
+        else:
+            from datasets_app.cleaning.layouts import LAYOUTS
+
+            _choice("layout", self.layout, tuple(LAYOUTS))
+            if self.file_format in ("txt", "parquet"):
+                raise OptionError(
+                    "file_format", f"{self.layout.capitalize()} data is read from JSONL or CSV."
+                )
 
     @property
     def codec(self) -> str:

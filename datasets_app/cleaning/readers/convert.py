@@ -6,6 +6,7 @@ import codecs
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from datasets_app.cleaning import layouts
 from datasets_app.cleaning.options import IngestOptions
 from datasets_app.cleaning.readers import parquet_io, streams
 from datasets_app.cleaning.readers.csv_reader import CsvTypes, csv_batches
@@ -39,6 +40,8 @@ def convert_to_parquet(
     max_expansion_ratio: float | None = DEFAULT_MAX_EXPANSION_RATIO,
     reporter: Reporter | None = None,
     filename: str | None = None,
+    layout: str | None = None,
+    column_roles: dict[str, str] | None = None,
 ) -> IngestResult:
     """Convert the uploaded file ``source`` into the Parquet table ``output``, streaming.
 
@@ -47,7 +50,8 @@ def convert_to_parquet(
     magic bytes). UTF-16 text (with a byte order mark, or told by its zero bytes) is
     converted to UTF-8 first. ``max_uncompressed_bytes`` bounds the decompressed data and
     ``max_expansion_ratio`` how many times gzip (or Parquet) data may expand. All rows go in
-    one column ``text`` for txt.
+    one column ``text`` for txt. ``layout`` (with the ``column_roles`` naming its columns):
+    every row is checked by ``datasets_app.cleaning.layouts.check_rows``.
 
     Raises JobInputError, with no output left behind, for anything wrong with the input; what
     was accepted but is worth a word (NUL removed, NaN, long lines, no text column) is in the
@@ -59,12 +63,16 @@ def convert_to_parquet(
         encoding_errors=encoding_errors,
         txt_mode=txt_mode,
         chunk_chars=chunk_chars,
+        column_roles=column_roles,
+        layout=layout,
     )
     source, output = Path(source), Path(output)
     name = filename or source.name
     file_format = options.file_format or format_from_name(name)[0]
     if file_format not in FORMATS:
         raise JobInputError(f"Unknown format {file_format!r}; use one of {', '.join(FORMATS)}.")
+    if options.layout and file_format not in ("csv", "tsv", "json", "jsonl"):
+        raise JobInputError(f"{options.layout.capitalize()} data is read from JSONL or CSV.")
     if not source.is_file():
         raise JobInputError(f"The upload {name!r} is missing.")
     if source.stat().st_size == 0:
@@ -200,8 +208,12 @@ def _convert_text(
     # Pass one: read and check every row, settle the schema. Only this pass counts findings
     # (the second reads the same bytes again).
     csv_types = CsvTypes(findings) if file_format in ("csv", "tsv") else None
-    schemas, names, rows = [], {}, 0
+    schemas, names, rows, repeated = [], {}, 0, 0
     for batch in batches(lambda f: report(0.05 + 0.4 * f, "Checking rows"), findings):
+        if options.layout:
+            repeated += layouts.check_rows(
+                batch, layout=options.layout, column_roles=options.column_roles, first_row=rows + 1
+            )
         if csv_types is not None:
             csv_types.observe(batch)
             names = names or dict.fromkeys(batch[0])
@@ -212,6 +224,9 @@ def _convert_text(
         rows += len(batch)
     if rows == 0:
         raise JobInputError("The file has no rows.")
+    if repeated:
+        columns = layouts.layout_columns(options.layout, options.column_roles)
+        findings.note(layouts.repeated_prompt_warning(repeated, columns))
     if not names:
         raise JobInputError("The file has no columns: its rows are empty objects.")
     if csv_types is not None:

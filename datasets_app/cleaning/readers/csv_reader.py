@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterator
 
 from datasets_app.cleaning.readers.findings import Findings
+from datasets_app.cleaning.readers.json_reader import _new_rows
 from datasets_app.cleaning.readers.streams import MAX_LINE_BYTES, Decoder, lines
 from llmhub.reporting import JobInputError
 
@@ -29,11 +30,12 @@ def csv_batches(
     except csv.Error as exc:
         raise JobInputError(f"The header row is not valid CSV: {exc}.") from None
     names = header_names(header)
-    batch: list[dict] = []
-    row_number = 1
+    batch = _new_rows()  # with the line each row starts on (layout checks name it)
+    row_number, start = 1, reader.line_num + 1
     try:
         for row in reader:
             row_number += 1
+            row_start, start = start, reader.line_num + 1
             if not row or (len(row) == 1 and not row[0].strip() and len(names) > 1):
                 continue  # a blank line
             if len(row) != len(names):
@@ -44,9 +46,10 @@ def csv_batches(
                     "quotes."
                 )
             batch.append(dict(zip(names, row, strict=True)))
+            batch.lines.append(row_start)
             if len(batch) >= BATCH_ROWS:
                 yield batch
-                batch = []
+                batch = _new_rows()
     except csv.Error as exc:
         raise JobInputError(f"Line {reader.line_num} is not valid CSV: {exc}.") from None
     if batch:
