@@ -6,7 +6,6 @@ from rest_framework.routers import DefaultRouter
 
 from datasets_app.api import views as data_views
 from evaluation.api import views as evaluation_views
-from evaluation.feedback.api import exports as feedback_export_views
 from evaluation.feedback.api import ai_raters as feedback_ai_views
 from evaluation.feedback.api import campaigns as feedback_campaign_views
 from evaluation.feedback.api import exports as feedback_export_views
@@ -42,9 +41,6 @@ router.register("serving-keys", serving_views.ServingKeyViewSet, basename="servi
 router.register("request-logs", serving_views.RequestLogViewSet, basename="request-log")
 router.register(
     "response-feedback", serving_views.ResponseFeedbackViewSet, basename="response-feedback"
-)
-router.register(
-    "feedback-exports", feedback_export_views.FeedbackExportViewSet, basename="feedback-export"
 )
 router.register(
     "feedback-campaigns", feedback_campaign_views.CampaignViewSet, basename="feedback-campaign"
