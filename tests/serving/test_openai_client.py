@@ -20,6 +20,7 @@ import httpx
 import openai
 import pytest
 from django.db import connection
+from django.db.models import F
 
 from llmhub.jobs import wait_until
 from serving import services
@@ -203,7 +204,12 @@ def test_a_spent_budget_is_refused_without_retries_and_outlives_a_restart(
     key, plaintext = deployed.new_key(token_budget=12)
     stack = serving_stack()
     client = stack.client(plaintext, max_retries=3)
-    client.completions.create(model="chat", prompt="Hello there", max_tokens=12)  # overshoots
+    # Greedy, so the answer is the same every run; prompt + answer spend the budget.
+    first = client.completions.create(
+        model="chat", prompt="Hello there", max_tokens=12, temperature=0
+    )
+    spent_tokens = first.usage.total_tokens
+    assert spent_tokens >= 12
     started = time.monotonic()
     with pytest.raises(openai.RateLimitError) as spent:
         client.completions.create(model="chat", prompt="x", max_tokens=1)
@@ -214,7 +220,10 @@ def test_a_spent_budget_is_refused_without_retries_and_outlives_a_restart(
     assert wait_until(
         lambda: (
             stack.flush() >= 0
-            and KeyUsage.objects.filter(key=key, completion_tokens__gte=12).exists()
+            and KeyUsage.objects.filter(key=key)
+            .annotate(spent=F("prompt_tokens") + F("completion_tokens"))
+            .filter(spent__gte=spent_tokens)
+            .exists()
         ),
         timeout=10,
     )
