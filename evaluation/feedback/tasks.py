@@ -64,4 +64,3 @@ def run_feedback_export(export: FeedbackExport, ctx: JobContext) -> None:
         ctx.progress(0.95, f"Registering {rows:,} rows")
         version = exports.export_register(export=export, result=result, rows=rows)
     ctx.record(dataset_version=version, rows=rows)
-
