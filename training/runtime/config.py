@@ -253,6 +253,35 @@ def greater_is_better(metric: str) -> bool:
     return not metric.endswith(("loss", "perplexity"))
 
 
+def evaluation_and_checkpoint_args(config: TrainingConfig, *, has_eval: bool) -> dict[str, Any]:
+    """The Trainer arguments for when to evaluate, when to save and which checkpoint is best,
+    shared by every kind (transformers' Trainer and trl's trainers take the same names).
+
+    The best checkpoint (and early stopping, which compares against it) needs evaluated
+    checkpoints: a save at every evaluation unless save_steps says otherwise (the config
+    checked that it is a multiple of eval_steps, and that there are evaluations at all).
+    """
+    do_eval_steps = has_eval and config.eval_steps > 0
+    best_metric = config.metric_for_best_model or (
+        "eval_loss" if config.early_stopping_patience else ""
+    )
+    save_steps = config.save_steps or (config.eval_steps if best_metric else 0)
+    args: dict[str, Any] = {
+        "eval_strategy": "steps" if do_eval_steps else "no",
+        "eval_steps": config.eval_steps if do_eval_steps else None,
+        "save_strategy": "steps" if save_steps > 0 else "no",
+        "save_steps": save_steps if save_steps > 0 else 500,
+        "save_total_limit": 2,  # with a best model, the Trainer keeps it too
+    }
+    if best_metric:
+        args |= {
+            "load_best_model_at_end": True,
+            "metric_for_best_model": best_metric,
+            "greater_is_better": greater_is_better(best_metric),
+        }
+    return args
+
+
 def check_training_options(values: dict[str, Any], *, kind: str, has_eval: bool) -> str | None:
     """The first problem with checked hyperparameters ``values`` for a job of ``kind`` (with or
     without an eval split), as a sentence naming what to change; None when they fit."""

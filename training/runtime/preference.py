@@ -37,7 +37,11 @@ from pathlib import Path
 from typing import Any
 
 from llmhub.reporting import JobCancelled, JobInputError, Reporter
-from training.runtime.config import TrainingConfig, preference_columns
+from training.runtime.config import (
+    TrainingConfig,
+    evaluation_and_checkpoint_args,
+    preference_columns,
+)
 
 logger = logging.getLogger("llmhub.runtime.training")
 
@@ -183,20 +187,6 @@ def pair_accuracy(model, tokenizer, pairs: list[dict[str, Any]], *, max_len: int
 def _trl_config(kind: str, config: TrainingConfig, precision_flags: dict, *, has_eval: bool):
     from trl import DPOConfig, KTOConfig, RewardConfig
 
-    do_eval_steps = has_eval and config.eval_steps > 0
-    best_metric = config.metric_for_best_model or (
-        "eval_loss" if config.early_stopping_patience else ""
-    )
-    save_steps = config.save_steps or (config.eval_steps if best_metric else 0)
-    best_args: dict[str, Any] = {}
-    if best_metric:
-        from training.runtime.config import greater_is_better
-
-        best_args = {
-            "load_best_model_at_end": True,
-            "metric_for_best_model": best_metric,
-            "greater_is_better": greater_is_better(best_metric),
-        }
     common = {
         "output_dir": str(config.output_dir / "checkpoints"),
         "per_device_train_batch_size": config.batch_size,
@@ -210,11 +200,6 @@ def _trl_config(kind: str, config: TrainingConfig, precision_flags: dict, *, has
         "max_steps": config.max_steps if config.max_steps > 0 else -1,
         "logging_steps": config.logging_steps,
         "logging_first_step": True,
-        "eval_strategy": "steps" if do_eval_steps else "no",
-        "eval_steps": config.eval_steps if do_eval_steps else None,
-        "save_strategy": "steps" if save_steps > 0 else "no",
-        "save_steps": save_steps if save_steps > 0 else 500,
-        "save_total_limit": 2,
         "seed": config.seed,
         "report_to": "none",
         "disable_tqdm": True,
@@ -222,7 +207,7 @@ def _trl_config(kind: str, config: TrainingConfig, precision_flags: dict, *, has
         # trl turns it on by default: on the small models a job trains it only costs time.
         "gradient_checkpointing": False,
         "max_length": config.max_seq_length,
-        **best_args,
+        **evaluation_and_checkpoint_args(config, has_eval=has_eval),
         **precision_flags,  # bf16/fp16 given explicitly: trl would default to bf16
     }
     if kind == "reward_model":

@@ -44,7 +44,7 @@ from training.runtime.config import (
     PREFERENCE_KINDS,
     TrainingConfig,
     check_model_size,
-    greater_is_better,
+    evaluation_and_checkpoint_args,
     required_roles,
 )
 from training.runtime.divergence import Divergence, DivergenceMonitor
@@ -663,21 +663,8 @@ def train(
         )
     counter = _TokenCounter(collator)
 
-    do_eval_steps = eval_set is not None and config.eval_steps > 0
-    # The best checkpoint (and early stopping, which compares against it) needs evaluated
-    # checkpoints: a save at every evaluation unless save_steps says otherwise (the config
-    # checked that it is a multiple of eval_steps, and that there are evaluations at all).
-    best_metric = config.metric_for_best_model or (
-        "eval_loss" if config.early_stopping_patience else ""
-    )
-    save_steps = config.save_steps or (config.eval_steps if best_metric else 0)
-    best_args: dict[str, Any] = {}
-    if best_metric:
-        best_args = {
-            "load_best_model_at_end": True,
-            "metric_for_best_model": best_metric,
-            "greater_is_better": greater_is_better(best_metric),
-        }
+    checkpoint_args = evaluation_and_checkpoint_args(config, has_eval=eval_set is not None)
+    best_metric = checkpoint_args.get("metric_for_best_model", "")
     args = TrainingArguments(
         output_dir=str(config.output_dir / "checkpoints"),
         per_device_train_batch_size=config.batch_size,
@@ -691,17 +678,12 @@ def train(
         max_steps=config.max_steps if config.max_steps > 0 else -1,
         logging_steps=config.logging_steps,
         logging_first_step=True,
-        eval_strategy="steps" if do_eval_steps else "no",
-        eval_steps=config.eval_steps if do_eval_steps else None,
-        save_strategy="steps" if save_steps > 0 else "no",
-        save_steps=save_steps if save_steps > 0 else 500,
-        save_total_limit=2,  # with a best model, the Trainer keeps it too
         seed=config.seed,
         report_to="none",
         disable_tqdm=True,
         dataloader_num_workers=0,
         remove_unused_columns=False,
-        **best_args,
+        **checkpoint_args,
         **precision_flags,
     )
     callback = _make_callback(reporter, counter, checkpoint_callback, config)
