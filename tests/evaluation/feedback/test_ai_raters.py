@@ -15,7 +15,7 @@ from evaluation.feedback.services.ai_raters import (
     ai_rater_create,
     ai_rating_launch,
 )
-from llmhub.jobs import run_job_inline
+from llmhub.jobs import run_job_inline, wait_until
 from projects.models import Role
 from tests.evaluation.feedback.builders import campaign_with_items
 from tests.serving.conftest import deployed, serving_stack, tiny_lm_dir  # noqa: F401
@@ -261,6 +261,12 @@ def test_an_unreachable_judge_fails_the_job_with_the_reason(transactional_db, wo
     with pytest.raises(ValidationError, match="already judging"):
         ai_rating_launch(actor=manager, ai_rater=rater)
     run_job_inline(job)
+    # In a transactional test the launch's message really goes to the broker: a worker of the
+    # test session may have claimed the job first (then run_job_inline finds it taken), so wait
+    # for whichever run it was to end.
+    assert wait_until(
+        lambda: AIRatingJob.objects.get(pk=job.pk).status not in ("queued", "running"), timeout=60
+    )
     job.refresh_from_db()
     assert job.status == "failed" and "Every call to the judge failed" in job.error
     assert not AIRatingJob.objects.filter(pk=job.pk, judged__gt=0).exists()
