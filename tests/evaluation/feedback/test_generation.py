@@ -8,7 +8,7 @@ from django.core.exceptions import ValidationError
 
 from evaluation.feedback.services.ai_raters import generation_launch
 from evaluation.feedback.services.campaigns import campaign_create
-from llmhub.jobs import run_job_inline
+from llmhub.jobs import run_job_inline, wait_until
 from projects.models import Role
 from tests.evaluation.feedback.builders import extra_raters
 from tests.serving.conftest import register_version, tiny_lm_dir  # noqa: F401
@@ -46,6 +46,11 @@ def test_a_generation_job_makes_one_item_per_prompt_with_each_versions_answer(
     )
     assert job.queue == "gpu" and job.settings == {"max_tokens": 4, "temperature": 0.0}
     run_job_inline(job)
+    # The launch's message really reaches the broker in a transactional test: a worker of the
+    # test session may have claimed the job first, so wait for whichever run it was to end.
+    assert wait_until(
+        lambda: type(job).objects.get(pk=job.pk).status not in ("queued", "running"), timeout=120
+    )
     job.refresh_from_db()
     assert job.status == "succeeded", (job.error, job.log)
     assert job.made == 3 and "3 items made" in job.progress_message
