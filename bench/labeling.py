@@ -343,44 +343,33 @@ def main() -> None:
             f"{export_setup:.0f} s): {export_seconds:.1f} s, {export_rows:,} rows ({export_status})"
         )
     p95_next, p95_submit = pct(results["next"], 0.95), pct(results["submit"], 0.95)
-    print(
-        json.dumps(
-            {
-                "bench": "labeling",
-                "items": args.items,
-                "raters": args.raters,
-                "think_seconds": args.think,
-                "cores": os.cpu_count(),
-                "load_average": round(load_after, 1),
-                "p95_next_ms": round(p95_next, 1),
-                "p95_submit_ms": round(p95_submit, 1),
-                "p50_next_ms": round(pct(results["next"], 0.5), 1),
-                "p50_submit_ms": round(pct(results["submit"], 0.5), 1),
-                "requests_per_second": round(requests / max(wall, 1e-9), 1),
-                "errors": len(results["errors"]),
-                "over_assignments": over,
-                "double_assignments": double,
-                "export_judgments": judgments,
-                "export_seconds": None if export_seconds is None else round(export_seconds, 1),
-                "targets": {
-                    "p95_next_ms": 100,
-                    "p95_submit_ms": 100,
-                    "over_assignments": 0,
-                    "double_assignments": 0,
-                    "export_seconds": 60,
-                },
-                "ok": bool(
-                    p95_next <= 100
-                    and p95_submit <= 100
-                    and over == 0
-                    and double == 0
-                    and not results["errors"]
-                    and export_seconds is not None
-                    and export_seconds <= 60
-                ),
-            }
-        )
-    )
+    figures = {
+        "p95_next_ms": round(p95_next, 1),
+        "p95_submit_ms": round(p95_submit, 1),
+        "p50_next_ms": round(pct(results["next"], 0.5), 1),
+        "p50_submit_ms": round(pct(results["submit"], 0.5), 1),
+        "requests_per_second": round(requests / max(wall, 1e-9), 1),
+        "errors": len(results["errors"]),
+        "over_assignments": over,
+        "double_assignments": double,
+        "export_judgments": judgments,
+        "export_seconds": None if export_seconds is None else round(export_seconds, 1),
+        "items": args.items,
+        "raters": args.raters,
+        "think_seconds": args.think,
+        "cores": os.cpu_count(),
+        "load_average": round(load_after, 1),
+    }
+    targets = {
+        "p95_next_ms": {"max": 100},
+        "p95_submit_ms": {"max": 100},
+        "over_assignments": {"max": 0},
+        "double_assignments": {"max": 0},
+        "errors": {"max": 0},
+        "export_seconds": {"max": 60},
+    }
+    # The last line: the figures and the targets, as every bench prints them.
+    print(json.dumps({"figures": figures, "targets": targets}))
 
 
 if __name__ == "__main__":
