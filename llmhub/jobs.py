@@ -212,6 +212,7 @@ class JobContext:
         if self._cancel_requested:
             self._stop.set()
         self.success_callbacks: list[Callable[[], None]] = []
+        self.summary = ""
 
     # Reporter protocol
     def progress(self, fraction: float, message: str = "") -> None:
@@ -248,6 +249,11 @@ class JobContext:
         """Store the job's own outputs (results, device, produced objects) on its row: the one
         way runners write to their job, so no runner writes job rows by hand."""
         self._model.objects.filter(pk=self.job.pk).update(**fields)
+
+    def set_summary(self, message: str) -> None:
+        """The status line the job keeps when it succeeds ("12 of 12 items judged"), in place
+        of "Done"."""
+        self.summary = message[:255]
 
     def after_success(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` in the transaction that records the job as succeeded (e.g. to
@@ -525,7 +531,7 @@ def execute_job(
             _all_done.notify_all()
 
     if status == JobStatus.SUCCEEDED:
-        ctx.progress(1.0, "Done")
+        ctx.progress(1.0, ctx.summary or "Done")
     elif status == JobStatus.FAILED:
         ctx.append_log(f"FAILED: {error}")
     try:

@@ -102,10 +102,7 @@ def run_ai_rating(job: AIRatingJob, ctx: JobContext) -> None:
         raise JobInputError(f"Every call to the judge failed; the last: {last_call_error}")
     message = _summary(judged, unreadable, call_failed, total)
     logger.info(message)
-    # The runner's "Done" is written before the success callbacks: the summary replaces it.
-    ctx.after_success(
-        lambda: AIRatingJob.objects.filter(pk=job.pk).update(progress_message=message[:255])
-    )
+    ctx.set_summary(message)
 
 
 def _reason(exc: Exception) -> str:
@@ -174,6 +171,4 @@ def run_generation(job: GenerationJob, ctx: JobContext) -> None:
     ctx.record(made=made)
     message = f"{made} items made from {len(prompts)} prompts x {len(versions)} versions."
     logger.info(message)
-    ctx.after_success(
-        lambda: GenerationJob.objects.filter(pk=job.pk).update(progress_message=message[:255])
-    )
+    ctx.set_summary(message)
