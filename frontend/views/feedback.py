@@ -25,8 +25,8 @@ from django.urls import NoReverseMatch, reverse
 from django.views.decorators.http import require_POST
 
 from evaluation import selectors as evaluation_selectors
-from evaluation.feedback import selectors
-from evaluation.feedback.models import AIRatingJob, Campaign, CampaignStatus
+from evaluation.feedback import ai_selectors, selectors
+from evaluation.feedback.models import Campaign, CampaignStatus
 from evaluation.feedback.services import campaigns as campaign_services
 from evaluation.feedback.services.labeling import campaign_criteria
 from frontend.forms import (
@@ -259,7 +259,8 @@ def _campaign_page(
     stats = _stats(campaign)
     ai_raters = list(campaign.ai_raters.all())
     ai_jobs: dict[int, list] = defaultdict(list)
-    for job in AIRatingJob.objects.filter(ai_rater__campaign=campaign).order_by("-created_at"):
+    jobs = ai_selectors.ai_rating_jobs_for_user(request.user).filter(ai_rater__campaign=campaign)
+    for job in jobs.order_by("-created_at"):
         ai_jobs[job.ai_rater_id].append(job)
     ai_agreement = {
         str(row.get("ai_rater_id", row.get("id"))): row
