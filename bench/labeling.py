@@ -28,7 +28,6 @@ import http.client
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -41,8 +40,8 @@ sys.path.insert(0, str(REPO))
 from bench.helpers import (  # noqa: E402
     configure_django,
     drop_database,
-    free_port,
     postgres_server,
+    start_web_server,
     stop_on_sigterm,
     stop_process,
     unique_name,
@@ -100,24 +99,6 @@ def populate_campaign(*, n_items: int, n_raters: int, name: str):
         raters.append(user)
         tokens.append(api_token_create(actor=user, name="bench")[1])
     return campaign, raters, tokens
-
-
-def start_gunicorn(env: dict[str, str], *, workers: int, threads: int):
-    port = free_port()
-    command = [sys.executable, "-m", "gunicorn", "llmhub.wsgi", "--workers", str(workers)]
-    command += ["--threads", str(threads), "--bind", f"127.0.0.1:{port}", "--backlog", "256"]
-    server = subprocess.Popen(
-        command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            http.client.HTTPConnection("127.0.0.1", port, timeout=1).request("GET", "/login/")
-            return server, port
-        except OSError:
-            time.sleep(0.2)
-    stop_process(server)
-    raise SystemExit("gunicorn did not start.")
 
 
 def rater_loop(port: int, token: str, campaign_id: int, rounds: int, think: float, out: dict):
@@ -277,7 +258,7 @@ def main() -> None:
         connection.close()
         env = dict(os.environ)
         env.pop("REDIS_URL", None)
-        web, port = start_gunicorn(env, workers=args.workers, threads=args.threads)
+        web, port = start_web_server(env, gunicorn=True, workers=args.workers, threads=args.threads)
         # A warm-up request per worker (imports, first connections) outside the figures.
         warm = {"next": [], "submit": [], "errors": []}
         for token in tokens[: args.workers]:

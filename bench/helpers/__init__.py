@@ -120,15 +120,16 @@ def free_port() -> int:
 
 
 def start_web_server(
-    env: dict[str, str], *, gunicorn: bool = False
+    env: dict[str, str], *, gunicorn: bool = False, workers: int = 1, threads: int = 1
 ) -> tuple[subprocess.Popen, int]:
     """The web server on a free port, once it answers: ``manage.py runserver --noreload`` (one
-    process: its RSS is the web process's), or with ``gunicorn`` what production runs (one sync
-    worker), for latencies that should not include the development server's."""
+    process: its RSS is the web process's), or with ``gunicorn`` what production runs
+    (``workers`` processes of ``threads`` threads; one sync worker by default), for latencies
+    that should not include the development server's."""
     port = free_port()
     if gunicorn:
-        command = [sys.executable, "-m", "gunicorn", "llmhub.wsgi", "--workers", "1"]
-        command += ["--bind", f"127.0.0.1:{port}"]
+        command = [sys.executable, "-m", "gunicorn", "llmhub.wsgi", "--workers", str(workers)]
+        command += ["--threads", str(threads), "--bind", f"127.0.0.1:{port}"]
     else:
         command = [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"]
     server = subprocess.Popen(
