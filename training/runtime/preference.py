@@ -36,7 +36,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from llmhub.reporting import JobCancelled, JobInputError, Reporter
+from llmhub.reporting import JobInputError, Reporter
 from training.runtime.config import (
     TrainingConfig,
     evaluation_and_checkpoint_args,
@@ -232,7 +232,6 @@ def train_preference(
     """Run one reward-model, DPO or KTO job; see the module docstring. Returns run's
     ``TrainResult``."""
     import datasets
-    import torch
     import transformers
     from transformers import PrinterCallback
 
@@ -311,35 +310,7 @@ def train_preference(
     trainer.data_collator = counter
     trainer.remove_callback(PrinterCallback)
     reporter.progress(0.03, "Training")
-    try:
-        output = trainer.train(
-            resume_from_checkpoint=str(config.resume_from_checkpoint)
-            if config.resume_from_checkpoint
-            else None
-        )
-    except torch.cuda.OutOfMemoryError as exc:
-        raise JobInputError(run._oom_message(device, config)) from exc
-    except RuntimeError as exc:
-        if "out of memory" in str(exc).lower():
-            raise JobInputError(run._oom_message(device, config)) from exc
-        raise
-    if callback.cancelled:
-        logger.info("Stopped on request at step %s", trainer.state.global_step)
-        raise JobCancelled
-    warnings: list[dict[str, Any]] = []
-    divergence = callback.divergence
-    if divergence is not None and config.on_divergence == "stop":
-        raise run.TrainingDiverged(f"Training {divergence.describe()}")
-    if callback.stopped_diverged:
-        raise JobCancelled
-    if divergence is not None:
-        warnings.append(
-            {
-                "code": "diverged",
-                "message": "Training " + divergence.describe(),
-                "step": divergence.step,
-            }
-        )
+    output, warnings = run.train_to_the_end(trainer, callback, config, device)
     metrics = dict(output.metrics)
     best_step = None
     if args.load_best_model_at_end and trainer.state.best_global_step:

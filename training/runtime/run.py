@@ -708,35 +708,7 @@ def train(
     # The reporter carries the logs; the Trainer's own printing would only fill worker logs.
     trainer.remove_callback(PrinterCallback)
     reporter.progress(0.03, "Training")
-    try:
-        output = trainer.train(
-            resume_from_checkpoint=str(config.resume_from_checkpoint)
-            if config.resume_from_checkpoint
-            else None
-        )
-    except torch.cuda.OutOfMemoryError as exc:
-        raise JobInputError(_oom_message(device, config)) from exc
-    except RuntimeError as exc:
-        if "out of memory" in str(exc).lower():
-            raise JobInputError(_oom_message(device, config)) from exc
-        raise
-    if callback.cancelled:
-        logger.info("Stopped on request at step %s", trainer.state.global_step)
-        raise JobCancelled
-    warnings: list[dict[str, Any]] = []
-    divergence = callback.divergence
-    if divergence is not None and config.on_divergence == "stop":
-        raise TrainingDiverged(f"Training {divergence.describe()}")
-    if callback.stopped_diverged:
-        raise JobCancelled  # another rank (rank 0) diverged and reports why
-    if divergence is not None:
-        warnings.append(
-            {
-                "code": "diverged",
-                "message": "Training " + divergence.describe(),
-                "step": divergence.step,
-            }
-        )
+    output, warnings = train_to_the_end(trainer, callback, config, device)
     metrics = dict(output.metrics)
     best_step = None
     if best_metric and trainer.state.best_global_step:
@@ -801,6 +773,47 @@ def _classification_metrics(id2label: dict[int, str]) -> Callable[[Any], dict[st
         }
 
     return compute
+
+
+def train_to_the_end(
+    trainer: Any, callback: Any, config: TrainingConfig, device: str
+) -> tuple[Any, list[dict[str, Any]]]:
+    """Run ``trainer.train`` (from the checkpoint to resume, if any) and turn how it ended into
+    the job's outcome, the same for every trainer (transformers' and trl's): out of memory is
+    an input error with advice, a cancel is JobCancelled, a divergence stops the job or becomes
+    a warning (``on_divergence``). Returns the train output and the warnings."""
+    import torch
+
+    try:
+        output = trainer.train(
+            resume_from_checkpoint=str(config.resume_from_checkpoint)
+            if config.resume_from_checkpoint
+            else None
+        )
+    except torch.cuda.OutOfMemoryError as exc:
+        raise JobInputError(_oom_message(device, config)) from exc
+    except RuntimeError as exc:
+        if "out of memory" in str(exc).lower():
+            raise JobInputError(_oom_message(device, config)) from exc
+        raise
+    if callback.cancelled:
+        logger.info("Stopped on request at step %s", trainer.state.global_step)
+        raise JobCancelled
+    warnings: list[dict[str, Any]] = []
+    divergence = callback.divergence
+    if divergence is not None and config.on_divergence == "stop":
+        raise TrainingDiverged(f"Training {divergence.describe()}")
+    if callback.stopped_diverged:
+        raise JobCancelled  # another rank (rank 0) diverged and reports why
+    if divergence is not None:
+        warnings.append(
+            {
+                "code": "diverged",
+                "message": "Training " + divergence.describe(),
+                "step": divergence.step,
+            }
+        )
+    return output, warnings
 
 
 def _oom_message(device: str, config: TrainingConfig) -> str:
