@@ -745,11 +745,15 @@ class Engine:
 
     def _complete(self, call: _Call, state: _Tally, cache_key: str | None) -> list[dict]:
         choices = self._choices(state)
+        self.remember(call, choices, cache_key)
+        return choices
+
+    def remember(self, call: _Call, choices: list[dict], cache_key: str | None) -> None:
+        """Note a finished answer on the call (for its record) and keep it in the response
+        cache when the request is deterministic: local models and upstreams alike."""
         call.finish_reason = choices[0]["finish_reason"] if choices else ""
-        call.completion_text = (
-            choices[0]["text"] if len(choices) == 1 else "\n\n".join(c["text"] for c in choices)
-        )
-        if cache_key is not None:
+        call.completion_text = "\n\n".join(c["text"] for c in choices)
+        if cache_key is not None and choices:
             from serving.engine.cache import CachedAnswer
 
             self.state.cache.put(
@@ -761,7 +765,6 @@ class Engine:
                 ),
                 endpoint_id=call.endpoint.endpoint_id,
             )
-        return choices
 
     def body(self, call: _Call, req: p.GenerationRequest, choices: list[dict]) -> dict:
         build = p.chat_body if req.route == p.ROUTE_CHAT else p.completion_body

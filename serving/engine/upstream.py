@@ -264,7 +264,7 @@ async def forward_generation(
             for c in answer.get("choices") or []
             if isinstance(c, dict)
         ]
-        _remember(engine, call, choices, cache_key)
+        engine.remember(call, choices, cache_key)
         answer["id"] = call.response_id
         answer["model"] = endpoint.slug
         engine.finish(call, status=200)
@@ -278,23 +278,6 @@ async def forward_generation(
         media_type="text/event-stream",
         headers={**engine.headers(call), "cache-control": "no-cache"},
     )
-
-
-def _remember(engine: Engine, call: _Call, choices: list[dict], cache_key: str | None) -> None:
-    call.finish_reason = choices[0]["finish_reason"] if choices else ""
-    call.completion_text = "\n\n".join(c["text"] for c in choices)
-    if cache_key is not None and choices:
-        from serving.engine.cache import CachedAnswer
-
-        engine.state.cache.put(
-            cache_key,
-            CachedAnswer(
-                choices=choices,
-                prompt_tokens=call.prompt_tokens,
-                completion_tokens=call.completion_tokens,
-            ),
-            endpoint_id=call.endpoint.endpoint_id,
-        )
 
 
 async def _relay(
@@ -353,7 +336,7 @@ async def _relay(
             {"text": "".join(texts.get(i, [])), "finish_reason": finish.get(i, "stop")}
             for i in range(max([req.n - 1, *texts.keys(), *finish.keys()]) + 1)
         ]
-        _remember(engine, call, choices_out, cache_key if counted else None)
+        engine.remember(call, choices_out, cache_key if counted else None)
         yield p.SSE_DONE
     except OpenAIError as exc:
         status, error_code, completed = exc.status, exc.code or exc.type, True
