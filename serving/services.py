@@ -172,14 +172,7 @@ def endpoint_create(
         except IntegrityError:  # the same slug, created a moment ago by someone else
             raise _error("slug", f"The project already has an endpoint '{slug}'.") from None
         if engine == EngineKind.EXTERNAL:
-            _deployment(
-                endpoint,
-                None,
-                DeploymentRole.PRIMARY,
-                DeploymentAction.UPSTREAM,
-                actor,
-                reason=f"Upstream {endpoint.upstream_model} at {endpoint.upstream_url}.",
-            )
+            _upstream_deployment(endpoint, actor)
         record_event(
             actor=actor,
             verb="endpoint.created",
@@ -240,14 +233,7 @@ def endpoint_update(*, actor, endpoint: Endpoint, **changes: Any) -> Endpoint:
         if {"upstream_url", "upstream_model"} & set(diff):
             # Another upstream is another thing served: a row in the history, as a promotion.
             _end(endpoint, DeploymentRole.PRIMARY, timezone.now())
-            _deployment(
-                endpoint,
-                None,
-                DeploymentRole.PRIMARY,
-                DeploymentAction.UPSTREAM,
-                actor,
-                reason=f"Upstream {endpoint.upstream_model} at {endpoint.upstream_url}.",
-            )
+            _upstream_deployment(endpoint, actor)
         if "stage" in diff and endpoint.version is not None:
             # The version it serves follows it up the registry, as a promotion there would.
             _move_registry_stage(
@@ -369,6 +355,18 @@ def _deployment(
     row.full_clean()
     row.save()
     return row
+
+
+def _upstream_deployment(endpoint: Endpoint, actor) -> Deployment:
+    """The history row of an external endpoint's upstream (what it serves instead of a version)."""
+    return _deployment(
+        endpoint,
+        None,
+        DeploymentRole.PRIMARY,
+        DeploymentAction.UPSTREAM,
+        actor,
+        reason=f"Upstream {endpoint.upstream_model} at {endpoint.upstream_url}.",
+    )
 
 
 def _end(endpoint: Endpoint, role: str, now) -> None:
