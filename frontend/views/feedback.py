@@ -262,14 +262,11 @@ def _campaign_page(
     jobs = ai_selectors.ai_rating_jobs_for_user(request.user).filter(ai_rater__campaign=campaign)
     for job in jobs.order_by("-created_at"):
         ai_jobs[job.ai_rater_id].append(job)
-    ai_agreement = {
-        str(row.get("ai_rater_id", row.get("id"))): row
-        for row in stats.get("ai_raters", []) or []
-        if isinstance(row, dict)
-    }
+    # campaign_stats gives {"humans": ..., "raters": [one row per AI rater, by "id"]}.
+    ai_agreement = {row["id"]: row for row in stats["ai_raters"]["raters"]}
     for ai_rater in ai_raters:
         ai_rater.recent_jobs = ai_jobs[ai_rater.pk][:3]
-        ai_rater.stats = ai_agreement.get(str(ai_rater.pk))
+        ai_rater.stats = ai_agreement.get(ai_rater.pk)
     context.update(
         campaign=campaign,
         stats=stats,
