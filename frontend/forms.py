@@ -432,8 +432,6 @@ class TrainingLaunchForm(forms.Form):
         "base_path": "local_dir",
         "hub_model_id": "hub",
     }
-    # Hyperparameters that only apply to one kind.
-    KIND_ONLY = {"mlm_probability": ("pretrain_mlm",)}
 
     def __init__(
         self,
@@ -511,10 +509,15 @@ class TrainingLaunchForm(forms.Form):
         self.hyperparameter_names = []
         self.lora_names = []
         self.hyperparameter_specs = {spec["name"]: spec for spec in hyperparameters}
+        # Hyperparameters of some kinds only (the config's ``kinds``: beta for DPO and KTO, the
+        # masking share for masked-LM pre-training): shown, validated and sent only for them.
+        self.kind_only = {
+            spec["name"]: spec["kinds"] for spec in hyperparameters if spec.get("kinds")
+        }
         for spec in hyperparameters:
             field = _hyperparameter_field(spec)
-            if spec["name"] in self.KIND_ONLY:
-                field.show_when = _condition("kind", self.KIND_ONLY[spec["name"]])
+            if spec["name"] in self.kind_only:
+                field.show_when = _condition("kind", self.kind_only[spec["name"]])
             self.fields[f"hp_{spec['name']}"] = field
             self.hyperparameter_names.append(spec["name"])
             if spec.get("lora_only"):
@@ -600,7 +603,7 @@ class TrainingLaunchForm(forms.Form):
         data = self.cleaned_data
         if hyperparameter in self.lora_names and data.get("method") != "lora":
             return False
-        kinds = self.KIND_ONLY.get(hyperparameter)
+        kinds = self.kind_only.get(hyperparameter)
         return not kinds or data.get("kind") in kinds
 
     def hyperparameters(self) -> dict:

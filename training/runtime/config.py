@@ -67,6 +67,8 @@ class Hyperparameter:
     max: float | None = None
     choices: tuple[str, ...] = ()
     lora_only: bool = False
+    # The job kinds it applies to (empty: every kind); elsewhere forms hide it and ignore it.
+    kinds: tuple[str, ...] = ()
 
 
 HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
@@ -119,7 +121,13 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
         "logging_steps", "int", 1, "Log loss and learning rate every N steps.", 1, 100_000
     ),
     Hyperparameter(
-        "mlm_probability", "float", 0.15, "Share of tokens masked (masked LM).", 0.01, 0.9
+        "mlm_probability",
+        "float",
+        0.15,
+        "Share of tokens masked (masked LM).",
+        0.01,
+        0.9,
+        kinds=("pretrain_mlm",),
     ),
     # "stop" by default: a diverged run (the learning rate of 1.0 sends a classifier's
     # loss from 1.4 to 44) only burns compute from there on, and its model must not be
@@ -157,6 +165,7 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
         "DPO and KTO: how far the model may move from the model it starts from (higher: less).",
         0.001,
         100.0,
+        kinds=("dpo", "kto"),  # preference.py passes it to DPOConfig and KTOConfig only
     ),
     Hyperparameter("lora_r", "int", 8, "LoRA rank.", 1, 1024, lora_only=True),
     Hyperparameter("lora_alpha", "int", 16, "LoRA scaling (alpha).", 1, 4096, lora_only=True),
@@ -326,6 +335,7 @@ def hyperparameter_schema() -> list[dict[str, Any]]:
             "max": h.max,
             "choices": list(h.choices),
             "lora_only": h.lora_only,
+            "kinds": list(h.kinds),
         }
         for h in HYPERPARAMETERS
     ]
