@@ -11,8 +11,6 @@ the campaign is blind)."""
 from __future__ import annotations
 
 from collections import defaultdict
-from itertools import combinations
-from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -36,6 +34,7 @@ from frontend.forms import (
     CampaignSettingsForm,
     FeedbackExportForm,
 )
+from frontend.selectors import raw_agreement
 from frontend.views.helpers import call_service, project_context, run_action, size_limited_upload
 from llmhub.models import JobStatus
 from projects.models import Project
@@ -74,47 +73,6 @@ def _labelers(request: HttpRequest, project: Project) -> list:
     )
 
 
-def _label_key(task: str, value: dict) -> Any:
-    """What two raters agree on: the pairwise choice, the top of a ranking, the ratings."""
-    if task == "pairwise":
-        return value.get("choice")
-    if task == "ranking":
-        ranking = value.get("ranking") or []
-        return ranking[0] if ranking else None
-    if task == "rating":
-        return repr(value.get("ratings"))
-    return None  # corrections are not compared
-
-
-def raw_agreement(campaigns: list[Campaign], user) -> dict[int, float | None]:
-    """Per campaign, the share of pairs of human judgments on the same item that agree (the
-    tab's summary; the campaign page shows kappa and alpha with their intervals). One query."""
-    tasks = {c.pk: c.task for c in campaigns}
-    labels: dict[int, dict[int, list]] = defaultdict(lambda: defaultdict(list))
-    rows = (
-        selectors.judgments_for_user(user)
-        .filter(
-            item__campaign_id__in=list(tasks),
-            withdrawn_at=None,
-            rater__isnull=False,
-        )
-        .values_list("item__campaign_id", "item_id", "value")
-    )
-    for campaign_id, item_id, value in rows:
-        key = _label_key(tasks[campaign_id], value if isinstance(value, dict) else {})
-        if key is not None:
-            labels[campaign_id][item_id].append(key)
-    result: dict[int, float | None] = {}
-    for campaign_id in tasks:
-        agree = total = 0
-        for keys in labels[campaign_id].values():
-            for a, b in combinations(keys, 2):
-                total += 1
-                agree += a == b
-        result[campaign_id] = agree / total if total else None
-    return result
-
-
 # --- the Feedback tab ---------------------------------------------------------------------------
 
 
@@ -150,7 +108,7 @@ def _feedback_page(
         .filter(project=project)
         .annotate(n_submitted=Sum("items__submitted"))
     )
-    agreement = raw_agreement(campaigns, request.user)
+    agreement = raw_agreement(campaigns, request.user)  # one aggregate query
     for campaign in campaigns:
         campaign.n_submitted = campaign.n_submitted or 0
         wanted = campaign.n_items * campaign.overlap

@@ -380,3 +380,103 @@ def test_every_task_has_its_pages(world, task) -> None:
     assert 'id="disagreements"' in html and 'id="settings"' in html
     screen = _client(world.users["rater"]).get(f"/feedback/campaigns/{campaign.pk}/rate/")
     assert screen.status_code == 200 and f'data-task="{task}"' in screen.content.decode()
+
+
+# --- the tab's raw agreement: one aggregate query -------------------------------------------------
+
+
+def _bulk_judgments(campaign, raters, value_for) -> int:
+    """Submitted assignments and judgments of every rater on every item, written in bulk (the
+    figures only read them): ``value_for(item_index, rater_index)`` gives each value."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from evaluation.feedback.models import Assignment, AssignmentStatus
+
+    now = timezone.now()
+    items = list(campaign.items.order_by("index"))
+    assignments = Assignment.objects.bulk_create(
+        Assignment(
+            item=item,
+            rater=rater,
+            status=AssignmentStatus.SUBMITTED,
+            order=list(range(len(item.responses))),
+            expires_at=now + timedelta(hours=1),
+        )
+        for item in items
+        for rater in raters
+    )
+    Judgment.objects.bulk_create(
+        Judgment(
+            assignment=assignment,
+            item=assignment.item,
+            rater=assignment.rater,
+            value=value_for(assignment.item.index, raters.index(assignment.rater)),
+        )
+        for assignment in assignments
+    )
+    Item.objects.filter(campaign=campaign).update(taken=len(raters), submitted=len(raters))
+    return len(assignments)
+
+
+def test_raw_agreement_is_one_query_and_matches_hand_counts(world) -> None:
+    from frontend.selectors import raw_agreement
+
+    raters = extra_raters(world, 3)
+    ranking = campaign_with_items(world, task="ranking", n_items=2, overlap=3, raters=raters)
+    # Item 0: tops 0, 0, 1 (one agreeing pair of three); item 1: tops 2, 2, 2 (three of three).
+    tops = {0: [0, 0, 1], 1: [2, 2, 2]}
+    _bulk_judgments(
+        ranking,
+        raters,
+        lambda i, r: {"ranking": [tops[i][r], *[p for p in range(3) if p != tops[i][r]]]},
+    )
+    rating = campaign_with_items(
+        world, task="rating", n_items=1, overlap=3, raters=raters, criteria=["tone", "facts"]
+    )
+    # The same ratings twice, a different one once: one pair of three agrees.
+    scores = [{"tone": 4, "facts": 5}, {"tone": 4, "facts": 5}, {"tone": 4, "facts": 4}]
+    _bulk_judgments(rating, raters, lambda i, r: {"ratings": [scores[r]]})
+    correction = campaign_with_items(world, task="correction", n_items=1, overlap=3, raters=raters)
+    _bulk_judgments(correction, raters, lambda i, r: {"response": 0, "text": f"fixed {r}"})
+    empty = campaign_with_items(world, n_items=1, overlap=2)
+    # A withdrawn judgment never counts: item 1's third rater withdraws, two pairs fewer.
+    Judgment.objects.filter(item__campaign=ranking, item__index=1, rater=raters[2]).update(
+        withdrawn_at="2026-01-01T00:00:00Z"
+    )
+    campaigns = [ranking, rating, correction, empty]
+    with CaptureQueriesContext(connection) as queries:
+        result = raw_agreement(campaigns, world.users["manager"])
+    assert len(queries) == 1
+    assert result[ranking.pk] == pytest.approx((1 + 1) / (3 + 1))
+    assert result[rating.pk] == pytest.approx(1 / 3)
+    assert result[correction.pk] is None and result[empty.pk] is None
+    # Raters see no judgments: nothing is counted for them.
+    assert raw_agreement(campaigns, raters[0])[ranking.pk] is None
+
+
+def test_the_tab_query_count_does_not_grow_with_judgments(world) -> None:
+    raters = extra_raters(world, 3)
+    few = campaign_with_items(world, n_items=2, overlap=3, raters=raters)
+    _bulk_judgments(few, raters, lambda i, r: {"choice": "a" if r else "b", "reason": ""})
+    client = _client(world.users["manager"])
+    url = f"/projects/{world.project.pk}/feedback/"
+    client.get(url)  # warm caches (content types, sessions)
+    with CaptureQueriesContext(connection) as one:
+        assert client.get(url).status_code == 200
+    many = campaign_with_items(world, n_items=600, overlap=3, raters=raters)
+    _bulk_judgments(
+        many, raters, lambda i, r: {"choice": "a" if (i + r) % 3 else "b", "reason": ""}
+    )
+    few.delete()
+    with CaptureQueriesContext(connection) as lots:
+        html = client.get(url).content.decode()
+    assert len(lots) == len(one), [q["sql"] for q in lots.captured_queries]
+    # 600 items of three judgments: each item has two "a" and one "b", one pair of three agrees.
+    assert "data-agreement>33%" in _section(html, "campaigns")
+    # No query reads the judgments' rows: the agreement is summed in the database.
+    assert not any(
+        '"evaluation_judgment"."value"' in q["sql"] and "SUM(" not in q["sql"]
+        for q in lots.captured_queries
+    )
