@@ -14,6 +14,7 @@ from frontend.views import (
     training,
 )
 from frontend.views import base_models as base_model_views
+from frontend.views.helpers import guard_project_pages
 
 urlpatterns = [
     path("", projects.dashboard, name="dashboard"),
@@ -154,3 +155,7 @@ urlpatterns = [
     path("feedback/campaigns/<int:pk>/export/", feedback.export_launch, name="feedback-export"),
     path("projects/<int:pk>/<slug:stage>/", projects.project_stage, name="project-stage"),
 ]
+
+# Raters see their campaigns, nothing of the project's work: every page under projects/<pk>/
+# turns them away before its view runs (the overview to their campaigns, the rest 404).
+urlpatterns = guard_project_pages(urlpatterns)

@@ -4,9 +4,10 @@ bias, disagreements to adjudicate, outlier raters, win rates and Bradley-Terry, 
 exports, settings), and the raters' own pages: the campaigns they rate and the keyboard-first
 rater screen, which labels through the rater API (evaluation/feedback/api/labeling.py).
 
-Raters (LABEL without VIEW_WORK) see only their campaigns: the tab and the manager page are a
-404 for them, and their pages show nothing else of the project (no tabs, no model names when
-the campaign is blind)."""
+Raters (LABEL without VIEW_WORK) see only their campaigns: every project page turns them away
+(frontend.views.helpers.guard_project_pages: the project's page to their campaigns in it, the
+rest 404), the manager page is a 404 for them, and their own pages show nothing else of the
+project (no tabs, no model names when the campaign is blind)."""
 
 from __future__ import annotations
 
@@ -39,7 +40,13 @@ from frontend.views.helpers import call_service, project_context, run_action, si
 from llmhub.models import JobStatus
 from projects.models import Project
 from projects.permissions import Action, role_allows, roles_allowed
-from projects.selectors import get_visible, members_for_user, projects_for_user, role_in_team
+from projects.selectors import (
+    get_project_for_user,
+    get_visible,
+    members_for_user,
+    projects_for_user,
+    role_in_team,
+)
 from projects.services import require
 from serving import selectors as serving_selectors
 from training import selectors as training_selectors
@@ -441,11 +448,18 @@ def export_launch(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 def my_campaigns(request: HttpRequest) -> HttpResponse:
-    """The campaigns the user rates, with their progress: a rater's way in."""
-    campaigns = list(
-        selectors.rater_campaigns_for_user(request.user).select_related("project__team")
+    """The campaigns the user rates, with their progress: a rater's way in (``?project=``: those
+    of one project, where a rater opening the project lands)."""
+    campaigns = selectors.rater_campaigns_for_user(request.user).select_related("project__team")
+    project = None
+    if request.GET.get("project"):
+        project = get_project_for_user(request.user, request.GET["project"])
+        campaigns = campaigns.filter(project=project)
+    return render(
+        request,
+        "frontend/feedback/my_campaigns.html",
+        {"campaigns": list(campaigns), "project": project},
     )
-    return render(request, "frontend/feedback/my_campaigns.html", {"campaigns": campaigns})
 
 
 def _api_url(name: str, *args) -> str:

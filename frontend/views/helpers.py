@@ -9,14 +9,22 @@ from typing import Any, TypeVar
 from django import forms
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, UnreadablePostError
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    UnreadablePostError,
+)
 from django.http.multipartparser import MultiPartParserError
+from django.shortcuts import redirect
+from django.urls import URLPattern, path, reverse
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_POST
 
 from projects.models import Project, Team
-from projects.permissions import allowed_actions
-from projects.selectors import role_in_team
+from projects.permissions import Action, allowed_actions, role_allows
+from projects.selectors import role_in_team, teams_for_user
 
 T = TypeVar("T")
 
@@ -52,9 +60,62 @@ def team_context(request: HttpRequest, team: Team) -> dict[str, Any]:
     return {"team": team, "my_role": role, "can": allowed_actions(role)}
 
 
+# Every route under it is a page of the project's work (its stages, forms and actions).
+PROJECT_PAGES_PREFIX = "projects/<int:pk>/"
+# The one project page a rater is sent on from (to their campaigns in the project), not 404.
+PROJECT_OVERVIEW = "project-detail"
+
+
+def my_campaigns_url(project_pk: int) -> str:
+    """The rater's own page: their campaigns in one project."""
+    return f"{reverse('my-campaigns')}?project={project_pk}"
+
+
+def raters_to_their_campaigns(
+    view: Callable[..., HttpResponse], *, overview: bool = False
+) -> Callable[..., HttpResponse]:
+    """A page of a project's work, refused before the view runs to a member whose role may not
+    see that work (a rater: LABEL without VIEW_WORK): the project's overview sends them to
+    their campaigns in the project, every other page (and every action) is a 404, the answer
+    for what a role may not see. Outsiders and anonymous users go on to the view (its own 404
+    and login redirect)."""
+
+    @functools.wraps(view)  # keeps csrf_exempt and the other markers of the view
+    def guarded(request: HttpRequest, pk: int, *args: Any, **kwargs: Any) -> HttpResponse:
+        roles = teams_for_user(request.user).filter(projects=pk).values_list("my_role", flat=True)
+        role = roles.first()
+        if role is not None and not role_allows(role, Action.VIEW_WORK):
+            if overview and request.method in ("GET", "HEAD"):
+                return redirect(my_campaigns_url(pk))
+            raise Http404(f"No project with id {pk} was found.")
+        return view(request, pk, *args, **kwargs)
+
+    return guarded
+
+
+def guard_project_pages(patterns: list) -> list:
+    """``patterns`` with every route under ``projects/<pk>/`` behind
+    :func:`raters_to_their_campaigns`: one place, so a new project page is covered with
+    nobody listing it (tests/frontend/test_feedback_pages.py walks them as a rater)."""
+    guarded = []
+    for pattern in patterns:
+        route = str(pattern.pattern)
+        if isinstance(pattern, URLPattern) and route.startswith(PROJECT_PAGES_PREFIX):
+            view = raters_to_their_campaigns(
+                pattern.callback, overview=pattern.name == PROJECT_OVERVIEW
+            )
+            pattern = path(route, view, pattern.default_args, name=pattern.name)
+        guarded.append(pattern)
+    return guarded
+
+
 def project_context(request: HttpRequest, project: Project, stage: str) -> dict[str, Any]:
-    """What every project page needs: the project, the user's role and rights, the tabs."""
+    """What every project page needs: the project, the user's role and rights, the tabs. A
+    role that may not see the team's work never gets a project page (raters are turned away
+    before, by :func:`raters_to_their_campaigns`; this holds for pages elsewhere too)."""
     role = role_in_team(request.user, project.team_id)
+    if not role_allows(role, Action.VIEW_WORK):
+        raise Http404(f"No project with id {project.pk} was found.")
     return {
         "project": project,
         "team": project.team,

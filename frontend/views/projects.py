@@ -22,7 +22,10 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     teams = list(selectors.teams_for_user(request.user))
     projects = list(selectors.projects_for_user(request.user).order_by("team__name", "name"))
     goal_totals = {"met": 0, "not_met": 0, "not_measured": 0}
+    # Where the user only rates (no VIEW_WORK), a project leads to their campaigns in it.
+    work_teams = {t.pk for t in teams if role_allows(t.my_role, Action.VIEW_WORK)}
     for project in projects:
+        project.rates_only = project.team_id not in work_teams
         for goal in project.goals.all():
             goal_totals[goal.status] += 1
     return render(

@@ -364,12 +364,82 @@ def test_a_campaign_of_generations_is_made_with_its_job_or_not_at_all(world) -> 
     assert f'data-generation="{job.pk}"' in html and 'data-job-url="/api/v1/feedback-gen' in html
 
 
-def test_a_rater_sees_no_project_tabs(world) -> None:
-    html = _client(world.users["rater"]).get(f"/projects/{world.project.pk}/").content.decode()
-    assert 'class="stages"' not in html and 'id="rater-note"' in html
-    assert 'href="/feedback/"' in html
-    manager = _client(world.users["manager"]).get(f"/projects/{world.project.pk}/")
-    assert 'class="stages"' in manager.content.decode()
+def _project_routes(project_pk: int) -> list[tuple[str, str]]:
+    """``(name, url)`` of every page route under ``projects/<pk>/``, read from the URL conf
+    (a page added later is walked too), other ids filled with 1 and a stage with one that has
+    no page of its own."""
+    from django.urls import URLPattern
+
+    from frontend import urls
+    from frontend.views.helpers import PROJECT_PAGES_PREFIX
+
+    routes = []
+    for pattern in urls.urlpatterns:
+        route = str(pattern.pattern)
+        if not isinstance(pattern, URLPattern) or not route.startswith(PROJECT_PAGES_PREFIX):
+            continue
+        url = "/" + route
+        for name in pattern.pattern.converters:
+            value = project_pk if name == "pk" else "monitor" if name == "stage" else 1
+            url = re.sub(rf"<\w+:{name}>", str(value), url)
+        routes.append((pattern.name, url))
+    return routes
+
+
+def test_a_rater_gets_nothing_of_the_project_on_any_project_page(world) -> None:
+    from projects.models import AuditEvent
+
+    project = world.project
+    project.description = "The team's secret plan for the triage model."
+    project.save(update_fields=["description"])
+    rater = _client(world.users["rater"])
+    routes = _project_routes(project.pk)
+    assert len(routes) > 20 and "project-detail" in dict(routes), routes
+    events = AuditEvent.objects.count()
+    for name, url in routes:
+        for method in ("get", "post"):
+            response = getattr(rater, method)(url, {"name": "x"} if method == "post" else None)
+            html = response.content.decode()
+            if name == "project-detail" and method == "get":
+                # The project's own page sends the rater to their campaigns in it.
+                assert response.status_code == 302, url
+                assert response["Location"] == f"/feedback/?project={project.pk}"
+            else:
+                assert response.status_code == 404, (method, url, response.status_code)
+            assert "secret plan" not in html and 'class="stages"' not in html, (method, url)
+    assert AuditEvent.objects.count() == events  # nothing was done either
+    # The other roles still get the pages (a viewer sees the work).
+    viewer = _client(world.users["viewer"])
+    for url in (f"/projects/{project.pk}/", f"/projects/{project.pk}/data/"):
+        assert viewer.get(url).status_code == 200, url
+
+
+def test_a_rater_lands_on_their_campaigns_in_the_project(world) -> None:
+    from tests.factories import ProjectFactory
+
+    rater = world.users["rater"]
+    here = campaign_with_items(world, n_items=1, overlap=1, raters=[rater], name="Rate here")
+    elsewhere = ProjectFactory(team=world.team, name="Billing bot", slug="billing")
+    world.project, original = elsewhere, world.project
+    campaign_with_items(world, n_items=1, overlap=1, raters=[rater], name="Rate there")
+    world.project = original
+    client = _client(rater)
+    response = client.get(f"/projects/{original.pk}/", follow=True)
+    assert response.redirect_chain == [(f"/feedback/?project={original.pk}", 302)]
+    html = response.content.decode()
+    assert "My campaigns in Support triage" in html
+    assert f'data-campaign="{here.pk}"' in html and "Rate there" not in html
+    assert 'class="stages"' not in html
+    # The dashboard leads the rater straight there, without the goals of a project they rate.
+    dashboard = client.get("/").content.decode()
+    assert f'href="/feedback/?project={original.pk}"' in dashboard
+    assert f'href="/projects/{original.pk}/"' not in dashboard
+    # Another team's project is a 404, as everywhere.
+    assert client.get(f"/feedback/?project={world.other_project.pk}").status_code == 404
+    assert client.get("/feedback/?project=nope").status_code == 404
+    # A manager's project page is the project page.
+    manager = _client(world.users["manager"])
+    assert 'class="stages"' in manager.get(f"/projects/{original.pk}/").content.decode()
 
 
 @pytest.mark.parametrize("task", ["ranking", "rating", "correction"])
