@@ -1449,54 +1449,125 @@ class CampaignSettingsForm(forms.Form):
         return [self.members[pk] for pk in self.cleaned_data["raters"]]
 
 
+def _ordinal(place: int) -> str:
+    """1 -> "Best", 2 -> "2nd", 3 -> "3rd", 4 -> "4th" (an item has at most 8 responses)."""
+    return {1: "Best", 2: "2nd", 3: "3rd"}.get(place, f"{place}th")
+
+
 class AdjudicateForm(forms.Form):
-    """A manager's label for an item in disagreement: the pairwise choice, or the value as
-    JSON for the other tasks (the shape the raters' judgments have)."""
+    """A manager's label for an item in disagreement, with the inputs of the campaign's task:
+    pairwise, the choice; ranking, a select per place (best first) of the item's responses;
+    rating, a 1-5 number per criterion per response; correction, which response and its
+    corrected text. Responses are named in the item's own order (response 1 is the first as
+    stored), which is how an adjudicated value is stored. The form checks that each input is
+    there and of its type; what the value means (each response ranked once, the scale, the
+    text's length) is checked by the one validator, ``validate_judgment_value``, in the
+    service, whose refusal the page shows beside the field errors."""
 
     item = forms.IntegerField(widget=forms.HiddenInput)
-    choice = forms.ChoiceField(
-        required=False,
-        choices=(
-            ("", "—"),
-            ("a", "A (the first response) is better"),
-            ("b", "B (the second response) is better"),
-            ("tie", "Tie"),
-            ("both_bad", "Both bad"),
-        ),
-    )
-    value_json = forms.CharField(
-        required=False,
-        label="Value (JSON)",
-        widget=forms.Textarea(attrs={"rows": 2}),
-        help_text='e.g. {"ranking": [2, 0, 1]} or {"ratings": [{"helpfulness": 4}]}',
-    )
 
-    def __init__(self, *args, task: str, **kwargs) -> None:
+    def __init__(
+        self,
+        *args,
+        task: str,
+        n_responses: int,
+        criteria: list[str] | tuple[str, ...] = (),
+        item_pk: int | None = None,
+        adjudicated: dict | None = None,
+        **kwargs,
+    ) -> None:
+        from evaluation.feedback.models import RATING_SCALE
+        from evaluation.feedback.services.labeling import PAIRWISE_CHOICES
+
+        # Each item of the page has its form: ids of their own.
+        kwargs.setdefault("auto_id", f"id_adjudicate_{item_pk}_%s")
         super().__init__(*args, **kwargs)
-        self.task = task
+        self.task, self.n_responses, self.criteria = task, n_responses, list(criteria)
+        self.initial.setdefault("item", item_pk)
+        responses = [("", "—")] + [(str(p), f"Response {p}") for p in range(1, n_responses + 1)]
+        labels = {
+            "a": "A (response 1) is better",
+            "b": "B (response 2) is better",
+            "tie": "Tie",
+            "both_bad": "Both bad",
+        }
         if task == "pairwise":
-            del self.fields["value_json"]
-        else:
-            del self.fields["choice"]
+            self.fields["choice"] = forms.ChoiceField(
+                choices=[("", "—")] + [(c, labels.get(c, c)) for c in PAIRWISE_CHOICES],
+                label="The label that counts",
+            )
+        elif task == "ranking":
+            for place in range(1, n_responses + 1):
+                self.fields[f"rank_{place}"] = forms.TypedChoiceField(
+                    choices=responses, coerce=int, label=_ordinal(place)
+                )
+        elif task == "rating":
+            low, high = RATING_SCALE
+            for position in range(1, n_responses + 1):
+                for criterion in self.criteria:
+                    label = f"Response {position}: {criterion}"
+                    self.fields[f"rating_{position}_{criterion}"] = forms.IntegerField(
+                        min_value=low,
+                        max_value=high,
+                        label=label,
+                        widget=forms.NumberInput(attrs={"aria-label": label, "class": "score"}),
+                    )
+        elif task == "correction":
+            if n_responses > 1:
+                self.fields["response"] = forms.TypedChoiceField(
+                    choices=responses, coerce=int, label="Corrected response"
+                )
+            self.fields["text"] = forms.CharField(
+                label="Corrected text",
+                strip=False,
+                widget=forms.Textarea(attrs={"rows": 3}),
+            )
+        if adjudicated and not self.is_bound:
+            self.initial.update(self._initial_from(adjudicated))
 
-    def clean(self) -> dict:
-        cleaned = super().clean()
+    def _initial_from(self, value: dict) -> dict:
+        """The inputs holding an already adjudicated ``value`` (stored in the item's order)."""
         if self.task == "pairwise":
-            if not cleaned.get("choice"):
-                self.add_error("choice", "Choose the label that counts.")
-            else:
-                cleaned["value"] = {"choice": cleaned["choice"], "reason": ""}
-        else:
-            try:
-                value = json.loads(cleaned.get("value_json") or "")
-            except ValueError:
-                self.add_error("value_json", "Not valid JSON.")
-            else:
-                if not isinstance(value, dict):
-                    self.add_error("value_json", "A JSON object, as a judgment's value.")
-                else:
-                    cleaned["value"] = value
-        return cleaned
+            return {"choice": value.get("choice")}
+        if self.task == "ranking":
+            return {f"rank_{k}": i + 1 for k, i in enumerate(value.get("ranking") or [], 1)}
+        if self.task == "rating":
+            return {
+                f"rating_{position}_{criterion}": score
+                for position, row in enumerate(value.get("ratings") or [], 1)
+                for criterion, score in (row or {}).items()
+            }
+        return {"response": (value.get("response") or 0) + 1, "text": value.get("text", "")}
+
+    def place_fields(self) -> list:
+        """The ranking's selects, best first."""
+        return [self[f"rank_{p}"] for p in range(1, self.n_responses + 1)]
+
+    def rating_rows(self) -> list[tuple[int, list]]:
+        """``(response position, [its field per criterion])`` for the rating table."""
+        return [
+            (p, [self[f"rating_{p}_{c}"] for c in self.criteria])
+            for p in range(1, self.n_responses + 1)
+        ]
+
+    def value(self) -> dict:
+        """The judgment value the inputs make, for the service's validator (a valid form)."""
+        data = self.cleaned_data
+        if self.task == "pairwise":
+            return {"choice": data["choice"], "reason": ""}
+        if self.task == "ranking":
+            return {"ranking": [data[f"rank_{p}"] for p in range(1, self.n_responses + 1)]}
+        if self.task == "rating":
+            return {
+                "ratings": [
+                    {c: data[f"rating_{p}_{c}"] for c in self.criteria}
+                    for p in range(1, self.n_responses + 1)
+                ]
+            }
+        value = {"text": data["text"]}
+        if "response" in data:
+            value["response"] = data["response"]
+        return value
 
 
 DEFAULT_JUDGING_PROMPT = (

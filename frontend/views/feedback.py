@@ -232,6 +232,9 @@ def _campaign_page(
     for ai_rater in ai_raters:
         ai_rater.recent_jobs = ai_jobs[ai_rater.pk][:3]
         ai_rater.stats = ai_agreement.get(ai_rater.pk)
+    unlisted_adjudication = _adjudication_forms(
+        campaign, stats["disagreements"]["items"], adjudicate_form
+    )
     context.update(
         campaign=campaign,
         stats=stats,
@@ -249,6 +252,7 @@ def _campaign_page(
         ai_rater_open=ai_rater_form is not None,
         export_form=export_form or FeedbackExportForm(),
         adjudicate_form=adjudicate_form,
+        unlisted_adjudication=unlisted_adjudication,
         rate_url=reverse("feedback-rate", args=[campaign.pk]),
         is_rater=any(u.pk == request.user.pk for u in raters),
     )
@@ -336,24 +340,63 @@ def campaign_settings(request: HttpRequest, pk: int) -> HttpResponse:
     return _campaign_page(request, campaign, settings_form=form)
 
 
+def _adjudicate_form(campaign: Campaign, item_pk: int | None, responses, **kwargs):
+    return AdjudicateForm(
+        task=campaign.task,
+        n_responses=len(responses or []),
+        criteria=campaign_criteria(campaign) if campaign.task == "rating" else (),
+        item_pk=item_pk,
+        **kwargs,
+    )
+
+
+def _adjudication_forms(
+    campaign: Campaign, disagreements: list[dict], bound: AdjudicateForm | None
+) -> AdjudicateForm | None:
+    """A form per item in disagreement (its task's inputs, for its number of responses; the
+    posted one bound, with its errors); the bound form when its item is not listed. One query
+    for the items' responses."""
+    responses = dict(
+        campaign.items.filter(pk__in=[d["item"] for d in disagreements]).values_list(
+            "pk", "responses"
+        )
+    )
+    unlisted = bound
+    for row in disagreements:
+        if bound is not None and bound.initial.get("item") == row["item"]:
+            row["form"], unlisted = bound, None
+        else:
+            row["form"] = _adjudicate_form(
+                campaign,
+                row["item"],
+                responses.get(row["item"]),
+                adjudicated=row.get("adjudicated_value"),
+            )
+    return unlisted
+
+
 @login_required
 @require_POST
 def item_adjudicate(request: HttpRequest, pk: int) -> HttpResponse:
     from evaluation.feedback.services.labeling import item_adjudicate as adjudicate
 
     campaign = _edited_campaign(request, pk)
-    form = AdjudicateForm(request.POST, task=campaign.task)
-    if form.is_valid():
-        item = campaign.items.filter(pk=form.cleaned_data["item"]).first()
-        if item is None:
-            form.add_error(None, "That item is not in this campaign.")
-        elif call_service(
-            form, adjudicate, actor=request.user, item=item, value=form.cleaned_data["value"]
-        ):
-            messages.success(request, f"Item {item.index}: the adjudicated label now counts.")
-            return _back(campaign, "disagreements")
-    messages.error(request, " ".join(e for errors in form.errors.values() for e in errors))
-    return _back(campaign, "disagreements")
+    raw = request.POST.get("item", "")
+    # A hidden field a person does not type: anything but a short whole number is no item.
+    item = campaign.items.filter(pk=int(raw)).first() if raw.isdigit() and len(raw) < 19 else None
+    form = _adjudicate_form(
+        campaign, item.pk if item else None, item.responses if item else [], data=request.POST
+    )
+    if item is None:
+        form.is_valid()
+        form.add_error(None, "That item is not in this campaign.")
+    elif form.is_valid() and call_service(
+        form, adjudicate, actor=request.user, item=item, value=form.value()
+    ):
+        messages.success(request, f"Item {item.index}: the adjudicated label now counts.")
+        return _back(campaign, "disagreements")
+    # Every error at once, next to its input, in the item's row.
+    return _campaign_page(request, campaign, adjudicate_form=form)
 
 
 @login_required

@@ -550,3 +550,123 @@ def test_the_tab_query_count_does_not_grow_with_judgments(world) -> None:
         '"evaluation_judgment"."value"' in q["sql"] and "SUM(" not in q["sql"]
         for q in lots.captured_queries
     )
+
+
+# --- adjudication: the task's own inputs, one validator, every error at once --------------------
+
+
+def test_adjudicating_a_ranking_with_a_select_per_place(world) -> None:
+    raters = extra_raters(world, 2)
+    campaign = campaign_with_items(world, task="ranking", n_items=1, overlap=2, raters=raters)
+    # Two raters, two different top choices: no majority.
+    tops = [[0, 1, 2], [2, 1, 0]]
+    _bulk_judgments(campaign, raters, lambda i, r: {"ranking": tops[r]})
+    item = campaign.items.get()
+    client = _client(world.users["manager"])
+    url = f"/feedback/campaigns/{campaign.pk}/adjudicate/"
+    row = _section(
+        client.get(f"/feedback/campaigns/{campaign.pk}/").content.decode(), "disagreements"
+    )
+    assert f'data-adjudicate="{item.pk}"' in row
+    for place in (1, 2, 3):
+        assert f'name="rank_{place}"' in row
+    assert "Response 3" in row and "value_json" not in row
+    # A place left empty and a value that is no response: both said at once, nothing stored.
+    response = client.post(url, {"item": item.pk, "rank_1": "2", "rank_2": "7"})
+    assert response.status_code == 200
+    errors = response.context["adjudicate_form"].errors
+    assert {"rank_2", "rank_3"} <= set(errors), errors
+    html = response.content.decode()
+    assert html.count('class="errors"') >= 2 and f'data-adjudicate="{item.pk}"' in html
+    # Every input there, one response twice: the service's validator refuses it, in the row.
+    response = client.post(url, {"item": item.pk, "rank_1": "2", "rank_2": "2", "rank_3": "1"})
+    assert response.status_code == 200
+    assert "name each position once" in str(response.context["adjudicate_form"].non_field_errors())
+    item.refresh_from_db()
+    assert item.adjudicated is None
+    response = client.post(url, {"item": item.pk, "rank_1": "2", "rank_2": "3", "rank_3": "1"})
+    assert response.status_code == 302
+    item.refresh_from_db()
+    assert item.adjudicated["value"] == {"ranking": [1, 2, 0]}
+    # The adjudicated ranking fills the selects when the page shows the row again.
+    row = _section(
+        client.get(f"/feedback/campaigns/{campaign.pk}/").content.decode(), "disagreements"
+    )
+    form = row[row.index(f'data-adjudicate="{item.pk}"') :]
+    chosen = re.findall(r'name="rank_(\d)"[^>]*>.*?<option value="(\d)" selected>', form, re.S)
+    assert chosen == [("1", "2"), ("2", "3"), ("3", "1")], chosen
+
+
+def test_adjudicating_ratings_with_a_number_per_criterion_and_response(world) -> None:
+    raters = extra_raters(world, 2)
+    campaign = campaign_with_items(
+        world,
+        task="rating",
+        n_items=1,
+        overlap=2,
+        raters=raters,
+        criteria=["tone", "facts"],
+        responses=2,
+    )
+    scores = [
+        [{"tone": 1, "facts": 2}, {"tone": 3, "facts": 3}],
+        [{"tone": 5, "facts": 2}, {"tone": 3, "facts": 3}],
+    ]
+    _bulk_judgments(campaign, raters, lambda i, r: {"ratings": scores[r]})
+    item = campaign.items.get()
+    client = _client(world.users["manager"])
+    row = _section(
+        client.get(f"/feedback/campaigns/{campaign.pk}/").content.decode(), "disagreements"
+    )
+    for name in ("rating_1_tone", "rating_1_facts", "rating_2_tone", "rating_2_facts"):
+        assert f'name="{name}"' in row, name
+    url = f"/feedback/campaigns/{campaign.pk}/adjudicate/"
+    response = client.post(
+        url,
+        {"item": item.pk, "rating_1_tone": "9", "rating_1_facts": "0", "rating_2_tone": "3"},
+    )
+    assert response.status_code == 200
+    errors = response.context["adjudicate_form"].errors
+    assert {"rating_1_tone", "rating_1_facts", "rating_2_facts"} == set(errors), errors
+    assert "less than or equal to 5" in errors["rating_1_tone"][0]
+    item.refresh_from_db()
+    assert item.adjudicated is None
+    response = client.post(
+        url,
+        {
+            "item": item.pk,
+            "rating_1_tone": "3",
+            "rating_1_facts": "2",
+            "rating_2_tone": "3",
+            "rating_2_facts": "4",
+        },
+    )
+    assert response.status_code == 302
+    item.refresh_from_db()
+    assert item.adjudicated["value"] == {
+        "ratings": [{"tone": 3, "facts": 2}, {"tone": 3, "facts": 4}]
+    }
+
+
+def test_adjudicating_a_correction_with_a_textarea(world) -> None:
+    campaign = campaign_with_items(world, task="correction", n_items=1, overlap=2)
+    item = campaign.items.get()
+    client = _client(world.users["manager"])
+    url = f"/feedback/campaigns/{campaign.pk}/adjudicate/"
+    # Blank text passes the form (it is text) and is refused by the validator, with its reason.
+    response = client.post(url, {"item": item.pk, "text": "   "})
+    assert response.status_code == 200
+    assert "not empty" in response.content.decode()
+    assert 'id="adjudicate-errors"' in response.content.decode()
+    response = client.post(url, {"item": item.pk, "text": "Open Settings, then Reset."})
+    assert response.status_code == 302
+    item.refresh_from_db()
+    assert item.adjudicated["value"] == {"response": 0, "text": "Open Settings, then Reset."}
+    # An item of another campaign (or no item) is refused, not adjudicated.
+    other = campaign_with_items(world, task="correction", n_items=1, overlap=2).items.get()
+    for raw in (other.pk, "", "1" * 40):
+        response = client.post(url, {"item": raw, "text": "x"})
+        assert response.status_code == 200
+        assert "not in this campaign" in response.content.decode(), raw
+    other.refresh_from_db()
+    assert other.adjudicated is None
