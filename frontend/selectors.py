@@ -10,7 +10,7 @@ from collections import defaultdict
 from typing import Any
 
 from django.db.models import Case, Count, F, Q, Sum, TextField, When, Window
-from django.db.models.fields.json import KT
+from django.db.models.fields.json import KT, KeyTextTransform, KeyTransform
 from django.db.models.functions import Coalesce
 
 from evaluation.feedback import export_selectors
@@ -111,9 +111,13 @@ def _pairwise_counts(user: User, project: Project) -> list[dict[str, Any]]:
             rater__isnull=False,
         )
         .annotate(
-            first=KT("item__responses__0__model_version_id"),
-            second=KT("item__responses__1__model_version_id"),
-            choice=Coalesce(KT("item__adjudicated__value__choice"), KT("value__choice")),
+            # KT() reads a field of the model itself; across the item, the transforms in full.
+            first=KeyTextTransform("model_version_id", KeyTransform("0", "item__responses")),
+            second=KeyTextTransform("model_version_id", KeyTransform("1", "item__responses")),
+            choice=Coalesce(
+                KeyTextTransform("choice", KeyTransform("value", "item__adjudicated")),
+                KT("value__choice"),
+            ),
         )
         .order_by()
         .values("item__campaign_id", "item__campaign__name", "first", "second", "choice")
@@ -211,6 +215,7 @@ def feedback_loop(user: User, project: Project) -> dict[str, Any]:
     if exports:
         jobs = list(
             training_selectors.training_jobs_for_user(user)
+            .select_related("model_version__registered_model")
             .filter(
                 project=project,
                 kind__in=PREFERENCE_KINDS,

@@ -6,6 +6,7 @@ tab's query count."""
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import pytest
@@ -670,3 +671,116 @@ def test_adjudicating_a_correction_with_a_textarea(world) -> None:
         assert "not in this campaign" in response.content.decode(), raw
     other.refresh_from_db()
     assert other.adjudicated is None
+
+
+# --- the project page's feedback loop -------------------------------------------------------------
+
+
+_loops = itertools.count(1)
+
+
+def _loop(world, *, campaigns: int = 1):
+    """v1 served, a blind pairwise campaign of v1 against v2 with its judgments, its export as a
+    dataset version and a DPO job trained on it (its version registered): the issue's loop.
+    ``campaigns`` more campaigns, exports and jobs add rows, not queries."""
+    from datasets_app.models import DatasetVersion
+    from serving.models import Endpoint
+    from tests.api.objects import build
+    from training.models import ModelVersion, TrainingJob
+
+    raters = extra_raters(world, 3)
+    # Item 0: a, b, b; item 1: b, b, tie: the newer (response B) wins 4, loses 1, ties 1.
+    choices = {0: ["a", "b", "b"], 1: ["b", "b", "tie"]}
+    made = []
+    for _ in range(campaigns):
+        campaign = campaign_with_items(
+            world, n_items=2, overlap=3, raters=raters, name=f"v1 against v2 #{next(_loops)}"
+        )
+        older, newer = (r["model_version_id"] for r in campaign.items.first().responses)
+        _bulk_judgments(campaign, raters, lambda i, r: {"choice": choices[i][r], "reason": ""})
+        data = build(DatasetVersion, world)
+        export = build(
+            FeedbackExport,
+            world,
+            campaign=campaign,
+            status="succeeded",
+            dataset_version=data,
+            format="preference",
+            rows=6,
+        )
+        trained = build(ModelVersion, world, task_kind="dpo", dataset_version=data)
+        job = build(
+            TrainingJob,
+            world,
+            kind="dpo",
+            name=f"dpo on {campaign.name}",
+            status="succeeded",
+            train_version=data,
+            model_version=trained,
+        )
+        made.append((campaign, export, job, trained))
+    served = ModelVersion.objects.get(pk=older)
+    endpoint = build(Endpoint, world, name="Support bot", version=served, canary_version=None)
+    return {"made": made, "older": older, "newer": newer, "endpoint": endpoint}
+
+
+def test_the_project_page_shows_the_feedback_loop(world) -> None:
+    loop = _loop(world)
+    campaign, export, job, trained = loop["made"][0]
+    client = _client(world.users["viewer"])
+    html = client.get(f"/projects/{world.project.pk}/").content.decode()
+    panel = _section(html, "feedback-loop")
+    served = panel[panel.index('data-loop="served"') :]
+    assert f'href="/model-versions/{loop["older"]}/"' in served.split("</dd>")[0]
+    assert f'href="/deploy/endpoints/{loop["endpoint"].pk}/"' in served
+    assert f'data-campaign="{campaign.pk}"' in panel and "6 judgments" in panel
+    assert f'data-export="{export.pk}"' in panel
+    assert f'href="/versions/{export.dataset_version_id}/"' in panel
+    trained_row = panel[panel.index(f'data-trained="{job.pk}"') :]
+    assert f'href="/model-versions/{trained.pk}/"' in trained_row.split("</div>")[0]
+    # The newer version's win rate over the older one: (4 + 1/2) / 6.
+    win = panel[panel.index('data-loop="win-rate"') :].split("</dd>")[0]
+    assert "data-win-rate>75%" in win and "4 won, 1 lost, 1 tied" in win
+    newer = training_version_label(loop["newer"])
+    older = training_version_label(loop["older"])
+    assert win.index(newer) < win.index(" over ") < win.index(older)
+    # Adjudicated: an item's label replaces its raters' (item 0 becomes b, b, b).
+    item = campaign.items.get(index=0)
+    item.adjudicated = {"value": {"choice": "b", "reason": ""}, "by": None, "at": ""}
+    item.save(update_fields=["adjudicated"])
+    html = client.get(f"/projects/{world.project.pk}/").content.decode()
+    assert "5 won, 0 lost, 1 tied" in _section(html, "feedback-loop")
+
+
+def training_version_label(pk: int) -> str:
+    from training.models import ModelVersion
+
+    return str(ModelVersion.objects.select_related("registered_model").get(pk=pk))
+
+
+def test_the_feedback_loop_is_a_one_line_hint_when_empty(world) -> None:
+    html = _client(world.users["viewer"]).get(f"/projects/{world.project.pk}/").content.decode()
+    panel = _section(html, "feedback-loop")
+    panel = panel[: panel.index("</div>\n", panel.index("data-loop-hint"))]
+    assert "data-loop-hint" in panel and 'data-loop="served"' not in panel
+
+
+def test_the_feedback_loop_reads_a_fixed_number_of_queries(world) -> None:
+    from frontend.selectors import feedback_loop
+
+    _loop(world)
+    manager = world.users["manager"]
+    client = _client(manager)
+    url = f"/projects/{world.project.pk}/"
+    client.get(url)  # warm caches (content types, sessions)
+    with CaptureQueriesContext(connection) as queries:
+        loop = feedback_loop(manager, world.project)
+    # Endpoints, campaigns, exports, their training jobs, the pairwise counts, their versions.
+    assert len(queries) == 6, [q["sql"] for q in queries.captured_queries]
+    assert loop["win_rate"]["games"] == 6
+    with CaptureQueriesContext(connection) as one:
+        assert client.get(url).status_code == 200
+    _loop(world, campaigns=3)
+    with CaptureQueriesContext(connection) as more:
+        assert client.get(url).status_code == 200
+    assert len(more) == len(one), [q["sql"] for q in more.captured_queries]
