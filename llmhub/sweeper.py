@@ -6,6 +6,9 @@ messages unsent for as long as it was down. Each worker and web process therefor
 :func:`llmhub.jobs.sweep_stale_jobs` itself, every ``JOB_SWEEP_INTERVAL_SECONDS`` (with jitter,
 so processes started together do not sweep in lockstep). Concurrent sweeps are harmless: every
 change is a conditional update. ``LLMHUB_JOB_SWEEP_IN_PROCESS=false`` turns it off.
+
+The same thread runs the stage apps' periodic functions (``llmhub/periodic.py``: assignment
+expiry, later drift checks...), waking for whichever is due first, the sweep or one of them.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import logging
 import os
 import random
 import threading
+import time
 
 from django.conf import settings
 from django.db import connection
@@ -22,10 +26,12 @@ logger = logging.getLogger(__name__)
 
 _lock = threading.RLock()  # re-entrant: stop_sweeper may run in a signal handler
 _running: dict[int, Sweeper] = {}  # pid -> the sweeper of that process (none survives a fork)
+MIN_WAIT_SECONDS = 0.05  # between ticks, whatever a periodic function's period
 
 
 class Sweeper(threading.Thread):
-    """A daemon thread sweeping every ``interval`` seconds (the first sweep right away)."""
+    """A daemon thread sweeping every ``interval`` seconds (the first sweep right away) and
+    running the periodic functions as they come due (one thread: a slow one delays the rest)."""
 
     def __init__(self, *, interval: float, where: str) -> None:
         super().__init__(name=f"llmhub-job-sweeper-{where}", daemon=True)
@@ -35,20 +41,28 @@ class Sweeper(threading.Thread):
         self.sweeps = 0
 
     def run(self) -> None:
+        from llmhub import periodic
         from llmhub.jobs import sweep_stale_jobs
 
         logger.info("Job sweep every %ss in this %s process", self.interval, self.where)
-        delay = 0.0  # a (re)started process recovers what waited for it at once
-        while not self.stopped.wait(delay):
+        next_sweep = time.monotonic()  # a (re)started process recovers what waited for it at once
+        while True:
+            if time.monotonic() >= next_sweep:
+                try:
+                    sweep_stale_jobs()
+                except Exception:  # a database hiccup must not end the timer
+                    logger.exception("The job sweep failed; trying again in %ss", self.interval)
+                self.sweeps += 1
+                next_sweep = time.monotonic() + self.interval * random.uniform(0.8, 1.2)
             try:
-                sweep_stale_jobs()
-            except Exception:  # a database hiccup must not end the timer
-                logger.exception("The job sweep failed; trying again in %ss", self.interval)
+                periodic.run_due()  # each function's failure is logged there
             finally:
-                # Do not hold a connection between sweeps (the server may close idle ones).
+                # Do not hold a connection between ticks (the server may close idle ones).
                 connection.close()
-            self.sweeps += 1
-            delay = self.interval * random.uniform(0.8, 1.2)  # jitter only
+            due = periodic.next_due()
+            wake = next_sweep if due is None else min(next_sweep, due)
+            if self.stopped.wait(max(wake - time.monotonic(), MIN_WAIT_SECONDS)):
+                return
 
     def stop(self, timeout: float = 10) -> None:
         self.stopped.set()
