@@ -96,7 +96,8 @@ def _span(s: Setting) -> str:
     return f"between {s.min:g} and {s.max:g}"
 
 
-def _check(s: Setting, value: Any) -> Any:
+def check_setting(s: Setting, value: Any) -> Any:
+    """``value`` typed and in ``s``'s range (JobInputError naming the setting otherwise)."""
     if value is None:
         if s.nullable:
             return None
@@ -132,7 +133,7 @@ def validate_settings(values: dict[str, Any] | None) -> dict[str, Any]:
         raise JobInputError(
             f"Unknown setting(s): {', '.join(map(str, unknown))}. Settings: {', '.join(_BY_NAME)}."
         )
-    checked = {name: _check(_BY_NAME[name], value) for name, value in values.items()}
+    checked = {name: check_setting(_BY_NAME[name], value) for name, value in values.items()}
     temperature = checked.get("temperature", _BY_NAME["temperature"].default)
     if checked.get("do_sample") and temperature == 0:
         raise JobInputError("Sampling needs a temperature above 0 (0 means greedy).")
@@ -186,4 +187,4 @@ def validate_bias_params(kind: str, params: dict[str, Any] | None) -> dict[str, 
             f"Unknown parameter(s): {', '.join(map(str, unknown))}. "
             f"Parameters of {kind}: {', '.join(allowed)}."
         )
-    return {name: _check(allowed[name], value) for name, value in params.items()}
+    return {name: check_setting(allowed[name], value) for name, value in params.items()}

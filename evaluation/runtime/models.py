@@ -224,6 +224,14 @@ def encode(loaded: LoadedModel, text: str, *, special: bool = True) -> list[int]
     return list(loaded.tokenizer(text, add_special_tokens=special)["input_ids"])
 
 
+def mean_pooled(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Sentence embeddings: the mean of ``hidden`` (batch, tokens, dims) over the tokens the
+    mask keeps (padding left out), L2-normalised."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+    return torch.nn.functional.normalize(pooled, p=2, dim=-1)
+
+
 def _batches(n: int, size: int) -> list[range]:
     return [range(i, min(i + size, n)) for i in range(0, n, size)]
 

@@ -223,14 +223,11 @@ class EmbedBackend(_TextBackend):
         return await self._submit(texts)
 
     def _forward(self, texts: list[str]) -> tuple[list, list[int]]:
-        import torch
+        from evaluation.runtime.models import mean_pooled
 
         enc = self._tokenise(texts)
         out = self._loaded.model(**enc, output_hidden_states=True)
-        hidden = out.hidden_states[-1].float()
-        mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
-        vectors = torch.nn.functional.normalize(pooled, p=2, dim=-1)
+        vectors = mean_pooled(out.hidden_states[-1].float(), enc["attention_mask"])
         return vectors.cpu().tolist(), enc["attention_mask"].sum(dim=1).tolist()
 
 
