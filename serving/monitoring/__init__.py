@@ -1,0 +1,1 @@
+"""The Monitor stage: dashboards, drift reports and alerts of deployed endpoints."""
