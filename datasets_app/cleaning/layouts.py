@@ -4,11 +4,15 @@ data (trl's standard formats), called by the ingest on every row of its first pa
 - ``preference``: a prompt, a chosen and a rejected response per row (DPO, reward models);
 - ``unpaired``: a prompt, a completion and a boolean label per row (KTO).
 
-A row missing one of them, or holding an empty one, fails the ingest naming its line, so no
-version holds pairs training would trip over. Plain Python, no Django.
+A row missing one of them, or holding an empty one, fails the ingest naming its line and row, so
+no version holds pairs training would trip over. A label is stored as a boolean whatever the
+file wrote (``true``/``false``, ``1``/``0``, ``yes``/``no``, ``thumbs up``/``thumbs down``: a
+CSV holds text, and KTO reads a boolean); anything else is refused. Plain Python, no Django.
 """
 
 from __future__ import annotations
+
+import re
 
 from llmhub.reporting import JobInputError
 
@@ -17,7 +21,22 @@ LAYOUTS: dict[str, tuple[tuple[str, str], ...]] = {
     "preference": (("prompt", "prompt"), ("chosen", "chosen"), ("rejected", "rejected")),
     "unpaired": (("prompt", "prompt"), ("completion", "target"), ("label", "label")),
 }
-LABEL_VALUES = {"true": True, "false": False, "1": True, "0": False}
+# What a label may say (lower case, spaces, "_" and "-" alike), and the boolean it means.
+LABEL_VALUES = {
+    "true": True,
+    "false": False,
+    "1": True,
+    "0": False,
+    "yes": True,
+    "no": False,
+    "thumbs up": True,
+    "thumbs down": False,
+    "\N{THUMBS UP SIGN}": True,
+    "\N{THUMBS DOWN SIGN}": False,
+}
+LABEL_HELP = "true/false, 1/0, yes/no or thumbs up/down"
+# The fields a layout stores with a type of their own (the others are text).
+BOOLEAN_FIELDS = {"unpaired": ("label",)}
 
 
 def layout_columns(layout: str, column_roles: dict[str, str] | None) -> dict[str, str]:
@@ -27,14 +46,45 @@ def layout_columns(layout: str, column_roles: dict[str, str] | None) -> dict[str
 
 
 def check_label(value) -> bool | None:
-    """The boolean a label value means (true/false, 1/0, "true"/"false"), or None."""
+    """The boolean a label value means (see ``LABEL_VALUES``; JSON true/false and 1/0 too),
+    or None."""
     if isinstance(value, bool):
         return value
     if isinstance(value, int) and value in (0, 1):
         return bool(value)
     if isinstance(value, str):
-        return LABEL_VALUES.get(value.strip().lower())
+        return LABEL_VALUES.get(re.sub(r"[\s_-]+", " ", value.strip().lower()))
     return None
+
+
+def _boolean_columns(layout: str | None, column_roles: dict[str, str] | None) -> list[str]:
+    if layout not in BOOLEAN_FIELDS:
+        return []
+    columns = layout_columns(layout, column_roles)
+    return [columns[name] for name in BOOLEAN_FIELDS[layout]]
+
+
+def convert_rows(
+    batch: list[dict], *, layout: str | None, column_roles: dict[str, str] | None
+) -> list[dict]:
+    """``batch`` (rows :func:`check_rows` accepted) with the layout's labels as booleans, in
+    place: what the table stores, whatever the file wrote."""
+    for column in _boolean_columns(layout, column_roles):
+        for row in batch:
+            row[column] = check_label(row[column])
+    return batch
+
+
+def table_schema(schema, *, layout: str | None, column_roles: dict[str, str] | None):
+    """The Parquet (pyarrow) ``schema`` with the layout's label column typed boolean, however
+    the reader typed the file's values (text, integers)."""
+    import pyarrow as pa
+
+    for column in _boolean_columns(layout, column_roles):
+        index = schema.get_field_index(column)
+        if index >= 0:
+            schema = schema.set(index, pa.field(column, pa.bool_()))
+    return schema
 
 
 def check_rows(
@@ -52,7 +102,8 @@ def check_rows(
     lines = getattr(batch, "lines", None)
     repeated = 0
     for offset, row in enumerate(batch):
-        where = f"Line {lines[offset]}" if lines else f"Row {first_row + offset}"
+        row_number = first_row + offset
+        where = f"Line {lines[offset]} (row {row_number})" if lines else f"Row {row_number}"
         for name, column in columns.items():
             value = row.get(column)
             label = f"'{name}'" if column == name else f"'{name}' (column '{column}')"
@@ -64,7 +115,7 @@ def check_rows(
             if name == "label":
                 if check_label(value) is None:
                     raise JobInputError(
-                        f"{where}: {label} must be true or false, not {str(value)[:40]!r}."
+                        f"{where}: {label} must be {LABEL_HELP}, not {str(value)[:40]!r}."
                     )
             elif not isinstance(value, str):
                 raise JobInputError(f"{where}: {label} must be text, not {type(value).__name__}.")

@@ -58,8 +58,9 @@ def run_feedback_export(export: FeedbackExport, ctx: JobContext) -> None:
         if rows == 0:
             raise JobInputError(
                 "No item of the campaign gives a row in this format (no judgments, or only "
-                "ties, 'both bad', middling ratings or items without a majority): no version "
-                "was created."
+                "ties, 'both bad', middling ratings, items without a majority, or as "
+                "preference pairs, ratings of one response per item or equal ones): no "
+                "version was created."
             )
         ctx.progress(0.95, f"Registering {rows:,} rows")
         version = exports.export_register(export=export, result=result, rows=rows)

@@ -9,6 +9,7 @@ from evaluation.api import views as evaluation_views
 from evaluation.feedback.api import ai_raters as feedback_ai_views
 from evaluation.feedback.api import campaigns as feedback_campaign_views
 from evaluation.feedback.api import exports as feedback_export_views
+from evaluation.feedback.api import imports as feedback_import_views
 from evaluation.feedback.api import labeling as feedback_labeling_views
 from evaluation.feedback.api import stats as feedback_stats_views
 from projects.api import views as project_views
@@ -51,6 +52,9 @@ router.register(
 )
 router.register(
     "feedback-exports", feedback_export_views.FeedbackExportViewSet, basename="feedback-export"
+)
+router.register(
+    "feedback-imports", feedback_import_views.FeedbackImportViewSet, basename="feedback-import"
 )
 router.register(
     "feedback-ai-raters", feedback_ai_views.AIRaterViewSet, basename="feedback-ai-rater"

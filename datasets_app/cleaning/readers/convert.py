@@ -218,6 +218,8 @@ def _convert_text(
             csv_types.observe(batch)
             names = names or dict.fromkeys(batch[0])
         else:
+            # The schema is inferred from the values stored (labels as booleans).
+            layouts.convert_rows(batch, layout=options.layout, column_roles=options.column_roles)
             for row in batch:
                 names.update(dict.fromkeys(row))
             schemas.append(parquet_io.batch_schema(batch, rows + 1))
@@ -237,12 +239,14 @@ def _convert_text(
         empty = [f.name for f in schema if pa.types.is_null(f.type)]
         if empty:
             findings.note(f"Columns with no values at all: {', '.join(empty)}.")
+    schema = layouts.table_schema(schema, layout=options.layout, column_roles=options.column_roles)
     # Pass two: write.
     written = 0
     with pq.ParquetWriter(partial, schema, compression="zstd") as writer:
         for batch in batches(lambda f: report(0.45 + 0.5 * f, "Writing Parquet"), None):
             if csv_types is not None:
                 batch = csv_types.convert(batch)
+            layouts.convert_rows(batch, layout=options.layout, column_roles=options.column_roles)
             try:
                 table = pa.Table.from_pylist(batch, schema=schema)
             except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:

@@ -10,6 +10,8 @@ the campaign (the lineage) and its column roles set so the training stage reads 
   - pairwise: the chosen response against the other; ties and "both bad" give no row.
   - ranking: the best response against each of the others (n - 1 rows per item).
   - correction: the corrected text against the response it corrects.
+  - rating (2+ responses): the best by mean rating (over criteria and raters) against each
+    response rated strictly lower; responses with equal means give no pair.
 - ``unpaired``: ``prompt`` / ``completion`` / ``label`` (bool; KTO).
   - rating: a response whose mean rating (over criteria and raters) is >= 4 is ``true``,
     <= 2 ``false``; in between gives no row.
@@ -64,10 +66,18 @@ COLUMN_ROLES = {
 }
 # Which task types each format can be made from.
 FORMAT_TASKS = {
-    PREFERENCE: (FeedbackTask.PAIRWISE, FeedbackTask.RANKING, FeedbackTask.CORRECTION),
+    PREFERENCE: (
+        FeedbackTask.PAIRWISE,
+        FeedbackTask.RANKING,
+        FeedbackTask.RATING,
+        FeedbackTask.CORRECTION,
+    ),
     UNPAIRED: tuple(FeedbackTask.values),
 }
 THUMB_UP_AT, THUMB_DOWN_AT = 4, 2
+# An import file up to this size is checked row by row before it is accepted (under a second
+# for hh-rlhf's 2.4 MB sample); a larger one is checked by its ingest job.
+IMPORT_CHECK_BYTES = 8 * 1024 * 1024
 CHUNK = 2000  # items (and their judgments) held at once
 
 
@@ -184,6 +194,24 @@ def mean_ratings(values: list[dict], adjudicated: dict | None, n: int) -> list[f
     return [sums[i] / counts[i] if counts[i] else None for i in range(n)]
 
 
+def rating_pairs(means: list[float | None]) -> list[tuple[int, int]]:
+    """(chosen, rejected) response indexes from their mean ratings: each response with the top
+    mean against each one rated strictly lower, as a ranking's best against the others. Ties
+    (the top shared, or equal means below it) give no pair between them; unrated responses
+    none at all."""
+    rated = [(index, mean) for index, mean in enumerate(means) if mean is not None]
+    if len(rated) < 2:
+        return []
+    top = max(mean for _index, mean in rated)
+    return [
+        (best, other)
+        for best, best_mean in rated
+        if best_mean == top
+        for other, other_mean in rated
+        if other_mean < top
+    ]
+
+
 def corrections(values: list[dict], adjudicated: dict | None) -> list[tuple[int, str]]:
     """(response index, corrected text) pairs, each text once: the adjudicated one alone when
     there is one, else every rater's."""
@@ -212,6 +240,11 @@ def preference_rows(
         if ranking and len(ranking) >= 2:
             best = _text(responses, ranking[0])
             rows.extend((best, _text(responses, other)) for other in ranking[1:])
+    elif task == FeedbackTask.RATING:
+        rows.extend(
+            (_text(responses, best), _text(responses, other))
+            for best, other in rating_pairs(mean_ratings(values, adjudicated, len(responses)))
+        )
     elif task == FeedbackTask.CORRECTION:
         for index, text in corrections(values, adjudicated):
             original = _text(responses, index)
@@ -411,24 +444,33 @@ def preference_import(
     *,
     actor,
     project: Project,
-    name: str,
     uploaded_file,
+    name: str = "",
     format: str = PREFERENCE,
     column_roles: dict | None = None,
     description: str = "",
 ):
     """Import existing preference data (JSONL or CSV with prompt/chosen/rejected, or
     prompt/completion/label for ``format="unpaired"``) as a new dataset, through the data
-    stage's upload path: the ingest job checks every row with the preference layout's
-    validator (a missing or empty field fails the job naming its line; no version is left).
-    ``column_roles`` maps roles to other column names (e.g. hh-rlhf's ``chosen_response``).
+    stage's upload path, whose ingest job checks every row with the layout's validator
+    (``datasets_app/cleaning/layouts.py``). A file of up to ``IMPORT_CHECK_BYTES`` (not
+    gzipped) is checked here first, by the same reader and validator: a missing or empty field
+    is then a ValidationError naming its line, and nothing is stored; a larger file fails its
+    ingest job naming the line, and no version is made. ``column_roles`` maps roles to other
+    column names (e.g. hh-rlhf's ``chosen_response``); ``name`` defaults to the file's.
     Returns the ingest :class:`DataJob`."""
     from datasets_app.services import dataset_create_with_upload
 
+    require(actor, project.team, Action.EDIT_DATA)
     if format not in EXPORT_FORMATS:
         raise _error("format", f"Choose one of {', '.join(EXPORT_FORMATS)}.")
+    if column_roles is not None and not isinstance(column_roles, dict):
+        raise _error("column_roles", 'Give an object of role -> column, e.g. {"chosen": "c"}.')
     roles = dict(COLUMN_ROLES[format])
     roles.update(column_roles or {})
+    name = (name or "").strip() or _name_from_file(uploaded_file)
+    if uploaded_file is not None:
+        _check_import_file(uploaded_file, layout=format, column_roles=roles)
     return dataset_create_with_upload(
         actor=actor,
         project=project,
@@ -438,3 +480,48 @@ def preference_import(
         column_roles=roles,
         layout=format,
     )
+
+
+def _name_from_file(uploaded_file) -> str:
+    filename = getattr(uploaded_file, "name", "") or ""
+    stem = filename.rsplit("/", 1)[-1].split(".", 1)[0].strip()
+    if not stem:
+        raise _error("name", "Name the dataset to import into.")
+    return stem[:120]
+
+
+def _check_import_file(uploaded_file, *, layout: str, column_roles: dict) -> None:
+    """Run the ingest's reader and layout validator over a small upload now (slow I/O, before
+    any transaction), so a bad row is refused before anything is stored."""
+    import tempfile
+    from pathlib import Path
+
+    from datasets_app.cleaning.readers import convert_to_parquet
+    from datasets_app.cleaning.readers.sniff import GZIP_MAGIC
+    from llmhub.reporting import JobInputError
+
+    size = getattr(uploaded_file, "size", None) or 0
+    if not 0 < size <= IMPORT_CHECK_BYTES:
+        return  # empty: the data stage says so; large: its ingest job checks every row
+    uploaded_file.seek(0)
+    head = uploaded_file.read(2)
+    uploaded_file.seek(0)
+    if head == GZIP_MAGIC:
+        return  # it may expand far past the bound: the job checks it
+    filename = getattr(uploaded_file, "name", "") or "upload"
+    with tempfile.TemporaryDirectory(prefix="llmhub-import-check-") as scratch:
+        source = Path(scratch) / "upload"
+        with open(source, "wb") as handle:
+            for chunk in uploaded_file.chunks():
+                handle.write(chunk)
+        uploaded_file.seek(0)
+        try:
+            convert_to_parquet(
+                source,
+                output=Path(scratch) / "checked.parquet",
+                filename=filename,
+                layout=layout,
+                column_roles=column_roles,
+            )
+        except JobInputError as exc:
+            raise _error("file", str(exc)) from exc

@@ -111,12 +111,69 @@ def test_ratings_and_corrections_unpaired_and_bad_launches(world) -> None:
         {"prompt": "q", "completion": "good", "label": True},
         {"prompt": "q", "completion": "bad", "label": False},
     ]
-    with pytest.raises(ValidationError, match="cannot be exported as preference"):
-        feedback_export_launch(actor=world.users["manager"], campaign=campaign, format="preference")
     with pytest.raises(ValidationError, match="approved for training"):
         feedback_export_launch(
             actor=world.users["manager"], campaign=campaign, format="unpaired", include_ai=True
         )
+
+
+def test_a_rating_campaign_exports_preference_pairs_by_mean_rating(world) -> None:
+    campaign = _campaign(
+        world,
+        "rating",
+        [
+            ("clear", ["best", "worst", "middle"]),  # means 4.5, 1.5, 3: best over both
+            ("tied top", ["t1", "t2", "low"]),  # 4, 4, 2: each top over low, not each other
+            ("all equal", ["e1", "e2"]),  # 3, 3: a tie, no pair
+            ("single", ["only"]),  # one response: nothing to pair
+            ("adjudicated", ["x", "y"]),  # the raters say x, the manager y
+        ],
+    )
+    r = _raters(world, 2)
+    clear, tied, equal, single, adjudicated = campaign.items.order_by("index")
+
+    def rate(item, rater, *scores) -> None:
+        _judge(item, rater, {"ratings": [{"helpfulness": s, "harmlessness": s} for s in scores]})
+
+    rate(clear, r[0], 5, 1, 3)
+    rate(clear, r[1], 4, 2, 3)
+    rate(tied, r[0], 4, 4, 2)
+    rate(equal, r[0], 3, 3)
+    rate(equal, r[1], 3, 3)
+    rate(single, r[0], 5)
+    rate(adjudicated, r[0], 5, 1)
+    Item.objects.filter(pk=adjudicated.pk).update(
+        adjudicated={"ratings": [{"helpfulness": 2}, {"helpfulness": 4}]}
+    )
+    job, rows = _export(world, campaign, "preference")
+    assert rows == [
+        {"prompt": "clear", "chosen": "best", "rejected": "worst"},
+        {"prompt": "clear", "chosen": "best", "rejected": "middle"},
+        {"prompt": "tied top", "chosen": "t1", "rejected": "low"},
+        {"prompt": "tied top", "chosen": "t2", "rejected": "low"},
+        {"prompt": "adjudicated", "chosen": "y", "rejected": "x"},
+    ]
+    assert job.dataset_version.recipe["task"] == "rating"
+    assert job.dataset_version.column_roles == {
+        "prompt": "prompt",
+        "chosen": "chosen",
+        "rejected": "rejected",
+    }
+
+
+def test_a_rating_export_without_any_pair_fails_saying_why(world) -> None:
+    campaign = _campaign(world, "rating", [("single", ["only"]), ("equal", ["a", "b"])])
+    single, equal = campaign.items.order_by("index")
+    (rater,) = _raters(world, 1)
+    _judge(single, rater, {"ratings": [{"helpfulness": 5}]})
+    _judge(equal, rater, {"ratings": [{"helpfulness": 3}, {"helpfulness": 3}]})
+    job = feedback_export_launch(
+        actor=world.users["manager"], campaign=campaign, format="preference"
+    )
+    run_job_inline(job)
+    job.refresh_from_db()
+    assert job.status == "failed" and "ratings of one response per item" in job.error
+    assert job.dataset_version is None
 
 
 def test_import_hh_rlhf_and_refusals_naming_the_line(world) -> None:
@@ -135,14 +192,12 @@ def test_import_hh_rlhf_and_refusals_naming_the_line(world) -> None:
     assert job.result_version.column_roles["chosen"] == "chosen_response"
 
     bad = b'{"prompt": "p", "chosen": "c", "rejected": "r"}\n{"prompt": "p", "chosen": ""}\n'
-    job = preference_import(
-        actor=world.users["manager"],
-        project=world.project,
-        name="bad",
-        uploaded_file=SimpleUploadedFile("bad.jsonl", bad),
-    )
-    run_job_inline(job)
-    job.refresh_from_db()
-    assert job.status == "failed"
-    assert "Line 2" in job.error and "chosen" in job.error
-    assert not DataJob.objects.filter(dataset__name="bad", result_version__isnull=False).exists()
+    # A small file is checked row by row before it is accepted: refused, nothing stored.
+    with pytest.raises(ValidationError, match="Line 2 \\(row 2\\): 'chosen' is empty"):
+        preference_import(
+            actor=world.users["manager"],
+            project=world.project,
+            name="bad",
+            uploaded_file=SimpleUploadedFile("bad.jsonl", bad),
+        )
+    assert not DataJob.objects.filter(dataset__name="bad").exists()
