@@ -285,14 +285,18 @@ class AIRatingJob(Job):
 
 class GenerationJob(Job):
     """Generations of two or more model versions on the same prompts, made into a campaign's
-    items (through the versions' endpoints when they have one, else by loading them)."""
+    items: the versions loaded by the job, or the project's endpoints called through the
+    inference process (each response then names the version that answered it)."""
 
     queue = "gpu"
     kind_label = "generation for feedback"
 
     campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="generations")
-    # [model version ids], at least two, all of the campaign's project.
+    # [model version ids] loaded directly, at least two, all of the campaign's project; empty
+    # when the job calls endpoints instead.
     version_ids = models.JSONField(default=list)
+    # [endpoint ids] of the campaign's project called instead, at least two; else empty.
+    endpoint_ids = models.JSONField(default=list, blank=True)
     prompts = models.JSONField(default=list)
     settings = models.JSONField(default=dict, blank=True)
     made = models.PositiveIntegerField(default=0)
