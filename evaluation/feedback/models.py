@@ -294,7 +294,7 @@ class GenerationJob(Job):
     campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="generations")
     # [model version ids] loaded directly, at least two, all of the campaign's project; empty
     # when the job calls endpoints instead.
-    version_ids = models.JSONField(default=list)
+    version_ids = models.JSONField(default=list, blank=True)
     # [endpoint ids] of the campaign's project called instead, at least two; else empty.
     endpoint_ids = models.JSONField(default=list, blank=True)
     prompts = models.JSONField(default=list)
