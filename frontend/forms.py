@@ -1252,9 +1252,16 @@ class CampaignForm(forms.Form):
         choices=(),
         required=False,
         label="Model versions",
-        help_text="Two or more: a job asks each the same prompts (through its endpoint when one "
-        "serves it).",
+        help_text="Two or more: a job loads each and asks it the same prompts.",
         widget=forms.SelectMultiple(attrs={"size": 5}),
+    )
+    endpoints = forms.MultipleChoiceField(
+        choices=(),
+        required=False,
+        label="Or endpoints",
+        help_text="Two or more instead of versions: the job calls each through the inference "
+        "process; each answer names the version that gave it.",
+        widget=forms.SelectMultiple(attrs={"size": 4}),
     )
     prompts = forms.CharField(
         required=False,
@@ -1296,7 +1303,7 @@ class CampaignForm(forms.Form):
     SOURCE_FIELDS = {
         "evaluation": ("runs",),
         "requests": ("endpoint", "version", "since", "until", "thumbs_down_only", "limit"),
-        "versions": ("versions", "prompts", "max_tokens"),
+        "versions": ("versions", "endpoints", "prompts", "max_tokens"),
         "upload": ("upload",),
     }
     REQUIRED_BY_SOURCE = {"evaluation": "runs", "requests": "endpoint", "upload": "upload"}
@@ -1324,6 +1331,9 @@ class CampaignForm(forms.Form):
         version_choices = [(pk, str(v)) for pk, v in self.model_versions.items()]
         self.fields["version"].choices = [("", "every version"), *version_choices]
         self.fields["versions"].choices = version_choices
+        self.fields["endpoints"].choices = [
+            (pk, f"{e.name} ({e.slug})") for pk, e in self.endpoints.items()
+        ]
         self.fields["raters"].choices = [
             (str(m.user_id), f"{m.user.get_username()} ({m.role})") for m in members
         ]
@@ -1333,8 +1343,9 @@ class CampaignForm(forms.Form):
                 self.fields[name].show_when = _condition("source", [source])
         for source, name in self.REQUIRED_BY_SOURCE.items():
             self.fields[name].required_when = _condition("source", [source])
-        for name in ("versions", "prompts"):
-            self.fields[name].required_when = _condition("source", ["versions"])
+        self.fields["prompts"].required_when = _condition("source", ["versions"])
+        for name in ("versions", "endpoints"):
+            self.fields[name].required_note = "two or more versions, or endpoints"
 
     def clean(self) -> dict:
         cleaned = super().clean()
@@ -1342,8 +1353,12 @@ class CampaignForm(forms.Form):
         # With the other errors at once: what the chosen source cannot go without.
         needed = dict(self.REQUIRED_BY_SOURCE)
         if source == "versions":
-            if len(cleaned.get("versions") or []) < 2:
-                self.add_error("versions", "Choose two or more model versions to compare.")
+            versions, endpoints = cleaned.get("versions") or [], cleaned.get("endpoints") or []
+            if versions and endpoints:
+                self.add_error("endpoints", "Compare model versions or endpoints, not both.")
+            elif len(endpoints) == 1 or (not endpoints and len(versions) < 2):
+                field = "endpoints" if endpoints else "versions"
+                self.add_error(field, f"Choose two or more {field} to compare.")
             if not _lines(cleaned.get("prompts", "")):
                 self.add_error("prompts", "Give at least one prompt.")
         elif source in needed and not cleaned.get(needed[source]):
@@ -1370,8 +1385,9 @@ class CampaignForm(forms.Form):
             if data.get("limit"):
                 params["limit"] = data["limit"]
         elif source == "versions":
+            compared = "endpoints" if data.get("endpoints") else "versions"
             params = {
-                "versions": [int(pk) for pk in data["versions"]],
+                compared: [int(pk) for pk in data[compared]],
                 "prompts": _lines(data["prompts"]),
             }
         return {
@@ -1395,6 +1411,7 @@ class CampaignForm(forms.Form):
             return None
         return {
             "versions": [self.model_versions[pk] for pk in data["versions"]],
+            "endpoints": [self.endpoints[pk] for pk in data.get("endpoints") or []],
             "prompts": _lines(data["prompts"]),
             "settings": {"max_tokens": data.get("max_tokens") or 128},
         }

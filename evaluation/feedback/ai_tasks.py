@@ -1,4 +1,5 @@
-"""Job runners of the AI raters (cpu queue) and of generations for a campaign (gpu queue).
+"""Job runners of the AI raters (cpu queue) and of generations for a campaign (gpu queue: the
+versions loaded here, or their endpoints called through the inference process).
 
 Imported by ``evaluation.tasks`` (what Celery's autodiscovery loads), so the worker knows them.
 """
@@ -16,6 +17,7 @@ from evaluation.feedback.runtime import judge
 from evaluation.feedback.services.ai_raters import (
     ai_judgment_store,
     ai_rater_call_target,
+    endpoint_call_target,
     generation_items_store,
     random_order,
 )
@@ -83,7 +85,7 @@ def run_ai_rating(job: AIRatingJob, ctx: JobContext) -> None:
                 )
                 value = judge.parse_answer(campaign.task, answer, n=len(order), criteria=criteria)
                 ai_judgment_store(ai_rater=rater, item=item, value=value, order=order)
-            except judge.JudgeCallError as exc:
+            except judge.OpenAICallError as exc:
                 call_failed += 1
                 last_call_error = str(exc)
                 logger.warning("Item %s: %s", item.index, exc)
@@ -141,9 +143,8 @@ def _dataset_prompts(job: GenerationJob) -> list[str]:
     return prompts[:MAX_GENERATION_PROMPTS]
 
 
-@job_runner(GenerationJob)
-def run_generation(job: GenerationJob, ctx: JobContext) -> None:
-    """Generate each prompt with each version, then add one item per prompt to the campaign."""
+def _version_responses(job: GenerationJob, prompts: list[str], ctx: JobContext):
+    """Each prompt answered by each version, loaded here in turn."""
     from evaluation.feedback.runtime.generate import generate_versions
     from training.models import ModelVersion
 
@@ -152,9 +153,6 @@ def run_generation(job: GenerationJob, ctx: JobContext) -> None:
     if missing:
         raise JobInputError(f"Model version(s) {missing} no longer exist.")
     versions = [by_id[i] for i in job.version_ids]
-    prompts = list(job.prompts) if job.prompts else _dataset_prompts(job)
-    if not job.prompts:
-        ctx.record(prompts=prompts)
     texts = generate_versions(
         [_model_dir(v) for v in versions],
         prompts,
@@ -162,13 +160,97 @@ def run_generation(job: GenerationJob, ctx: JobContext) -> None:
         temperature=float(job.settings.get("temperature", 0.0)),
         reporter=ctx,
     )
+    responses = [
+        [
+            {"text": texts[v][p], "model_version_id": version.pk, "label": str(version)}
+            for v, version in enumerate(versions)
+        ]
+        for p in range(len(prompts))
+    ]
+    return responses, None, f"{len(versions)} versions", []
+
+
+def _endpoint_responses(job: GenerationJob, prompts: list[str], ctx: JobContext):
+    """Each prompt sent to each endpoint through the inference process; each response names
+    the version that answered (the x-llmhub-version header: a canary may answer some). A
+    prompt that any endpoint failed to answer gets no item."""
+    from evaluation.feedback.runtime.generate import EndpointTarget, generate_through_endpoints
+    from serving.models import Endpoint
+    from training.models import ModelVersion
+
+    by_id = Endpoint.objects.in_bulk(job.endpoint_ids)
+    missing = [i for i in job.endpoint_ids if i not in by_id]
+    if missing:
+        raise JobInputError(f"Endpoint(s) {missing} no longer exist.")
+    endpoints = [by_id[i] for i in job.endpoint_ids]
+    targets = []
+    for endpoint in endpoints:
+        base_url, model, headers = endpoint_call_target(endpoint)
+        targets.append(EndpointTarget(base_url, model, headers, name=endpoint.name))
+    timeout, _max_tokens = _judge_limits()  # the AI raters' call timeout, for any such call
+    answers, errors = generate_through_endpoints(
+        targets,
+        prompts,
+        max_new_tokens=int(job.settings.get("max_tokens", 64)),
+        temperature=float(job.settings.get("temperature", 0.0)),
+        timeout=timeout,
+        reporter=ctx,
+    )
+    answered = [p for p in range(len(prompts)) if all(a[p] is not None for a in answers)]
+    if not answered:
+        last = errors[-1] if errors else "no answer"
+        raise JobInputError(f"No prompt was answered by every endpoint; the last error: {last}")
+    version_ids = {int(a.version) for row in answers for a in row if a and a.version.isdigit()}
+    versions = ModelVersion.objects.select_related("registered_model").in_bulk(version_ids)
+    responses: list[list[dict] | None] = [None] * len(prompts)
+    origins: list[dict] = [{} for _ in prompts]
+    for p in answered:
+        row = [answers[t][p] for t in range(len(endpoints))]
+        responses[p] = [
+            _answered_by(a, endpoint, versions) for a, endpoint in zip(row, endpoints, strict=True)
+        ]
+        origins[p] = {
+            "endpoints": [e.pk for e in endpoints],
+            "canary": [a.canary for a in row],
+            "response_ids": [a.response_id for a in row],
+        }
+    return responses, origins, f"{len(endpoints)} endpoints", errors
+
+
+def _answered_by(answer, endpoint, versions: dict) -> dict:
+    """A response as an item holds it: the version that answered, else (an external engine's
+    model) the endpoint."""
+    version = versions.get(int(answer.version)) if answer.version.isdigit() else None
+    if version is not None:
+        return {"text": answer.text, "model_version_id": version.pk, "label": str(version)}
+    return {"text": answer.text, "model_version_id": None, "label": f"{endpoint.name} (external)"}
+
+
+@job_runner(GenerationJob)
+def run_generation(job: GenerationJob, ctx: JobContext) -> None:
+    """Generate each prompt with each version (loaded here, or through the endpoints that
+    serve them), then add one item per prompt to the campaign."""
+    prompts = list(job.prompts) if job.prompts else _dataset_prompts(job)
+    if not job.prompts:
+        ctx.record(prompts=prompts)
+    produce = _endpoint_responses if job.endpoint_ids else _version_responses
+    responses, origins, compared, errors = produce(job, prompts, ctx)
     if ctx.should_stop():
         raise JobCancelled()
     try:
-        made = generation_items_store(job=job, prompts=prompts, texts=texts, versions=versions)
+        made = generation_items_store(
+            job=job, prompts=prompts, responses=responses, origins=origins
+        )
     except ValidationError as exc:  # the campaign was closed meanwhile, an item refused
         raise JobInputError(f"The items could not be added: {_reason(exc)}") from exc
     ctx.record(made=made)
-    message = f"{made} items made from {len(prompts)} prompts x {len(versions)} versions."
-    logger.info(message)
+    message = f"{made} items made from {len(prompts)} prompts x {compared}."
+    if errors:
+        message += (
+            f" {len(prompts) - made} prompts got no item: {len(errors)} calls failed "
+            f"(the last: {errors[-1]})."
+        )
+        logger.warning(message)
+    else:
+        logger.info(message)
     ctx.set_summary(message)

@@ -94,7 +94,14 @@ class AIRatingJobSerializer(JobSerializer):
 class GenerationJobSerializer(JobSerializer):
     class Meta:
         model = GenerationJob
-        fields = (*JobSerializer.JOB_FIELDS, "campaign", "version_ids", "settings", "made")
+        fields = (
+            *JobSerializer.JOB_FIELDS,
+            "campaign",
+            "version_ids",
+            "endpoint_ids",
+            "settings",
+            "made",
+        )
         read_only_fields = fields
 
 
@@ -102,8 +109,20 @@ class GenerationLaunchSerializer(StrictSerializer):
     campaign = ScopedPrimaryKeyRelatedField(selector=selectors.work_campaigns_for_user)
     versions = serializers.ListField(
         child=ScopedPrimaryKeyRelatedField(selector=model_versions_for_user),
+        required=False,
+        default=list,
         min_length=2,
         max_length=8,
+        help_text="Model versions the job loads and runs; or give endpoints.",
+    )
+    endpoints = serializers.ListField(
+        child=ScopedPrimaryKeyRelatedField(selector=endpoints_for_user),
+        required=False,
+        default=list,
+        min_length=2,
+        max_length=8,
+        help_text="Endpoints of the project the job calls through the inference process (each "
+        "response records the version that answered); or give versions.",
     )
     prompts = serializers.ListField(
         child=serializers.CharField(max_length=services.MAX_PROMPT_CHARS, trim_whitespace=False),
@@ -199,7 +218,8 @@ class AIRatingJobViewSet(ListRetrieveMixin, ScopedViewSet):
 )
 class GenerationJobViewSet(ListRetrieveMixin, CreateMixin, ScopedViewSet):
     """Generations of two or more model versions on the same prompts (a list, or a column of a
-    dataset version), made into a "versions" campaign's items by a gpu job."""
+    dataset version), made into a "versions" campaign's items by a gpu job: the versions loaded
+    by the job, or the project's endpoints called through the inference process."""
 
     serializer_class = GenerationJobSerializer
     create_serializer_class = GenerationLaunchSerializer

@@ -23,6 +23,7 @@ import json
 import re
 import string
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import httpx
 
@@ -89,8 +90,9 @@ class UnreadableAnswer(ValueError):
     """The judge's answer does not say a judgment in the task's shape."""
 
 
-class JudgeCallError(RuntimeError):
-    """The judge could not be called (unreachable, an error status, a malformed reply)."""
+class OpenAICallError(RuntimeError):
+    """An OpenAI-compatible server could not be called (unreachable, an error status, a
+    malformed reply): the judge, or an endpoint a generation job calls."""
 
 
 def missing_placeholders(template: str) -> list[str]:
@@ -323,6 +325,38 @@ def chat_url(base_url: str) -> str:
     return base_url.rstrip("/") + "/chat/completions"
 
 
+def openai_post(
+    *,
+    url: str,
+    body: dict,
+    headers: Mapping[str, str],
+    timeout: float,
+    client: httpx.Client | None = None,
+    who: str = "The judge",
+) -> tuple[Any, httpx.Headers]:
+    """POST ``body`` to an OpenAI-compatible ``url``; (the decoded JSON answer, its headers).
+    Raises :class:`OpenAICallError` naming ``who`` on any failure (the OpenAI error envelope's
+    message when there is one). The one client of the AI raters and of generation jobs."""
+    own = client is None
+    client = client or httpx.Client(timeout=timeout, follow_redirects=False)
+    try:
+        response = client.post(url, json=body, headers=dict(headers))
+    except httpx.HTTPError as exc:
+        raise OpenAICallError(f"{who} at {url} failed: {type(exc).__name__}: {exc}") from exc
+    finally:
+        if own:
+            client.close()
+    if response.status_code != 200:
+        detail = response.text[:300]
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            detail = response.json()["error"]["message"]
+        raise OpenAICallError(f"{who} answered {response.status_code}: {detail}")
+    try:
+        return response.json(), response.headers
+    except ValueError:
+        raise OpenAICallError(f"{who}'s reply is not JSON: " + _excerpt(response.text)) from None
+
+
 def call_judge(
     *,
     base_url: str,
@@ -334,33 +368,20 @@ def call_judge(
     client: httpx.Client | None = None,
 ) -> str:
     """The judge's answer to ``prompt`` (one user message, temperature 0) through the OpenAI
-    chat completions API. Raises :class:`JudgeCallError` with the reason on any failure."""
+    chat completions API. Raises :class:`OpenAICallError` with the reason on any failure."""
     body = {
         "model": model,
         "messages": [{"role": "user", "content": prompt}],
         "temperature": 0,
         "max_tokens": max_tokens,
     }
-    own = client is None
-    client = client or httpx.Client(timeout=timeout, follow_redirects=False)
+    answer, _headers = openai_post(
+        url=chat_url(base_url), body=body, headers=headers, timeout=timeout, client=client
+    )
     try:
-        response = client.post(chat_url(base_url), json=body, headers=dict(headers))
-    except httpx.HTTPError as exc:
-        raise JudgeCallError(
-            f"The judge at {base_url} failed: {type(exc).__name__}: {exc}"
-        ) from exc
-    finally:
-        if own:
-            client.close()
-    if response.status_code != 200:
-        detail = response.text[:300]
-        with contextlib.suppress(ValueError, KeyError, TypeError):
-            detail = response.json()["error"]["message"]
-        raise JudgeCallError(f"The judge answered {response.status_code}: {detail}")
-    try:
-        content = response.json()["choices"][0]["message"]["content"]
-    except (ValueError, KeyError, IndexError, TypeError):
-        raise JudgeCallError(
-            "The judge's reply is not an OpenAI chat completion: " + _excerpt(response.text)
+        content = answer["choices"][0]["message"]["content"]
+    except (KeyError, IndexError, TypeError):
+        raise OpenAICallError(
+            "The judge's reply is not an OpenAI chat completion: " + _excerpt(str(answer))
         ) from None
     return content if isinstance(content, str) else ""

@@ -284,22 +284,27 @@ def ai_rater_approve(*, actor, ai_rater: AIRater, use_for_training: bool) -> AIR
     return ai_rater
 
 
+def endpoint_call_target(endpoint) -> tuple[str, str, dict[str, str]]:
+    """(base URL, model, headers) to call ``endpoint`` through the inference process, as the
+    playground does: the internal token, for any endpoint of its project."""
+    from serving.runner import internal_token
+
+    base = django_settings.LLMHUB_SERVING_URL.rstrip("/") + "/v1"
+    return (
+        base,
+        endpoint.slug,
+        {
+            "Authorization": f"Bearer {internal_token()}",
+            "X-LLMHub-Project": str(endpoint.project_id),
+        },
+    )
+
+
 def ai_rater_call_target(ai_rater: AIRater) -> tuple[str, str, dict[str, str]]:
     """(base URL, model, headers) the job calls: an endpoint through the inference process
     (internal token, any endpoint of the project), or the rater's own URL and key."""
     if ai_rater.endpoint_id is not None:
-        from serving.runner import internal_token
-
-        endpoint = ai_rater.endpoint
-        base = django_settings.LLMHUB_SERVING_URL.rstrip("/") + "/v1"
-        return (
-            base,
-            endpoint.slug,
-            {
-                "Authorization": f"Bearer {internal_token()}",
-                "X-LLMHub-Project": str(endpoint.project_id),
-            },
-        )
+        return endpoint_call_target(ai_rater.endpoint)
     # Checked again at call time: the host's DNS answer may have changed since it was saved.
     base = check_public_url(ai_rater.base_url, field="base_url")
     headers = {"Authorization": f"Bearer {ai_rater.api_key}"} if ai_rater.api_key else {}
@@ -372,20 +377,68 @@ def _prompts(prompts: Sequence[str] | None, dataset_version, column: str) -> lis
     return cleaned
 
 
+def _check_versions(versions: list, project) -> None:
+    for version in versions:
+        if version.project.pk != project.pk:
+            raise _error("versions", f"{version} belongs to another project.")
+        if not any(f in version.files for f in ("tokenizer.json", "tokenizer_config.json")):
+            raise _error("versions", f"{version} has no tokenizer files; it cannot generate.")
+
+
+def _check_endpoints(endpoints: list, project) -> None:
+    """Each endpoint is the project's, live, and answers completions; no two serve only the
+    same version (the items would compare a version with itself)."""
+    from serving.engine.types import SERVE_GENERATE
+    from serving.models import EngineKind
+    from serving.selectors import serve_kind_for
+
+    served: dict[int, str] = {}
+    for endpoint in endpoints:
+        if endpoint.project_id != project.pk:
+            raise _error("endpoints", f"The endpoint {endpoint.name} belongs to another project.")
+        if endpoint.archived_at is not None:
+            raise _error("endpoints", f"The endpoint {endpoint.name} is archived.")
+        if endpoint.engine == EngineKind.EXTERNAL:
+            continue  # an external engine's model: whatever it serves, it generates
+        version = endpoint.version
+        if version is None:
+            raise _error(
+                "endpoints",
+                f"The endpoint {endpoint.name} serves no version yet: promote one to it first.",
+            )
+        if serve_kind_for(version) != SERVE_GENERATE:
+            raise _error(
+                "endpoints",
+                f"The endpoint {endpoint.name} serves {version}, which does not generate text "
+                f"({version.get_task_kind_display().lower()}).",
+            )
+        if endpoint.canary_version_id is None:
+            if version.pk in served:
+                raise _error(
+                    "endpoints",
+                    f"The endpoints {served[version.pk]} and {endpoint.name} both serve "
+                    f"{version}: the items would compare a version with itself.",
+                )
+            served[version.pk] = endpoint.name
+
+
 @requires_broker
 @transaction.atomic
 def generation_launch(
     *,
     actor,
     campaign: Campaign,
-    versions: Sequence,
+    versions: Sequence | None = None,
+    endpoints: Sequence | None = None,
     prompts: Sequence[str] | None = None,
     settings: dict | None = None,
     dataset_version=None,
     column: str = "",
 ) -> GenerationJob:
     """Queue the generation of ``prompts`` (or ``column`` of ``dataset_version``) by each of
-    ``versions`` (two or more of the campaign's project); the job adds one item per prompt."""
+    ``versions`` (two or more of the campaign's project, loaded by the job) or of
+    ``endpoints`` (two or more of the project's, called through the inference process); the
+    job adds one item per prompt."""
     project = campaign.project
     require(actor, project.team, Action.EDIT_PROJECT)
     if campaign.source != ItemSource.VERSIONS:
@@ -396,21 +449,25 @@ def generation_launch(
         )
     if campaign.status == CampaignStatus.CLOSED:
         raise _error("campaign", "The campaign is closed: no items can be added.")
-    versions = list(versions or [])
-    ids = [v.pk for v in versions]
+    versions, endpoints = list(versions or []), list(endpoints or [])
+    if versions and endpoints:
+        raise _error("endpoints", "Compare model versions or endpoints, not both.")
+    field = "endpoints" if endpoints else "versions"
+    compared = endpoints or versions
+    what = "endpoints" if endpoints else "model versions"
+    ids = [c.pk for c in compared]
     if len(set(ids)) < 2:
-        raise _error("versions", "Choose two or more different model versions to compare.")
+        raise _error(field, f"Choose two or more different {what} to compare.")
     if len(set(ids)) != len(ids):
-        raise _error("versions", "A version is listed twice.")
+        raise _error(field, f"{'An endpoint' if endpoints else 'A version'} is listed twice.")
     if len(ids) > MAX_RESPONSES_PER_ITEM:
-        raise _error("versions", f"At most {MAX_RESPONSES_PER_ITEM} versions per item.")
+        raise _error(field, f"At most {MAX_RESPONSES_PER_ITEM} {what} per item.")
     if campaign.task == "pairwise" and len(ids) != 2:
-        raise _error("versions", "A pairwise campaign compares exactly two versions.")
-    for version in versions:
-        if version.project.pk != project.pk:
-            raise _error("versions", f"{version} belongs to another project.")
-        if not any(f in version.files for f in ("tokenizer.json", "tokenizer_config.json")):
-            raise _error("versions", f"{version} has no tokenizer files; it cannot generate.")
+        raise _error(field, f"A pairwise campaign compares exactly two {what}.")
+    if endpoints:
+        _check_endpoints(endpoints, project)
+    else:
+        _check_versions(versions, project)
     if dataset_version is not None and dataset_version.dataset.project_id != project.pk:
         raise _error("dataset_version", "The dataset version belongs to another project.")
     cleaned = _prompts(prompts, dataset_version, (column or "").strip())
@@ -421,7 +478,8 @@ def generation_launch(
         project=project,
         created_by=actor,
         campaign=campaign,
-        version_ids=ids,
+        version_ids=[] if endpoints else ids,
+        endpoint_ids=ids if endpoints else [],
         prompts=cleaned,
         settings=settings,
     )
@@ -432,25 +490,35 @@ def generation_launch(
         verb="generation_job.launched",
         target=job,
         campaign=campaign,
-        changes={"versions": ids, "prompts": len(cleaned), "settings": settings},
+        changes={field: ids, "prompts": len(cleaned), "settings": settings},
     )
     enqueue_job(job)
     return job
 
 
-def generation_items_store(*, job: GenerationJob, prompts: Sequence[str], texts, versions) -> int:
-    """Make one item per prompt with each version's response (labelled by version), through the
-    campaign service's ``items_create``; returns how many were made."""
+def generation_items_store(
+    *,
+    job: GenerationJob,
+    prompts: Sequence[str],
+    responses: Sequence[Sequence[dict] | None],
+    origins: Sequence[dict] | None = None,
+) -> int:
+    """Make one item per prompt from ``responses[p]`` (that prompt's ``{"text",
+    "model_version_id", "label"}`` in the compared order; None: the prompt got no item),
+    through the campaign service's ``items_create``; ``origins[p]`` adds to the item's origin.
+    Returns how many were made."""
     items = [
         {
             "prompt": prompt,
-            "responses": [
-                {"text": texts[v][p], "model_version_id": version.pk, "label": str(version)}
-                for v, version in enumerate(versions)
-            ],
-            "origin": {"generation_job": job.pk, "prompt_index": p},
+            "responses": list(responses[p]),
+            "origin": {
+                "generation_job": job.pk,
+                "prompt_index": p,
+                **(origins[p] if origins else {}),
+            },
         }
         for p, prompt in enumerate(prompts)
+        if responses[p] is not None
     ]
     from evaluation.feedback.services.campaigns import items_create
 
