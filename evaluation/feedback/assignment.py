@@ -24,7 +24,7 @@ from __future__ import annotations
 import random
 from datetime import datetime, timedelta
 
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, transaction
 from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 
@@ -105,6 +105,11 @@ def lock_rater_row(*, rater, campaign: Campaign) -> CampaignRater | None:
     return CampaignRater.objects.select_for_update().filter(campaign=campaign, user=rater).first()
 
 
+def rates(*, rater, campaign: Campaign) -> Exists:
+    """An expression: whether ``rater`` is one of the campaign's raters (to fold into a read)."""
+    return Exists(CampaignRater.objects.filter(campaign=campaign, user=rater))
+
+
 def _candidates(*, rater, campaign: Campaign):
     had = Assignment.objects.filter(item=OuterRef("pk"), rater=rater)
     return (
@@ -132,17 +137,15 @@ def pick_next(*, rater, campaign: Campaign, now: datetime) -> Assignment | None:
         if item is None:
             return None
         if take_slot(item, campaign.overlap):
-            try:
-                with transaction.atomic():  # a savepoint: the unique key may refuse it
-                    return Assignment.objects.create(
-                        item=item,
-                        rater=rater,
-                        order=shown_order(len(item.responses)),
-                        assigned_at=now,
-                        expires_at=expires_at,
-                    )
-            except IntegrityError:
-                release_slot(item.pk)  # the rater had it after all (a race of their own)
+            # No savepoint for the once-per-rater key: the candidates leave out every item the
+            # rater had, and their locked row keeps their other requests out until this commits.
+            return Assignment.objects.create(
+                item=item,
+                rater=rater,
+                order=shown_order(len(item.responses)),
+                assigned_at=now,
+                expires_at=expires_at,
+            )
     return None
 
 

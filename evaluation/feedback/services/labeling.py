@@ -22,7 +22,7 @@ assignment's status moves under its row lock, and the one-to-one key refuses a s
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
@@ -168,16 +168,22 @@ def _clean_seconds(seconds_spent: Any) -> float | None:
 # --- who may label --------------------------------------------------------------------------
 
 
+def _refuse_non_rater(role: str) -> NoReturn:
+    """Why a member whose role allows labeling may not label this campaign: a manager (who sees
+    the team's work) is told with a 403; a rater of other campaigns gets 404 (outside what they
+    see)."""
+    if role_allows(role, Action.VIEW_WORK):
+        raise PermissionDenied(
+            "You are not a rater of this campaign; a manager can add you to its raters."
+        )
+    raise Http404("Not found.")
+
+
 def _require_rater(rater, campaign: Campaign) -> None:
-    """LABEL in the campaign's team and being one of its raters: a rater of other campaigns
-    gets 404 (it is outside what they see), a manager who is not a rater 403 with the reason."""
+    """LABEL in the campaign's team and being one of its raters (see :func:`_refuse_non_rater`)."""
     role = require(rater, campaign.project.team, Action.LABEL)
     if not campaign.rater_rows.filter(user=rater).exists():
-        if role_allows(role, Action.VIEW_WORK):
-            raise PermissionDenied(
-                "You are not a rater of this campaign; a manager can add you to its raters."
-            )
-        raise Http404("Not found.")
+        _refuse_non_rater(role)
 
 
 def _require_open(campaign: Campaign) -> None:
@@ -207,13 +213,15 @@ def assignments_expire(*, now: datetime | None = None, campaign: Campaign | None
 def assignment_next(*, rater, campaign: Campaign) -> Assignment | None:
     """The rater's current assignment in ``campaign``, else a new one picked fairly (see
     ``evaluation/feedback/assignment.py``); None when nothing is left for them."""
-    _require_rater(rater, campaign)
-    _require_open(campaign)
+    role = require(rater, campaign.project.team, Action.LABEL)
     now = timezone.now()
     queue.expire_due(campaign=campaign, now=now)
     with transaction.atomic():
+        # The rater's own row, locked: it says they rate the campaign (gone if a manager just
+        # removed them) and queues two tabs of theirs, in one query.
         if queue.lock_rater_row(rater=rater, campaign=campaign) is None:
-            raise Http404("Not found.")  # removed from the raters a moment ago
+            _refuse_non_rater(role)
+        _require_open(campaign)
         # Read under the lock: another request of this rater may have just taken one.
         current = queue.current_assignment(rater=rater, campaign=campaign, now=now)
         if current is not None:
@@ -231,14 +239,26 @@ def judgment_submit(
     is free (the rater's work is not thrown away); once the item went to enough other raters,
     it is refused with that reason.
     """
-    _own_assignment(rater, assignment)
     campaign = assignment.item.campaign
+    role = require(rater, campaign.project.team, Action.LABEL)
+    if assignment.rater_id != rater.pk:
+        _require_rater(rater, campaign)  # a manager who rates nothing here is told why
+        raise Http404(NOT_YOURS)
     _require_open(campaign)
     seconds = _clean_seconds(seconds_spent)
     stored = validate_judgment_value(campaign, assignment.item, value, order=assignment.order)
     now = timezone.now()
     with transaction.atomic():
-        locked = Assignment.objects.select_for_update().get(pk=assignment.pk)
+        # One read under the lock: the assignment, its judgment if an undo left one, and whether
+        # its rater still rates the campaign (a manager may have just removed them).
+        locked = (
+            Assignment.objects.select_for_update(of=("self",))
+            .select_related("judgment")
+            .annotate(still_rater=queue.rates(rater=rater, campaign=campaign))
+            .get(pk=assignment.pk)
+        )
+        if not locked.still_rater:
+            _refuse_non_rater(role)
         if locked.status == AssignmentStatus.SUBMITTED:
             raise ValidationError("This assignment's judgment was already submitted.")
         if locked.status == AssignmentStatus.SKIPPED:
@@ -250,26 +270,22 @@ def judgment_submit(
                     "This assignment expired and its item has gone to other raters since; "
                     "your judgment was not recorded. Ask for the next item."
                 )
-        judgment = Judgment.objects.filter(assignment=locked).first()
-        try:
-            with transaction.atomic():
-                if judgment is None:
-                    judgment = Judgment.objects.create(
-                        assignment=locked,
-                        item_id=locked.item_id,
-                        rater=rater,
-                        value=stored,
-                        seconds_spent=seconds,
-                        created_at=now,
-                    )
-                else:  # an undone judgment, answered again: the row is reused (one-to-one)
-                    judgment.value, judgment.seconds_spent = stored, seconds
-                    judgment.created_at, judgment.withdrawn_at = now, None
-                    judgment.save(
-                        update_fields=["value", "seconds_spent", "created_at", "withdrawn_at"]
-                    )
-        except IntegrityError:
-            raise ValidationError("This assignment's judgment was already submitted.") from None
+        # No savepoint for the one-to-one key: judgments of a human assignment are only written
+        # here, under its row lock, after the status check above.
+        judgment = getattr(locked, "judgment", None)
+        if judgment is None:
+            judgment = Judgment.objects.create(
+                assignment=locked,
+                item_id=locked.item_id,
+                rater=rater,
+                value=stored,
+                seconds_spent=seconds,
+                created_at=now,
+            )
+        else:  # an undone judgment, answered again: the row is reused (one-to-one)
+            judgment.value, judgment.seconds_spent = stored, seconds
+            judgment.created_at, judgment.withdrawn_at = now, None
+            judgment.save(update_fields=["value", "seconds_spent", "created_at", "withdrawn_at"])
         locked.status = AssignmentStatus.SUBMITTED
         locked.save(update_fields=["status"])
         Item.objects.filter(pk=locked.item_id).update(submitted=F("submitted") + 1)
