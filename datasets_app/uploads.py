@@ -74,6 +74,33 @@ def too_large_message(limit: int) -> str:
     return f"The file is larger than the upload limit of {limit:,} bytes."
 
 
+class SizeLimitedUploadMixin:
+    """For a viewset whose ``upload_actions`` take a multipart file: the size-limited handler
+    goes in before anything reads the body (session authentication's CSRF check and the
+    permission check both do), and ``refuse_oversized_upload`` answers a body over the limit
+    as a 400 on ``upload_field``."""
+
+    upload_actions: tuple[str, ...] = ("upload",)
+    upload_field = "file"
+    upload_error: str | None = None
+
+    def initialize_request(self, request, *args, **kwargs):
+        self.upload_error = None
+        if self.action_map.get(request.method.lower()) in self.upload_actions:
+            self.upload_error = prepare_upload(request)
+        return super().initialize_request(request, *args, **kwargs)
+
+    def refuse_oversized_upload(self, request) -> None:
+        """Raise a 400 when the body is over the limit, by its length or as it was read."""
+        message = self.upload_error
+        if message is None:
+            request.data  # parse now: the handler flags an oversized body as it reads  # noqa: B018
+            if getattr(request._request, "upload_too_large", False):
+                message = too_large_message(settings.LLMHUB_MAX_UPLOAD_BYTES)
+        if message:
+            raise ValidationError({self.upload_field: [message]})
+
+
 class _StrictNameParser(DjangoMultiPartParser):
     """Refuses a file name with path separators or ``..`` instead of silently trimming it, so
     the client learns its name was not what it meant."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.core.files.storage import default_storage
 from django.http import FileResponse
 from drf_spectacular.types import OpenApiTypes
@@ -27,7 +26,7 @@ from datasets_app.cleaning.browse import (
 from datasets_app.cleaning.diff import EXAMPLES_DEFAULT, EXAMPLES_MAX
 from datasets_app.cleaning.options import OptionError
 from datasets_app.preview import browse_rows, read_rows
-from datasets_app.uploads import UploadParser, prepare_upload, too_large_message
+from datasets_app.uploads import SizeLimitedUploadMixin, UploadParser
 from llmhub.api.params import query_id, query_int
 from llmhub.api.parsers import SafeJSONParser
 from llmhub.api.viewsets import (
@@ -49,7 +48,9 @@ def _accepted(job) -> Response:
     create=extend_schema(request=s.DatasetCreateSerializer, responses={201: s.DatasetSerializer}),
     partial_update=extend_schema(request=s.DatasetUpdateSerializer, responses=s.DatasetSerializer),
 )
-class DatasetViewSet(ListRetrieveMixin, CreateMixin, UpdateMixin, DestroyMixin, ScopedViewSet):
+class DatasetViewSet(
+    SizeLimitedUploadMixin, ListRetrieveMixin, CreateMixin, UpdateMixin, DestroyMixin, ScopedViewSet
+):
     """Datasets of your projects, each with its data card; upload files to add versions."""
 
     serializer_class = s.DatasetSerializer
@@ -69,13 +70,6 @@ class DatasetViewSet(ListRetrieveMixin, CreateMixin, UpdateMixin, DestroyMixin, 
     def scoped_queryset(self, user):
         return selectors.datasets_for_user(user)
 
-    def initialize_request(self, request, *args, **kwargs):
-        # The size-limited upload handler must be in place before anything reads the body:
-        # session authentication's CSRF check reads request.POST, which parses the upload.
-        if self.action_map.get(request.method.lower()) == "upload":
-            self.upload_error = prepare_upload(request)
-        return super().initialize_request(request, *args, **kwargs)
-
     def perform_service_create(self, data):
         return services.dataset_create(actor=self.request.user, **data)
 
@@ -93,11 +87,7 @@ class DatasetViewSet(ListRetrieveMixin, CreateMixin, UpdateMixin, DestroyMixin, 
         """Upload a CSV, TSV, JSON, JSONL, TXT or Parquet file (optionally gzipped); it is
         ingested into a new version by a background job (202 with the job)."""
         dataset = self.get_object()
-        if self.upload_error:
-            raise ValidationError({"file": [self.upload_error]})
-        request.data  # parse now: the size check below needs the parser to have run  # noqa: B018
-        if getattr(request._request, "upload_too_large", False):
-            raise ValidationError({"file": [too_large_message(settings.LLMHUB_MAX_UPLOAD_BYTES)]})
+        self.refuse_oversized_upload(request)
         data = self._validated(s.UploadSerializer, request.data)
         job = services.upload_start(
             actor=request.user,

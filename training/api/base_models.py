@@ -5,16 +5,14 @@ model directory's archive (``POST upload/``, multipart), and list the installed 
 from __future__ import annotations
 
 import django_filters
-from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import serializers, status
 from rest_framework.decorators import action
-from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from datasets_app.uploads import UploadParser, prepare_upload, too_large_message
+from datasets_app.uploads import SizeLimitedUploadMixin, UploadParser
 from llmhub.api.fields import ScopedPrimaryKeyRelatedField
 from llmhub.api.serializers import StrictSerializer
 from llmhub.api.viewsets import CreateMixin, ListRetrieveMixin, ScopedViewSet
@@ -77,7 +75,7 @@ class BaseModelFilterSet(django_filters.FilterSet):
 @extend_schema_view(
     create=extend_schema(request=BaseModelPackageSerializer, responses={201: BaseModelSerializer}),
 )
-class BaseModelViewSet(ListRetrieveMixin, CreateMixin, ScopedViewSet):
+class BaseModelViewSet(SizeLimitedUploadMixin, ListRetrieveMixin, CreateMixin, ScopedViewSet):
     """Pretrained bases registered with a team, usable by every job of its projects
     (``base_source: "base_model"``)."""
 
@@ -90,14 +88,6 @@ class BaseModelViewSet(ListRetrieveMixin, CreateMixin, ScopedViewSet):
     def scoped_queryset(self, user):
         return base_models.base_models_for_user(user)
 
-    def initialize_request(self, request, *args, **kwargs):
-        # The size-limited upload handler must be in place before anything reads the body
-        # (the permission check reads the team id from it).
-        self.upload_error = None
-        if self.action_map.get(request.method.lower()) == "upload":
-            self.upload_error = prepare_upload(request)
-        return super().initialize_request(request, *args, **kwargs)
-
     def perform_service_create(self, data):
         return base_models.base_model_register_package(actor=self.request.user, **data)
 
@@ -108,11 +98,7 @@ class BaseModelViewSet(ListRetrieveMixin, CreateMixin, ScopedViewSet):
     @action(detail=False, methods=["post"], parser_classes=[UploadParser])
     def upload(self, request: Request) -> Response:
         """Upload an archive of a model directory (safetensors weights only)."""
-        if self.upload_error:
-            raise ValidationError({"file": [self.upload_error]})
-        request.data  # parse now: the size check below needs the parser to have run  # noqa: B018
-        if getattr(request._request, "upload_too_large", False):
-            raise ValidationError({"file": [too_large_message(settings.LLMHUB_MAX_UPLOAD_BYTES)]})
+        self.refuse_oversized_upload(request)
         data = self._validated(BaseModelUploadSerializer, request.data)
         base = base_models.base_model_upload(
             actor=request.user, uploaded_file=data.pop("file"), **data

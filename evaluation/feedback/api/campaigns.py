@@ -10,15 +10,13 @@ the team's work only: raters get items one at a time through their assignments.
 from __future__ import annotations
 
 import django_filters
-from django.conf import settings
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework.decorators import action
-from rest_framework.exceptions import ValidationError
 from rest_framework.parsers import FormParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from datasets_app.uploads import UploadParser, prepare_upload, too_large_message
+from datasets_app.uploads import SizeLimitedUploadMixin, UploadParser
 from evaluation.feedback import selectors
 from evaluation.feedback.api import campaign_serializers as s
 from evaluation.feedback.models import Campaign, Item, Judgment
@@ -60,9 +58,14 @@ class JudgmentFilterSet(django_filters.FilterSet):
         request=s.CampaignUpdateSerializer, responses=s.CampaignSerializer
     ),
 )
-class CampaignViewSet(ListRetrieveMixin, CreateMixin, UpdateMixin, ScopedViewSet):
+class CampaignViewSet(
+    SizeLimitedUploadMixin, ListRetrieveMixin, CreateMixin, UpdateMixin, ScopedViewSet
+):
     """Campaigns of judgments on model outputs: their items come from an evaluation run's
     outputs, logged production requests, an uploaded file, or generations of model versions."""
+
+    upload_actions = ("create",)  # a campaign of an uploaded file: multipart create
+    upload_field = "upload"
 
     serializer_class = s.CampaignSerializer
     create_serializer_class = s.CampaignCreateSerializer
@@ -84,19 +87,8 @@ class CampaignViewSet(ListRetrieveMixin, CreateMixin, UpdateMixin, ScopedViewSet
     def scoped_queryset(self, user):
         return selectors.campaigns_for_user(user)
 
-    def initialize_request(self, request, *args, **kwargs):
-        # The size-limited upload handler must be in place before anything reads the body.
-        self.upload_error = None
-        if self.action_map.get(request.method.lower()) == "create":
-            self.upload_error = prepare_upload(request)
-        return super().initialize_request(request, *args, **kwargs)
-
     def create(self, request: Request, *args, **kwargs) -> Response:
-        if self.upload_error:
-            raise ValidationError({"upload": [self.upload_error]})
-        request.data  # parse now: the size check below needs the parser to have run  # noqa: B018
-        if getattr(request._request, "upload_too_large", False):
-            raise ValidationError({"upload": [too_large_message(settings.LLMHUB_MAX_UPLOAD_BYTES)]})
+        self.refuse_oversized_upload(request)
         return super().create(request, *args, **kwargs)
 
     def perform_service_create(self, data):

@@ -7,17 +7,15 @@ job (202), followed at ``data-jobs/{id}/`` like any other.
 
 from __future__ import annotations
 
-from django.conf import settings
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
-from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from datasets_app.api.serializers import DataJobSerializer
 from datasets_app.selectors import data_jobs_for_user
 from datasets_app.services import parse_json_field
-from datasets_app.uploads import UploadParser, prepare_upload, too_large_message
+from datasets_app.uploads import SizeLimitedUploadMixin, UploadParser
 from evaluation.feedback.services.exports import EXPORT_FORMATS, PREFERENCE, preference_import
 from llmhub.api.fields import ScopedPrimaryKeyRelatedField
 from llmhub.api.serializers import StrictSerializer
@@ -58,10 +56,11 @@ class FeedbackImportSerializer(StrictSerializer):
     )
 
 
-class FeedbackImportViewSet(ScopedViewSet):
+class FeedbackImportViewSet(SizeLimitedUploadMixin, ScopedViewSet):
     """Import preference data as a new dataset (multipart upload; 202 with the ingest job).
     A missing or empty field in a row is refused naming its line, and nothing is stored."""
 
+    upload_actions = ("create",)
     serializer_class = DataJobSerializer
     parser_classes = (UploadParser,)
     required_actions = {"create": Action.EDIT_DATA}
@@ -69,22 +68,12 @@ class FeedbackImportViewSet(ScopedViewSet):
     def scoped_queryset(self, user):
         return data_jobs_for_user(user)
 
-    def initialize_request(self, request, *args, **kwargs):
-        # The size-limited upload handler must be in place before anything reads the body (the
-        # permission check reads the project id from it), as for the data stage's uploads.
-        self.upload_error = prepare_upload(request) if request.method == "POST" else None
-        return super().initialize_request(request, *args, **kwargs)
-
     @extend_schema(
         request={"multipart/form-data": FeedbackImportSerializer},
         responses={202: DataJobSerializer},
     )
     def create(self, request: Request, *args, **kwargs) -> Response:
-        if self.upload_error:
-            raise ValidationError({"file": [self.upload_error]})
-        request.data  # parse now: the size check below needs the parser to have run  # noqa: B018
-        if getattr(request._request, "upload_too_large", False):
-            raise ValidationError({"file": [too_large_message(settings.LLMHUB_MAX_UPLOAD_BYTES)]})
+        self.refuse_oversized_upload(request)
         data = self._validated(FeedbackImportSerializer, request.data)
         job = preference_import(
             actor=request.user,
