@@ -149,16 +149,6 @@ def pick_next(*, rater, campaign: Campaign, now: datetime) -> Assignment | None:
     return None
 
 
-def open_count(*, rater, campaign: Campaign) -> int:
-    """How many items ``rater`` could still be given now (free slots, never theirs): the
-    campaign's open items (an index-only count on ``item_queue``) less those the rater had."""
-    open_items = Item.objects.filter(campaign=campaign, taken__lt=campaign.overlap)
-    had = Assignment.objects.filter(
-        rater=rater, item__campaign=campaign, item__taken__lt=campaign.overlap
-    )
-    return max(open_items.count() - had.count(), 0)
-
-
 # --- reads for the rater API ------------------------------------------------------------------
 
 
