@@ -303,3 +303,14 @@ class ResponseFeedback(models.Model):
 
     def __str__(self) -> str:
         return f"{self.response_id}: {self.score:+d}"
+
+
+# The monitor stage's rows (rollups, drift, alerts) live in their own module of this app.
+from serving.monitoring.models import (  # noqa: E402, F401
+    Alert,
+    DriftJob,
+    DriftStatistic,
+    MonitorSettings,
+    RequestRollup,
+    WebhookDelivery,
+)

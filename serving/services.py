@@ -49,6 +49,7 @@ from serving.models import (
     ResponseFeedback,
     ServingKey,
 )
+from serving.monitoring import rollups
 from serving.selectors import previous_primary, promotion_blockers, serve_kind_for
 from training.models import ModelVersion, Stage
 
@@ -775,6 +776,7 @@ def request_logs_ingest(*, records: list) -> int:
     ]
     with transaction.atomic():
         RequestLog.objects.bulk_create(rows, batch_size=500)
+        rollups.add(rollups.deltas(rows, rollups.thumb_rows(thumbs)))
         for (key_id, day), (count, prompt, completion) in sorted(usage.items()):
             _add_usage(key_id, day, count, prompt, completion)
         for key_id, when in last_used.items():
@@ -839,6 +841,7 @@ def feedback_record(
             .first()
         )
         created = feedback is None
+        withdrawn = [] if created else rollups.thumb_rows([feedback])
         if created:
             feedback = ResponseFeedback(
                 endpoint=endpoint, response_id=response_id, user=actor, source=source
@@ -847,6 +850,7 @@ def feedback_record(
         feedback.created_at = timezone.now()
         feedback.full_clean()
         feedback.save()
+        rollups.add(rollups.deltas(thumbs=rollups.thumb_rows([feedback]), withdrawn=withdrawn))
         record_event(
             actor=actor,
             verb="response_feedback.recorded",
