@@ -123,7 +123,7 @@ def test_rollups_match_the_raw_log_at_every_resolution(served) -> None:
 def test_thumbs_count_on_the_version_that_answered_and_a_change_of_mind_moves_them(
     served, manager
 ) -> None:
-    endpoint, main, canary = served
+    endpoint, _, canary = served
     answered = request_record(endpoint, version_id=canary.pk, canary=True)
     services.request_logs_ingest(
         records=[
