@@ -861,8 +861,9 @@ def feedback_record(
 
 
 def request_logs_purge(*, now: datetime | None = None) -> int:
-    """Delete request-log rows older than their endpoint's retention (a system write, run by
-    the inference process's runner or a periodic task). Returns the number deleted."""
+    """Delete request-log rows older than their endpoint's retention, and rollup rows older
+    than their resolution's (a system write, run by the inference process's runner or a
+    periodic task). Returns the number of log rows deleted."""
     now = now or timezone.now()
     by_days: dict[int, list[int]] = defaultdict(list)
     for pk, days in Endpoint.objects.values_list("pk", "log_retention_days"):
@@ -873,4 +874,5 @@ def request_logs_purge(*, now: datetime | None = None) -> int:
             endpoint_id__in=ids, created_at__lt=now - timedelta(days=days)
         ).delete()
         deleted += count
+    rollups.purge(now=now)  # rollups outlive the log: the dashboard's 90 days
     return deleted

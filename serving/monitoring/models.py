@@ -29,6 +29,9 @@ class Resolution(models.TextChoices):
 
 
 RESOLUTION_SECONDS = {Resolution.MINUTE: 60, Resolution.HOUR: 3600, Resolution.DAY: 86400}
+# How long rollup rows of each resolution are kept (None: always). The dashboard draws a range
+# from the finest resolution still kept for its start, so these bound its choice too.
+ROLLUP_RETENTION_DAYS = {Resolution.MINUTE: 3, Resolution.HOUR: 100, Resolution.DAY: None}
 
 
 class RequestRollup(models.Model):

@@ -20,6 +20,7 @@ from serving.monitoring.models import (
     HISTOGRAM_BUCKETS_PER_DOUBLING,
     HISTOGRAM_MIN_MS,
     RESOLUTION_SECONDS,
+    ROLLUP_RETENTION_DAYS,
     RequestRollup,
     Resolution,
 )
@@ -244,3 +245,16 @@ def thumb_rows(feedback) -> list[Thumb]:
 def window(resolution: str, end: datetime, points: int) -> datetime:
     """The start of a range of ``points`` buckets ending at ``end``."""
     return floor_time(end, resolution) - timedelta(seconds=RESOLUTION_SECONDS[resolution] * points)
+
+
+def purge(*, now: datetime) -> int:
+    """Delete rollup rows older than their resolution's retention (minutes after a few days,
+    hours after 100 days; days are kept). Returns the number deleted."""
+    deleted = 0
+    for resolution, days in ROLLUP_RETENTION_DAYS.items():
+        if days is not None:
+            count, _ = RequestRollup.objects.filter(
+                resolution=resolution, start__lt=now - timedelta(days=days)
+            ).delete()
+            deleted += count
+    return deleted

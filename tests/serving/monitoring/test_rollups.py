@@ -169,3 +169,16 @@ def test_rebuild_recomputes_from_the_log(served) -> None:
     )
     assert [r[:4] for r in after] == [r[:4] for r in before]
     assert [r[4] for r in after] == pytest.approx([r[4] for r in before])
+
+
+def test_purge_keeps_rollups_longer_than_the_log(served) -> None:
+    endpoint, _, _ = served
+    now = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    old = now - timedelta(days=40)  # past the log's 30 days and the minutes' 3, within hours'
+    services.request_logs_ingest(
+        records=[request_record(endpoint, created_at=old.timestamp()), request_record(endpoint)]
+    )
+    services.request_logs_purge(now=now)
+    assert not RequestLog.objects.filter(created_at__lt=now - timedelta(days=30)).exists()
+    kept = RequestRollup.objects.filter(endpoint=endpoint, start__lt=now - timedelta(days=30))
+    assert set(kept.values_list("resolution", flat=True)) == {"hour", "day"}
