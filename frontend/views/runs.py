@@ -537,6 +537,46 @@ def clone_for(request: HttpRequest, project: Project) -> dict[str, Any]:
     return clone_initial(job)
 
 
+def retrain_for(request: HttpRequest, project: Project) -> dict[str, Any]:
+    """The launch form's initial values for an alert's "Retrain" (``?retrain=<alert id>``):
+    the current version's own job (``clone_initial``) with base = that version and data = the
+    alert's retrain dataset version and its splits (``serving.monitoring.retrain``). An alert
+    the user may not see, of another project or without retrain data is a 404; ``{}`` without
+    the parameter."""
+    from serving.monitoring import retrain
+
+    raw = request.GET.get("retrain", "")
+    if not raw:
+        return {}
+    if not raw.isdigit() or len(raw) > 18:
+        raise Http404("No such alert.")
+    alert = retrain.get_alert_for_user(request.user, int(raw))
+    if alert.endpoint.project_id != project.pk:
+        raise Http404("No such alert in this project.")
+    if alert.retrain_dataset_version_id is None:
+        raise Http404("This alert has no retrain dataset yet: use its Retrain first.")
+    values = retrain.launch_values(alert)
+    job = retrain.source_job(retrain.current_version(alert))
+    initial = clone_initial(job) if job is not None else {}
+    initial.update(
+        name=values["name"],
+        kind=values["kind"],
+        method=values["method"],
+        base_source=values["base_source"],
+        base_model_version=str(values["base_model_version"]),
+        base_model="",
+        base_path="",
+        hub_model_id="",
+        tokenizer=str(values["tokenizer"] or ""),
+        train_version=str(values["train_version"]),
+        train_split=values["train_split"],
+        eval_split=values["eval_split"],
+    )
+    for name, value in values["hyperparameters"].items():
+        initial[f"hp_{name}"] = value
+    return initial
+
+
 # The model version page ------------------------------------------------------------------
 
 

@@ -58,8 +58,14 @@ def _launch_form(request: HttpRequest, project, data=None) -> TrainingLaunchForm
         hyperparameters=hyperparameter_schema(),
         task_type=project.task_type,
         base_models=base_models_for_user(request.user).filter(team=project.team),
-        # "Clone this run" (?clone=<job id>): that job's settings over the defaults.
-        initial={"name": f"{project.slug}-run", "size": "tiny", **runs.clone_for(request, project)},
+        # "Clone this run" (?clone=<job id>): that job's settings over the defaults; an alert's
+        # "Retrain" (?retrain=<alert id>): the serving version's job, fine-tuned on the window.
+        initial={
+            "name": f"{project.slug}-run",
+            "size": "tiny",
+            **runs.clone_for(request, project),
+            **runs.retrain_for(request, project),
+        },
     )
 
 

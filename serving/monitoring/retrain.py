@@ -1,0 +1,396 @@
+"""Drift to retraining: an alert's "Retrain" turns the recent window of the endpoint's requests
+into a new dataset version and pre-fills the training launch form from the serving version's
+own job, fine-tuning from that version on the new data.
+
+The dataset version (:func:`retrain_propose`)
+
+- Rows: the window's answered requests (status < 400) that stored their prompt, of the version
+  the alert is about (all versions when the alert names none), the newest
+  ``MonitorSettings.window_requests`` of them, oldest first. The window is the alert's drift
+  job's ``window_start``..``window_end``, else the endpoint's ``window_hours`` before the alert
+  was last seen. A ``/v1/predict`` request of several inputs gives one row per input when its
+  logged prompt and labels line up (one per line), else one row.
+- Columns follow the current version's training data, so its pre-filled job runs unchanged:
+  the text column under the name (and role) that job's data gave it, and for a classifier the
+  label column, for a generator the target column, named as there. Two columns more:
+  ``response_id`` and ``feedback`` ("up", "down" or empty).
+- Labels from the thumbs (``ResponseFeedback`` by response id; several people's thumbs on one
+  response add up, a tie counts as none): a thumbs up keeps the logged answer (the predicted
+  label, the completion) as the label or target; a thumbs down or no thumbs leaves it empty.
+  A classifier's trainer skips rows without a label, so only confirmed predictions are learnt
+  and the other prompts wait in the version for labelling (a campaign, an edit); a generator's
+  SFT trains a row without a target on its prompt alone (the new inputs' language), a
+  seq2seq job skips it. A thumbs down is not turned into a label: "wrong" does not say what is
+  right.
+- Splits: the current job's train (and eval) split names, made by the data stage's own
+  ``split_table`` (a seeded random partition, 90/10 when there is an eval split; the whole
+  window as the train split when it is too small to part), so the launch's split selects have
+  what the job named. No split named: none made.
+- Lineage: recipe ``{"kind": "monitor_window", "endpoint", "alert", "drift_job",
+  "window_start", "window_end", "rows", "labelled_rows", "version"}``, in the endpoint's
+  dataset of monitor windows; the alert keeps the version (``retrain_dataset_version``), so a
+  second call returns it.
+
+Kinds: classification, sft_causal, seq2seq and pretraining keep their kind; a version trained
+with DPO or KTO is continued with SFT on the confirmed completions (thumbs give no preference
+pairs, and KTO needs a thumb on every row); extractive QA and reward models are not served.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.urls import reverse
+
+from datasets_app.models import Dataset, DatasetVersion
+from projects.audit import record_event
+from projects.permissions import Action
+from projects.selectors import get_visible, visible_to
+from projects.services import require
+from serving.models import RequestLog, ResponseFeedback
+from serving.monitoring.models import Alert, MonitorSettings
+from training.models import BaseSource, ModelVersion, TrainingJob
+
+# The share of the window's rows that go to the eval split, when the current job had one.
+EVAL_SHARE = 0.1
+SPLIT_SEED = 42
+# Kinds whose served versions are continued with another kind's job on the window.
+KIND_FOR_RETRAIN = {"dpo": "sft_causal", "kto": "sft_causal"}
+# Kinds whose data a window of logged prompts cannot give.
+UNSUPPORTED_KINDS = ("qa", "reward_model")
+GENERATOR_KINDS = ("sft_causal", "seq2seq")
+PRETRAIN_KINDS = ("pretrain_clm", "pretrain_mlm")
+
+
+def _error(message: str) -> ValidationError:
+    return ValidationError({"alert": message})
+
+
+def alerts_visible_to(user) -> Any:
+    """The alerts of the user's teams (the retrain page's and action's scope)."""
+    return visible_to(Alert.objects.all(), user, team_path="endpoint__project__team")
+
+
+def get_alert_for_user(user, pk) -> Alert:
+    """One alert the user may see, else Http404."""
+    return get_visible(
+        Alert.objects.select_related("endpoint__project__team", "version"),
+        user,
+        pk,
+        team_path="endpoint__project__team",
+    )
+
+
+# --- what the window is, and which job it continues ------------------------------------------
+
+
+def current_version(alert: Alert) -> ModelVersion | None:
+    """The model version the retraining starts from: the one the alert is about, else the
+    endpoint's serving version."""
+    return alert.version or alert.endpoint.version
+
+
+def source_job(version: ModelVersion | None) -> TrainingJob | None:
+    """The training job that made ``version`` (None for a version of an external run that
+    recorded none)."""
+    if version is None:
+        return None
+    return TrainingJob.objects.filter(model_version=version).select_related("train_version").first()
+
+
+def window_of(alert: Alert) -> tuple[datetime, datetime]:
+    """(start, end) of the window the retrain data is made from."""
+    job = alert.drift_job
+    if job is not None and job.window_start and job.window_end:
+        return job.window_start, job.window_end
+    hours = (
+        MonitorSettings.objects.filter(endpoint_id=alert.endpoint_id)
+        .values_list("window_hours", flat=True)
+        .first()
+    ) or MonitorSettings._meta.get_field("window_hours").default
+    return alert.last_seen_at - timedelta(hours=hours), alert.last_seen_at
+
+
+def _layout(kind: str, job: TrainingJob | None) -> dict[str, Any]:
+    """The new table's columns and roles, named as the current job's data named them:
+    ``{"kind", "text": (role, column), "answer": (role, column) | None}``."""
+    roles = dict((job.column_roles or job.train_version.column_roles) if job else {})
+    if kind in UNSUPPORTED_KINDS:
+        raise _error(
+            f"The serving version is a {kind} model: its training data cannot be made from "
+            "logged prompts."
+        )
+    kind = KIND_FOR_RETRAIN.get(kind, kind)
+    if kind == "classification":
+        return {
+            "kind": kind,
+            "text": ("text", roles.get("text") or "text"),
+            "answer": ("label", roles.get("label") or "label"),
+        }
+    if kind in PRETRAIN_KINDS:
+        return {"kind": kind, "text": ("text", roles.get("text") or "text"), "answer": None}
+    # Generators: the source the job read (prompt, else text, else question), and the target.
+    role = next((r for r in ("prompt", "text", "question") if roles.get(r)), "prompt")
+    return {
+        "kind": kind,
+        "text": (role, roles.get(role) or role),
+        "answer": ("target", roles.get("target") or "target"),
+    }
+
+
+def _window_requests(alert: Alert, start: datetime, end: datetime) -> list[tuple]:
+    limit = (
+        MonitorSettings.objects.filter(endpoint_id=alert.endpoint_id)
+        .values_list("window_requests", flat=True)
+        .first()
+    ) or MonitorSettings._meta.get_field("window_requests").default
+    logs = RequestLog.objects.filter(
+        endpoint_id=alert.endpoint_id,
+        created_at__gte=start,
+        created_at__lte=end,
+        status_code__lt=400,
+        prompt_text__isnull=False,
+    ).exclude(prompt_text="")
+    if alert.version_id:
+        logs = logs.filter(version_id=alert.version_id)
+    newest = list(
+        logs.order_by("-created_at", "-id").values_list(
+            "response_id", "route", "prompt_text", "completion_text"
+        )[:limit]
+    )
+    newest.reverse()
+    return newest
+
+
+def _thumbs(alert: Alert, start: datetime, response_ids: set[str]) -> dict[str, str]:
+    """``{response_id: "up" | "down"}``: the sum of the thumbs on each response (feedback comes
+    after its response, so only feedback since the window's start is read)."""
+    totals: dict[str, int] = {}
+    for response_id, score in ResponseFeedback.objects.filter(
+        endpoint_id=alert.endpoint_id, created_at__gte=start
+    ).values_list("response_id", "score"):
+        if response_id in response_ids:
+            totals[response_id] = totals.get(response_id, 0) + score
+    return {rid: ("up" if total > 0 else "down") for rid, total in totals.items() if total}
+
+
+def _rows(requests: list[tuple], thumbs: dict[str, str], layout: dict) -> list[dict]:
+    text_column = layout["text"][1]
+    answer_column = layout["answer"][1] if layout["answer"] else None
+    rows = []
+    for response_id, route, prompt, completion in requests:
+        pairs = [(prompt, completion)]
+        if route == "predict" and completion is not None:
+            prompts, labels = prompt.split("\n"), completion.split("\n")
+            if len(prompts) == len(labels) > 1:
+                pairs = list(zip(prompts, labels, strict=True))
+        feedback = thumbs.get(response_id, "")
+        for text, answer in pairs:
+            row = {text_column: text, "response_id": response_id, "feedback": feedback}
+            if answer_column is not None:
+                row[answer_column] = answer if feedback == "up" and answer else None
+            rows.append(row)
+    return rows
+
+
+# --- the version -----------------------------------------------------------------------------
+
+
+def _write(rows: list[dict], layout: dict, job: TrainingJob | None, folder: Path):
+    """Write the table and its splits under ``folder``; returns (IngestResult, splits for
+    ``version_register``, the train and eval split names made)."""
+    import pyarrow as pa
+
+    from datasets_app.cleaning.readers import parquet_io
+    from datasets_app.cleaning.splits import split_table
+    from llmhub.reporting import JobInputError
+
+    columns = [layout["text"][1]]
+    if layout["answer"]:
+        columns.append(layout["answer"][1])
+    columns += ["response_id", "feedback"]
+    schema = pa.schema([(name, pa.string()) for name in columns])
+    table = pa.Table.from_pylist(rows, schema=schema)
+    result = parquet_io.write_table(table, folder / "window.parquet")
+    train, evaluation = (job.train_split, job.eval_split) if job else ("", "")
+    if not train:
+        return result, [], "", ""
+    attempts = [{train: 1.0 - EVAL_SHARE, evaluation: EVAL_SHARE}] if evaluation else []
+    attempts.append({train: 1.0})
+    for ratios in attempts:
+        try:
+            parts = split_table(
+                result.path, output_dir=folder / "splits", ratios=ratios, seed=SPLIT_SEED
+            )
+        except JobInputError:  # too few rows for an eval split: the window is the train split
+            continue
+        splits = [
+            {"name": name, "path": s.path, "sha256": s.sha256, "rows": s.rows}
+            for name, s in parts.items()
+        ]
+        return result, splits, train, evaluation if evaluation in parts else ""
+    return result, [], "", ""
+
+
+def _monitor_dataset(*, actor, alert: Alert) -> Dataset:
+    """The endpoint's dataset of monitor windows: that of its last retrain version, else a new
+    one (a free name) made by the data stage's service."""
+    from datasets_app.services import dataset_create
+
+    previous = (
+        Alert.objects.filter(endpoint_id=alert.endpoint_id, retrain_dataset_version__isnull=False)
+        .exclude(pk=alert.pk)
+        .select_related("retrain_dataset_version__dataset")
+        .order_by("-pk")
+        .first()
+    )
+    if previous is not None:
+        return previous.retrain_dataset_version.dataset
+    endpoint = alert.endpoint
+    stem = f"{endpoint.name} monitor windows"[:110]
+    name, number = stem, 1
+    while Dataset.objects.filter(project_id=endpoint.project_id, name=name).exists():
+        number += 1
+        name = f"{stem} ({number})"
+    return dataset_create(
+        actor=actor,
+        project=endpoint.project,
+        name=name,
+        description=f"Recent requests of the endpoint '{endpoint.name}', made into data by "
+        "its alerts' Retrain.",
+    )
+
+
+def retrain_propose(*, actor, alert: Alert) -> DatasetVersion:
+    """The dataset version made from the alert's window (see the module's docstring), stored
+    on ``alert.retrain_dataset_version``; a second call returns the same version. EDIT_DATA
+    on the endpoint's team. ValidationError, with nothing written, for an endpoint that
+    stores no text, a window without a prompt, or a version whose kind the window cannot
+    feed. The table is written and stored before the short transaction that records it."""
+    from datasets_app.services import version_register
+    from llmhub import storage
+
+    endpoint = alert.endpoint
+    require(actor, endpoint.project.team, Action.EDIT_DATA)
+    if alert.retrain_dataset_version_id:
+        return alert.retrain_dataset_version
+    if not endpoint.store_text:
+        raise _error(
+            f"The endpoint '{endpoint.name}' does not store prompt text (its privacy switch "
+            "is off), so its requests cannot become a dataset. Turn on storing text on the "
+            "endpoint page; the requests from then on can."
+        )
+    version = current_version(alert)
+    job = source_job(version)
+    layout = _layout(job.kind if job else (version.task_kind if version else "sft_causal"), job)
+    start, end = window_of(alert)
+    requests = _window_requests(alert, start, end)
+    if not requests:
+        raise _error(
+            f"No answered request with its prompt stored between {start:%Y-%m-%d %H:%M} and "
+            f"{end:%Y-%m-%d %H:%M} UTC: nothing to make a dataset from."
+        )
+    thumbs = _thumbs(alert, start, {r[0] for r in requests})
+    rows = _rows(requests, thumbs, layout)
+    answer = layout["answer"][1] if layout["answer"] else None
+    labelled = sum(1 for row in rows if answer and row.get(answer) is not None)
+    roles = {layout["text"][0]: layout["text"][1]}
+    if layout["answer"]:
+        roles[layout["answer"][0]] = answer
+    with tempfile.TemporaryDirectory(prefix=f"llmhub-retrain-{alert.pk}-") as scratch:
+        result, splits, train_split, eval_split = _write(rows, layout, job, Path(scratch))
+        # Slow I/O before the transaction: version_register finds these stored already.
+        storage.store_content_addressed(result.path, sha256=result.content_sha256)
+        for split in splits:
+            storage.store_content_addressed(split["path"], sha256=split["sha256"])
+        recipe = {
+            "kind": "monitor_window",
+            "endpoint": endpoint.pk,
+            "alert": alert.pk,
+            "drift_job": alert.drift_job_id,
+            "version": version.pk if version else None,
+            "window_start": start.isoformat(),
+            "window_end": end.isoformat(),
+            "rows": len(rows),
+            "labelled_rows": labelled,
+            "training_kind": layout["kind"],
+            "train_split": train_split,
+            "eval_split": eval_split,
+        }
+        with transaction.atomic():
+            locked = Alert.objects.select_for_update().get(pk=alert.pk)
+            if locked.retrain_dataset_version_id:  # another request made it a moment ago
+                return locked.retrain_dataset_version
+            new = version_register(
+                dataset=_monitor_dataset(actor=actor, alert=locked),
+                local_path=result.path,
+                sha256=result.content_sha256,
+                row_count=len(rows),
+                size_bytes=result.size_bytes,
+                schema=result.columns,
+                column_roles=roles,
+                recipe=recipe,
+                parent=None,
+                actor=actor,
+                note=f"Window of {endpoint.name}, alert #{alert.pk}: {len(rows):,} prompts, "
+                f"{labelled:,} labelled from thumbs up",
+                splits=splits,
+            )
+            locked.retrain_dataset_version = new
+            locked.save(update_fields=["retrain_dataset_version"])
+            record_event(
+                actor=actor,
+                verb="alert.retrain_proposed",
+                target=locked,
+                changes={"dataset_version": new.pk, "rows": len(rows), "labelled": labelled},
+            )
+    alert.retrain_dataset_version = new
+    return new
+
+
+# --- the launch form's pre-fill ----------------------------------------------------------------
+
+
+def retrain_launch_url(alert: Alert) -> str:
+    """The training launch page of the alert's project, pre-filled for this alert."""
+    url = reverse("training-launch", kwargs={"pk": alert.endpoint.project_id})
+    return f"{url}?retrain={alert.pk}"
+
+
+def launch_values(alert: Alert) -> dict[str, Any]:
+    """What the pre-filled training job is, in the launch service's (and the REST API's)
+    terms, ids for objects: the current version's own job's settings with base = the current
+    version (``base_source="model_version"``) and data = the retrain version with the splits
+    made for it. The pre-training rate and epochs of a job from random weights become the
+    fine-tuning defaults (``PRETRAINED_DEFAULTS``). Needs ``retrain_propose`` first."""
+    from training.runtime.config import PRETRAINED_DEFAULTS
+
+    data = alert.retrain_dataset_version
+    if data is None:
+        raise _error("Propose the retrain dataset first.")
+    version = current_version(alert)
+    if version is None:
+        raise _error("The endpoint serves no model version to fine-tune.")
+    job = source_job(version)
+    recipe = data.recipe or {}
+    hyperparameters = dict(job.hyperparameters or {}) if job else {}
+    if job is None or job.base_source == BaseSource.RANDOM:
+        hyperparameters.update(PRETRAINED_DEFAULTS)
+    name = f"{(job.name if job else alert.endpoint.slug)[:100]}-retrain-{alert.pk}"
+    return {
+        "name": name[:120],
+        "kind": recipe.get("training_kind") or version.task_kind,
+        "method": job.method if job else "full",
+        "base_source": BaseSource.MODEL_VERSION.value,
+        "base_model_version": version.pk,
+        "tokenizer": version.tokenizer_id or (job.tokenizer_id if job else None),
+        "train_version": data.pk,
+        "train_split": recipe.get("train_split", ""),
+        "eval_split": recipe.get("eval_split", ""),
+        "hyperparameters": hyperparameters,
+    }
