@@ -14,6 +14,7 @@ from evaluation.feedback.api import labeling as feedback_labeling_views
 from evaluation.feedback.api import stats as feedback_stats_views
 from projects.api import views as project_views
 from serving.api import views as serving_views
+from serving.monitoring.api import alerts as alert_views
 from training.api import base_models as base_model_views
 from training.api import views as training_views
 
@@ -42,6 +43,10 @@ router.register("serving-keys", serving_views.ServingKeyViewSet, basename="servi
 router.register("request-logs", serving_views.RequestLogViewSet, basename="request-log")
 router.register(
     "response-feedback", serving_views.ResponseFeedbackViewSet, basename="response-feedback"
+)
+router.register("alerts", alert_views.AlertViewSet, basename="alert")
+router.register(
+    "webhook-deliveries", alert_views.WebhookDeliveryViewSet, basename="webhook-delivery"
 )
 router.register(
     "feedback-campaigns", feedback_campaign_views.CampaignViewSet, basename="feedback-campaign"

@@ -5,16 +5,23 @@ The checks report what they measured as :class:`Observation` s to :func:`observe
 place an alert is opened or repeated: at most one unresolved alert per endpoint, kind and
 statistic (a partial unique constraint), so a check that keeps firing raises the alert's count
 and latest value instead of opening another.
+
+People move an alert along ``open -> acknowledged -> resolved`` (or ``open -> resolved``) with
+:func:`alert_acknowledge` and :func:`alert_resolve`; anything else is refused with the reason.
+A resolved alert frees its place: the next breach of the same statistic opens a new alert.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from projects.audit import record_event
+from projects.permissions import Action
+from projects.services import require
 from serving.models import Endpoint
 from serving.monitoring.models import Alert, AlertState, MonitorSettings, WebhookDelivery
 
@@ -33,10 +40,11 @@ class Observation:
     drift_job_id: int | None = None
 
 
-def alert_payload(alert: Alert, event: str) -> dict:
-    """The JSON a webhook receives for ``event`` (alert.opened, alert.acknowledged, ...)."""
+def alert_payload(alert: Alert, event: str, *, note: str = "") -> dict:
+    """The JSON a webhook receives for ``event`` (alert.opened, alert.acknowledged, ...);
+    ``note`` is what the person acknowledging or resolving wrote."""
     endpoint = alert.endpoint
-    return {
+    payload = {
         "event": event,
         "alert": {
             "id": alert.pk,
@@ -53,9 +61,12 @@ def alert_payload(alert: Alert, event: str) -> dict:
         "endpoint": {"id": endpoint.pk, "slug": endpoint.slug, "name": endpoint.name},
         "project": {"id": endpoint.project_id},
     }
+    if note:
+        payload["note"] = note
+    return payload
 
 
-def enqueue_delivery(alert: Alert, event: str) -> WebhookDelivery | None:
+def enqueue_delivery(alert: Alert, event: str, *, note: str = "") -> WebhookDelivery | None:
     """Queue ``event`` for the endpoint's webhook, if it has one (sent by the periodic sender,
     never while a request or a check waits)."""
     url = (
@@ -70,7 +81,7 @@ def enqueue_delivery(alert: Alert, event: str) -> WebhookDelivery | None:
         endpoint_id=alert.endpoint_id,
         event=event,
         url=url,
-        payload=alert_payload(alert, event),
+        payload=alert_payload(alert, event, note=note),
     )
 
 
@@ -141,3 +152,78 @@ def observe(*, endpoint: Endpoint, observations: list[Observation]) -> list[Aler
             enqueue_delivery(alert, "alert.opened")
             touched.append(alert)
     return touched
+
+
+# --- people acknowledge and resolve -------------------------------------------------------------
+
+NOTE_MAX_LENGTH = 2000
+
+# state -> the states a person may move it to
+TRANSITIONS: dict[str, tuple[str, ...]] = {
+    AlertState.OPEN: (AlertState.ACKNOWLEDGED, AlertState.RESOLVED),
+    AlertState.ACKNOWLEDGED: (AlertState.RESOLVED,),
+    AlertState.RESOLVED: (),
+}
+
+
+def _refusal(current: str, target: str) -> str:
+    if current == target:
+        return f"This alert is already {current}."
+    if current == AlertState.RESOLVED:
+        return (
+            "This alert is resolved; it cannot change any more (the next breach of the same "
+            "statistic opens a new alert)."
+        )
+    allowed = " or ".join(str(state) for state in TRANSITIONS[current])
+    return f"An {current} alert can only become {allowed}, not {target}."
+
+
+def _clean_note(note: str) -> str:
+    if not isinstance(note, str):
+        raise ValidationError({"note": "A note is text."})
+    note = note.strip()
+    if len(note) > NOTE_MAX_LENGTH:
+        raise ValidationError({"note": f"A note has at most {NOTE_MAX_LENGTH} characters."})
+    if "\x00" in note:
+        raise ValidationError({"note": "A note cannot hold a NUL character."})
+    return note
+
+
+def _move(*, actor, alert: Alert, target: str, note: str) -> Alert:
+    require(actor, alert.endpoint.project.team, Action.RUN_JOBS)
+    note = _clean_note(note)
+    with transaction.atomic():
+        # Locked and read again: two people clicking at once see one move and one refusal.
+        current = Alert.objects.select_for_update().select_related("endpoint").get(pk=alert.pk)
+        before = current.state
+        if target not in TRANSITIONS[before]:
+            raise ValidationError({"state": _refusal(before, target)})
+        now = timezone.now()
+        current.state = target
+        fields = ["state"]
+        if target == AlertState.ACKNOWLEDGED:
+            current.acknowledged_at, current.acknowledged_by = now, actor
+            fields += ["acknowledged_at", "acknowledged_by"]
+        else:
+            current.resolved_at, current.resolved_by = now, actor
+            fields += ["resolved_at", "resolved_by"]
+        current.save(update_fields=fields)
+        verb = f"alert.{target}"
+        changes: dict = {"state": [before, target], "statistic": current.statistic}
+        if note:
+            changes["note"] = note
+        record_event(actor=actor, verb=verb, target=current, changes=changes)
+        enqueue_delivery(current, verb, note=note)
+    return current
+
+
+def alert_acknowledge(*, actor, alert: Alert, note: str = "") -> Alert:
+    """Someone is on it: an open alert becomes acknowledged (RUN_JOBS). It still blocks a
+    second alert of the same statistic; a repeat raises its count."""
+    return _move(actor=actor, alert=alert, target=AlertState.ACKNOWLEDGED, note=note)
+
+
+def alert_resolve(*, actor, alert: Alert, note: str = "") -> Alert:
+    """Done: an open or acknowledged alert becomes resolved (RUN_JOBS), and the next breach
+    of the same statistic opens a new alert."""
+    return _move(actor=actor, alert=alert, target=AlertState.RESOLVED, note=note)
