@@ -352,6 +352,9 @@ LLMHUB_SERVING_LOG_FLUSH_SECONDS = env_float("LLMHUB_SERVING_LOG_FLUSH_SECONDS",
 # URLs the server calls itself (an external engine's upstream; later AI raters and webhooks)
 # must resolve to public addresses (llmhub/net.py); allowed in development for a local vLLM.
 LLMHUB_ALLOW_PRIVATE_URLS = env_bool("LLMHUB_ALLOW_PRIVATE_URLS", DEBUG)
+# GET /metrics (llmhub/metrics.py): with a token, scrapers send it as a bearer token; without
+# one, only DEBUG or direct requests from loopback/private addresses are answered.
+LLMHUB_METRICS_TOKEN = env("LLMHUB_METRICS_TOKEN", "")
 
 # Security
 SESSION_COOKIE_HTTPONLY = True

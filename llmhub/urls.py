@@ -1,9 +1,13 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from llmhub.metrics import metrics_view
+
 urlpatterns = [
     path("api/v1/", include("llmhub.api.urls")),
     path("admin/", admin.site.urls),
+    # Prometheus: job queue depths and outcomes (llmhub/metrics.py says who may scrape).
+    path("metrics", metrics_view, name="metrics"),
     path("", include("frontend.urls")),
 ]
 
