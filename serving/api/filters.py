@@ -2,6 +2,8 @@ import django_filters
 
 from serving.models import Endpoint, RequestLog, ResponseFeedback, ServingKey
 
+STATUS_CLASSES = {"2xx": 200, "3xx": 300, "4xx": 400, "5xx": 500}
+
 
 class EndpointFilterSet(django_filters.FilterSet):
     archived = django_filters.BooleanFilter(method="filter_archived")
@@ -30,6 +32,13 @@ class RequestLogFilterSet(django_filters.FilterSet):
     status = django_filters.NumberFilter(field_name="status_code")
     since = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
     until = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    # What a dashboard point links to: its bucket's requests, by latency, canary and status.
+    min_latency_ms = django_filters.NumberFilter(field_name="latency_ms", lookup_expr="gte")
+    max_latency_ms = django_filters.NumberFilter(field_name="latency_ms", lookup_expr="lte")
+    canary = django_filters.BooleanFilter()
+    status_class = django_filters.ChoiceFilter(
+        choices=[(c, c) for c in STATUS_CLASSES], method="filter_status_class"
+    )
 
     class Meta:
         model = RequestLog
@@ -42,6 +51,10 @@ class RequestLogFilterSet(django_filters.FilterSet):
             "route": ["exact"],
             "response_id": ["exact"],
         }
+
+    def filter_status_class(self, queryset, name, value):
+        low = STATUS_CLASSES[value]
+        return queryset.filter(status_code__gte=low, status_code__lt=low + 100)
 
 
 class ResponseFeedbackFilterSet(django_filters.FilterSet):

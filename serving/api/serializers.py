@@ -349,3 +349,19 @@ class GateSerializer(serializers.Serializer):
         allow_null=True, help_text="Why no override lets it through, or null."
     )
     blockers = serializers.ListField(child=serializers.CharField())
+
+
+class DashboardParamsSerializer(StrictSerializer):
+    """The dashboard's query parameters (types only; ``dashboard.resolve_range`` checks the
+    range itself)."""
+
+    range = serializers.CharField(
+        max_length=10,
+        required=False,
+        help_text="1h, 6h, 24h (default), 7d, 30d or 90d, ending now; or give start and end.",
+    )
+    start = serializers.DateTimeField(required=False, help_text="ISO 8601 (UTC if no offset).")
+    end = serializers.DateTimeField(required=False, help_text="ISO 8601; default now.")
+    version = serializers.IntegerField(
+        min_value=1, required=False, help_text="Only this model version's series."
+    )

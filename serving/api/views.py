@@ -29,6 +29,7 @@ from projects.permissions import Action
 from serving import selectors, services
 from serving.api import filters
 from serving.api import serializers as s
+from serving.monitoring import dashboard
 from training.selectors import get_model_version_for_user
 
 MAX_HISTORY_ROWS = 500
@@ -62,6 +63,9 @@ class EndpointViewSet(ListRetrieveMixin, CreateMixin, UpdateMixin, DestroyMixin,
     ordering_fields = ("name", "created_at", "updated_at")
 
     def scoped_queryset(self, user):
+        if getattr(self, "action", None) == "dashboard":
+            # The dashboard reads rollups only: not the list's counts of the raw log.
+            return dashboard.endpoints_for_user(user)
         return selectors.endpoints_for_user(user)
 
     def perform_service_create(self, data):
@@ -152,6 +156,32 @@ class EndpointViewSet(ListRetrieveMixin, CreateMixin, UpdateMixin, DestroyMixin,
                 "hours": hours,
                 "since": since.isoformat(),
                 "versions": selectors.version_stats(endpoint, since=since),
+            }
+        )
+
+    @extend_schema(parameters=[s.DashboardParamsSerializer], responses=OpenApiTypes.OBJECT)
+    @action(detail=True, methods=["get"])
+    def dashboard(self, request: Request, pk=None) -> Response:
+        """Series per version (the canary's beside the main one) over ``range`` or ``start`` to
+        ``end``, from the per-minute/hour/day rollups: requests per minute, errors by status,
+        latency and time-to-first-token percentiles, tokens/s, cache hit rate, feedback score.
+        Every bucket is a point (no traffic: zero counts, null percentiles); an empty range
+        says so in ``message``."""
+        endpoint = self.get_object()
+        names = ("range", "start", "end", "version")
+        data = self._validated(
+            s.DashboardParamsSerializer,
+            {n: request.query_params[n] for n in names if request.query_params.get(n)},
+        )
+        time_range = dashboard.resolve_range(
+            range_name=data.get("range"), start=data.get("start"), end=data.get("end")
+        )
+        return Response(
+            {
+                "endpoint": endpoint.pk,
+                **dashboard.endpoint_dashboard(
+                    endpoint, time_range=time_range, version_id=data.get("version")
+                ),
             }
         )
 
