@@ -296,3 +296,191 @@ def group_bars(groups: Sequence[dict], *, title: str, ideal: float | None = None
             annotation_position="top",
         )
     return fig.to_plotly_json()
+
+
+# --- the Monitor tab: an endpoint's traffic over time and its drift statistics ----------------
+
+# Each point of a traffic chart carries what the request log needs to show the requests behind
+# it (monitor.js opens the log on a click): [version id or "", since, until, filter, value].
+MONITOR_CLICK_FIELDS = ("version", "since", "until", "filter", "value")
+
+
+def _series_label(series: dict) -> str:
+    label = series.get("version_label") or "no version"
+    return f"{label} (canary)" if series.get("canary") else label
+
+
+def _bucket_end(start: str, bucket_seconds: int) -> str:
+    return (datetime.fromisoformat(start) + timedelta(seconds=bucket_seconds)).isoformat()
+
+
+def _time_axis(layout: dict, time_range: dict | None) -> None:
+    layout["xaxis"].update(type="date", tickformat="%H:%M<br>%b %-d")
+    if time_range:
+        layout["xaxis"]["range"] = [time_range["start"], time_range["end"]]
+
+
+def monitor_chart(
+    series: Sequence[dict],
+    metrics: Sequence[tuple[str, str]],
+    *,
+    title: str,
+    y_title: str = "",
+    time_range: dict | None = None,
+    share: bool = False,
+    empty_text: str = "No requests in this range",
+    click_filter: tuple[str, str] | None = None,
+    height: int = 280,
+) -> dict:
+    """One line per (dashboard series, metric): ``series`` as
+    ``serving.monitoring.dashboard.endpoint_dashboard`` gives them (one per version, the
+    canary's its own), ``metrics`` as ``[(point field, label)]``. The canary's lines are
+    dashed, in their version's colour. ``share`` draws the y axis as a percentage (0..1).
+    ``click_filter`` is the request-log filter a click on a point adds (``("status_class",
+    "5xx")``); each point's ``customdata`` is :data:`MONITOR_CLICK_FIELDS`."""
+    bucket = int((time_range or {}).get("bucket_seconds") or 60)
+    fig = go.Figure()
+    dashes = ["solid", "dot", "dash", "longdash", "dashdot"]
+    drawn = 0
+    for index, s in enumerate(series):
+        points = s.get("points") or []
+        color = PALETTE[index % len(PALETTE)]
+        for m_index, (field, label) in enumerate(metrics):
+            kept = [p for p in points if p.get(field) is not None]
+            value_format = ".1%" if share else ".4g"
+            if not kept:
+                continue
+            drawn += 1
+            name = _series_label(s) if len(metrics) == 1 else f"{_series_label(s)} {label}"
+            fig.add_trace(
+                go.Scatter(
+                    x=[p["t"] for p in kept],
+                    y=[p[field] for p in kept],
+                    mode="lines+markers" if len(kept) < 60 else "lines",
+                    name=name,
+                    line={
+                        "color": color,
+                        "width": 2,
+                        "dash": "dash" if s.get("canary") else dashes[m_index % len(dashes)],
+                    },
+                    marker={"size": 5},
+                    customdata=[
+                        [
+                            s.get("version_id") or "",
+                            p["t"],
+                            _bucket_end(p["t"], bucket),
+                            *(click_filter or ("", "")),
+                        ]
+                        for p in kept
+                    ],
+                    hovertemplate=f"%{{x}}<br>%{{y:{value_format}}}<extra>{name}</extra>",
+                )
+            )
+    if not drawn:
+        return waiting(title, text=empty_text, height=height)
+    layout = _layout(title, y_title=y_title, height=height)
+    _time_axis(layout, time_range)
+    if share:
+        layout["yaxis"].update(tickformat=".0%", range=[0, 1.05])
+        layout["yaxis"].pop("rangemode", None)
+    fig.update_layout(**layout, hovermode="closest")
+    return fig.to_plotly_json()
+
+
+def monitor_status_chart(
+    series: Sequence[dict], *, title: str, time_range: dict | None = None, height: int = 280
+) -> dict:
+    """Answers that were not a success, one line per (series, status code): 429 is rate
+    limited, other 4xx rejected, 5xx errors. A click opens the log filtered by that status."""
+    bucket = int((time_range or {}).get("bucket_seconds") or 60)
+    fig = go.Figure()
+    drawn = 0
+    for index, s in enumerate(series):
+        points = s.get("points") or []
+        codes = sorted(
+            {code for p in points for code in (p.get("by_status") or {}) if int(code) >= 400}
+        )
+        for c_index, code in enumerate(codes):
+            kept = [p for p in points if (p.get("by_status") or {}).get(code)]
+            if not kept:
+                continue
+            drawn += 1
+            number = int(code)
+            kind = "rate limited" if number == 429 else "rejected" if number < 500 else "error"
+            name = f"{_series_label(s)} {code} {kind}"
+            fig.add_trace(
+                go.Scatter(
+                    x=[p["t"] for p in kept],
+                    y=[p["by_status"][code] for p in kept],
+                    mode="lines+markers",
+                    name=name,
+                    line={
+                        "color": PALETTE[(index * 3 + c_index + 4) % len(PALETTE)],
+                        "width": 2,
+                        "dash": "dash" if s.get("canary") else "solid",
+                    },
+                    marker={"size": 6},
+                    customdata=[
+                        [
+                            s.get("version_id") or "",
+                            p["t"],
+                            _bucket_end(p["t"], bucket),
+                            "status",
+                            code,
+                        ]
+                        for p in kept
+                    ],
+                    hovertemplate="%{x}<br>%{y} answers<extra>" + name + "</extra>",
+                )
+            )
+    if not drawn:
+        return waiting(title, text="No errors, rate-limited or rejected requests", height=height)
+    layout = _layout(title, y_title="answers", height=height)
+    _time_axis(layout, time_range)
+    fig.update_layout(**layout, hovermode="closest")
+    return fig.to_plotly_json()
+
+
+def drift_chart(name: str, points: Sequence[dict], *, title: str = "") -> dict:
+    """One drift statistic over time (``selectors.drift_history``'s points: t, value,
+    threshold, drifted, job_id) with its threshold as a dashed step line; drifted values red."""
+    title = title or name
+    if not points:
+        return waiting(title, text="Not computed yet", height=240)
+    x = [p["t"] for p in points]
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(
+            x=x,
+            y=[p["value"] for p in points],
+            mode="lines+markers",
+            name=name,
+            line={"color": PALETTE[0], "width": 2},
+            marker={
+                "size": 8,
+                "color": ["#b42318" if p.get("drifted") else PALETTE[0] for p in points],
+            },
+            customdata=[p.get("job_id") for p in points],
+            hovertemplate="%{x}<br>%{y:.4g} (job %{customdata})<extra></extra>",
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=x,
+            y=[p["threshold"] for p in points],
+            mode="lines",
+            name="threshold",
+            line={"color": "#b42318", "width": 1.5, "dash": "dash", "shape": "hv"},
+            hovertemplate="threshold %{y:.4g}<extra></extra>",
+        )
+    )
+    layout = _layout(title, height=240)
+    _time_axis(layout, None)
+    times = _as_times(x)
+    if times and max(times) - min(times) < timedelta(minutes=1):
+        layout["xaxis"]["range"] = [
+            (min(times) - timedelta(hours=1)).isoformat(),
+            (max(times) + timedelta(hours=1)).isoformat(),
+        ]
+    fig.update_layout(**layout)
+    return fig.to_plotly_json()

@@ -7,6 +7,7 @@ from frontend.views import (
     data_browser,
     evaluation,
     feedback,
+    monitor,
     projects,
     runs,
     serving,
@@ -115,6 +116,52 @@ urlpatterns = [
     ),
     path(
         "deploy/endpoints/<int:pk>/feedback/", serving.endpoint_feedback, name="endpoint-feedback"
+    ),
+    path("projects/<int:pk>/monitor/", monitor.monitor_stage, name="monitor-stage"),
+    path(
+        "projects/<int:pk>/monitor/endpoints/<int:endpoint_pk>/",
+        monitor.endpoint_monitor,
+        name="monitor-endpoint",
+    ),
+    path(
+        "projects/<int:pk>/monitor/endpoints/<int:endpoint_pk>/data/",
+        monitor.endpoint_monitor_data,
+        name="monitor-endpoint-data",
+    ),
+    path(
+        "projects/<int:pk>/monitor/endpoints/<int:endpoint_pk>/requests/",
+        monitor.request_log,
+        name="monitor-request-log",
+    ),
+    path(
+        "projects/<int:pk>/monitor/endpoints/<int:endpoint_pk>/drift/",
+        monitor.drift_check,
+        name="monitor-drift-check",
+    ),
+    path(
+        "projects/<int:pk>/monitor/endpoints/<int:endpoint_pk>/settings/",
+        monitor.monitor_settings,
+        name="monitor-settings",
+    ),
+    path(
+        "projects/<int:pk>/monitor/alerts/<int:alert_pk>/acknowledge/",
+        monitor.alert_acknowledge,
+        name="monitor-alert-acknowledge",
+    ),
+    path(
+        "projects/<int:pk>/monitor/alerts/<int:alert_pk>/resolve/",
+        monitor.alert_resolve,
+        name="monitor-alert-resolve",
+    ),
+    path(
+        "projects/<int:pk>/monitor/alerts/<int:alert_pk>/retrain/",
+        monitor.alert_retrain,
+        name="monitor-alert-retrain",
+    ),
+    path(
+        "projects/<int:pk>/monitor/deliveries/<int:delivery_pk>/retry/",
+        monitor.delivery_retry,
+        name="monitor-delivery-retry",
     ),
     path("projects/<int:pk>/feedback/", feedback.feedback_stage, name="feedback-stage"),
     path(
