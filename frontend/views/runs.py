@@ -543,14 +543,14 @@ def retrain_for(request: HttpRequest, project: Project) -> dict[str, Any]:
     alert's retrain dataset version and its splits (``serving.monitoring.retrain``). An alert
     the user may not see, of another project or without retrain data is a 404; ``{}`` without
     the parameter."""
-    from serving.monitoring import retrain
+    from serving.monitoring import alert_selectors, retrain
 
     raw = request.GET.get("retrain", "")
     if not raw:
         return {}
     if not raw.isdigit() or len(raw) > 18:
         raise Http404("No such alert.")
-    alert = retrain.get_alert_for_user(request.user, int(raw))
+    alert = alert_selectors.get_alert_for_user(request.user, int(raw))
     if alert.endpoint.project_id != project.pk:
         raise Http404("No such alert in this project.")
     if alert.retrain_dataset_version_id is None:

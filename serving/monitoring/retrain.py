@@ -50,7 +50,6 @@ from django.urls import reverse
 from datasets_app.models import Dataset, DatasetVersion
 from projects.audit import record_event
 from projects.permissions import Action
-from projects.selectors import get_visible, visible_to
 from projects.services import require
 from serving.models import RequestLog, ResponseFeedback
 from serving.monitoring.models import Alert, MonitorSettings
@@ -69,21 +68,6 @@ PRETRAIN_KINDS = ("pretrain_clm", "pretrain_mlm")
 
 def _error(message: str) -> ValidationError:
     return ValidationError({"alert": message})
-
-
-def alerts_visible_to(user) -> Any:
-    """The alerts of the user's teams (the retrain page's and action's scope)."""
-    return visible_to(Alert.objects.all(), user, team_path="endpoint__project__team")
-
-
-def get_alert_for_user(user, pk) -> Alert:
-    """One alert the user may see, else Http404."""
-    return get_visible(
-        Alert.objects.select_related("endpoint__project__team", "version"),
-        user,
-        pk,
-        team_path="endpoint__project__team",
-    )
 
 
 # --- what the window is, and which job it continues ------------------------------------------
@@ -363,11 +347,12 @@ def retrain_launch_url(alert: Alert) -> str:
 
 
 def launch_values(alert: Alert) -> dict[str, Any]:
-    """What the pre-filled training job is, in the launch service's (and the REST API's)
-    terms, ids for objects: the current version's own job's settings with base = the current
-    version (``base_source="model_version"``) and data = the retrain version with the splits
-    made for it. The pre-training rate and epochs of a job from random weights become the
-    fine-tuning defaults (``PRETRAINED_DEFAULTS``). Needs ``retrain_propose`` first."""
+    """What the pre-filled training job is, in the REST API's terms (the body of
+    ``POST /api/v1/training-jobs/``; the launch service's arguments, ids for objects): the
+    current version's own job's settings with base = the current version
+    (``base_source="model_version"``) and data = the retrain version with the splits made for
+    it. The pre-training rate and epochs of a job from random weights become the fine-tuning
+    defaults (``PRETRAINED_DEFAULTS``). Needs ``retrain_propose`` first."""
     from training.runtime.config import PRETRAINED_DEFAULTS
 
     data = alert.retrain_dataset_version
@@ -383,6 +368,7 @@ def launch_values(alert: Alert) -> dict[str, Any]:
         hyperparameters.update(PRETRAINED_DEFAULTS)
     name = f"{(job.name if job else alert.endpoint.slug)[:100]}-retrain-{alert.pk}"
     return {
+        "project": alert.endpoint.project_id,
         "name": name[:120],
         "kind": recipe.get("training_kind") or version.task_kind,
         "method": job.method if job else "full",

@@ -13,7 +13,7 @@ from rest_framework.response import Response
 from llmhub.api.serializers import StrictSerializer
 from llmhub.api.viewsets import ListRetrieveMixin, ScopedViewSet
 from projects.permissions import Action
-from serving.monitoring import alert_selectors, alerts, webhooks
+from serving.monitoring import alert_selectors, alerts, retrain, webhooks
 from serving.monitoring.models import Alert, WebhookDelivery
 
 
@@ -63,6 +63,14 @@ class AlertNoteSerializer(StrictSerializer):
     )
 
 
+class RetrainSerializer(serializers.Serializer):
+    """The answer of ``POST /alerts/{id}/retrain/`` (the schema's; never reads a body)."""
+
+    dataset_version = serializers.IntegerField()
+    launch_url = serializers.CharField()
+    training_job = serializers.DictField(help_text="The pre-filled launch values.")
+
+
 class AlertFilterSet(django_filters.FilterSet):
     project = django_filters.NumberFilter(field_name="endpoint__project")
 
@@ -77,7 +85,11 @@ class AlertViewSet(ListRetrieveMixin, ScopedViewSet):
     (or open -> resolved); each move is in the activity feed and sent to the webhook."""
 
     serializer_class = AlertSerializer
-    required_actions = {"acknowledge": Action.RUN_JOBS, "resolve": Action.RUN_JOBS}
+    required_actions = {
+        "acknowledge": Action.RUN_JOBS,
+        "resolve": Action.RUN_JOBS,
+        "retrain": Action.EDIT_DATA,
+    }
     filterset_class = AlertFilterSet
     ordering_fields = ("opened_at", "last_seen_at", "times_seen")
 
@@ -99,6 +111,24 @@ class AlertViewSet(ListRetrieveMixin, ScopedViewSet):
         alert = self.get_object()
         data = self._validated(AlertNoteSerializer, request.data)
         return self.respond(alerts.alert_resolve(actor=request.user, alert=alert, **data))
+
+    @extend_schema(request=None, responses=RetrainSerializer)
+    @action(detail=True, methods=["post"])
+    def retrain(self, request: Request, pk=None) -> Response:
+        """Drift to retraining: a dataset version of the alert's window of prompts (labels from
+        thumbs up; made once, a second call answers the same), the launch page pre-filled to
+        fine-tune the serving version on it, and those launch values (ids), which
+        ``POST /api/v1/training-jobs/`` takes as they are. 400 with the reason for an endpoint
+        that stores no text or a window without prompts."""
+        alert = self.get_object()
+        version = retrain.retrain_propose(actor=request.user, alert=alert)
+        return Response(
+            {
+                "dataset_version": version.pk,
+                "launch_url": retrain.retrain_launch_url(alert),
+                "training_job": retrain.launch_values(alert),
+            }
+        )
 
 
 class WebhookDeliverySerializer(serializers.ModelSerializer):

@@ -347,3 +347,38 @@ def test_the_launch_page_refuses_what_it_may_not_prefill(world, manager, endpoin
     outsider = Client()
     outsider.force_login(world.outsider)
     assert outsider.get(other, {"retrain": alert.pk}).status_code == 404
+
+
+def test_the_rest_action_proposes_once_and_its_values_launch_a_job(
+    world, api, endpoint, window, trained
+):
+    alert = _alert(endpoint)
+    url = f"/api/v1/alerts/{alert.pk}/retrain/"
+    engineer = api(world.users["engineer"])
+    response = engineer.post(url, {}, format="json")
+    assert response.status_code == 200, response.content
+    body = response.json()
+    version = DatasetVersion.objects.get(pk=body["dataset_version"])
+    assert version.recipe["alert"] == alert.pk
+    assert body["launch_url"] == retrain.retrain_launch_url(alert)
+    values = body["training_job"]
+    assert values["base_source"] == "model_version"
+    assert (values["base_model_version"], values["train_version"]) == (trained.pk, version.pk)
+    assert (values["train_split"], values["eval_split"]) == ("train", "validation")
+    assert engineer.post(url, {}, format="json").json()["dataset_version"] == version.pk
+
+    launched = engineer.post("/api/v1/training-jobs/", values, format="json")
+    assert launched.status_code == 201, launched.content
+    job = TrainingJob.objects.get(pk=launched.json()["id"])
+    assert (job.base_model_version_id, job.train_version_id) == (trained.pk, version.pk)
+
+
+def test_the_rest_action_refuses_viewers_outsiders_and_empty_windows(world, api, endpoint):
+    alert = _alert(endpoint)
+    url = f"/api/v1/alerts/{alert.pk}/retrain/"
+    assert api(world.users["viewer"]).post(url).status_code == 403
+    assert api(world.outsider).post(url).status_code == 404
+    empty = api(world.users["manager"]).post(url)
+    assert empty.status_code == 400
+    assert "No answered request" in empty.json()["error"]["message"]
+    assert Alert.objects.get(pk=alert.pk).retrain_dataset_version_id is None
