@@ -15,3 +15,7 @@ from serving.services import request_logs_purge
 def purge_request_logs_task() -> int:
     """Delete request-log rows older than their endpoint's retention; returns how many."""
     return request_logs_purge()
+
+
+# The Monitor stage's drift runner: imported here, which Celery's autodiscovery loads.
+from serving.monitoring import tasks as monitoring_tasks  # noqa: E402, F401

@@ -15,6 +15,7 @@ from evaluation.feedback.api import stats as feedback_stats_views
 from projects.api import views as project_views
 from serving.api import views as serving_views
 from serving.monitoring.api import alerts as alert_views
+from serving.monitoring.api import drift as drift_views
 from training.api import base_models as base_model_views
 from training.api import views as training_views
 
@@ -45,6 +46,8 @@ router.register(
     "response-feedback", serving_views.ResponseFeedbackViewSet, basename="response-feedback"
 )
 router.register("alerts", alert_views.AlertViewSet, basename="alert")
+router.register("drift-jobs", drift_views.DriftJobViewSet, basename="drift-job")
+router.register("monitor-settings", drift_views.MonitorSettingsViewSet, basename="monitor-settings")
 router.register(
     "webhook-deliveries", alert_views.WebhookDeliveryViewSet, basename="webhook-delivery"
 )
