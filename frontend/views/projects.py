@@ -10,6 +10,7 @@ from django.views.decorators.http import require_POST
 
 from evaluation import selectors as evaluation_selectors
 from frontend.forms import GoalForm, ProjectCreateForm, ProjectForm
+from frontend.monitor_loop import monitor_loop
 from frontend.selectors import feedback_loop
 from frontend.views.helpers import STAGES, call_service, project_context, run_action
 from llmhub.models import ACTIVE_STATUSES
@@ -95,7 +96,7 @@ def project_delete(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 def project_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    """The Define stage: problem, goals, the feedback loop, health and activity."""
+    """The Define stage: problem, goals, the feedback and monitor loops, health and activity."""
     project = selectors.get_project_for_user(request.user, pk)
     context = project_context(request, project, "define")
     context.update(
@@ -108,6 +109,7 @@ def project_detail(request: HttpRequest, pk: int) -> HttpResponse:
             project=project, status__in=ACTIVE_STATUSES
         ),
         feedback_loop=feedback_loop(request.user, project),
+        monitor_loop=monitor_loop(request.user, project),
     )
     return render(request, "frontend/project_define.html", context)
 
