@@ -187,7 +187,11 @@ def deliver_due(*, now: datetime | None = None, limit: int = BATCH) -> int:
                 .values_list("webhook_secret", flat=True)
                 .first()
             ) or ""
-            outcome = send(delivery, secret=secret, client=client)
+            try:
+                outcome = send(delivery, secret=secret, client=client)
+            except Exception as exc:  # counted as an attempt, never a delivery stuck on a lease
+                logger.exception("Webhook delivery %s could not be sent", pk)
+                outcome = Outcome(delivered=False, error=f"{type(exc).__name__}: {exc}")
             _record(delivery, outcome, lease=lease)
             attempted += 1
     return attempted
