@@ -87,16 +87,27 @@ def source_job(version: ModelVersion | None) -> TrainingJob | None:
     return TrainingJob.objects.filter(model_version=version).select_related("train_version").first()
 
 
-def window_of(alert: Alert) -> tuple[datetime, datetime]:
-    """(start, end) of the window the retrain data is made from."""
+def _settings(alert: Alert) -> tuple[int, int]:
+    """(window_hours, window_requests) of the endpoint's monitor settings, or their defaults
+    where the endpoint has no settings row yet (reading creates none)."""
+    row = (
+        MonitorSettings.objects.filter(endpoint_id=alert.endpoint_id)
+        .values_list("window_hours", "window_requests")
+        .first()
+    )
+    if row is not None:
+        return row
+    field = MonitorSettings._meta.get_field
+    return field("window_hours").default, field("window_requests").default
+
+
+def window_of(alert: Alert, hours: int | None = None) -> tuple[datetime, datetime]:
+    """(start, end) of the window the retrain data is made from: the drift job's, else
+    ``window_hours`` before the alert was last seen."""
     job = alert.drift_job
     if job is not None and job.window_start and job.window_end:
         return job.window_start, job.window_end
-    hours = (
-        MonitorSettings.objects.filter(endpoint_id=alert.endpoint_id)
-        .values_list("window_hours", flat=True)
-        .first()
-    ) or MonitorSettings._meta.get_field("window_hours").default
+    hours = hours if hours is not None else _settings(alert)[0]
     return alert.last_seen_at - timedelta(hours=hours), alert.last_seen_at
 
 
@@ -127,12 +138,7 @@ def _layout(kind: str, job: TrainingJob | None) -> dict[str, Any]:
     }
 
 
-def _window_requests(alert: Alert, start: datetime, end: datetime) -> list[tuple]:
-    limit = (
-        MonitorSettings.objects.filter(endpoint_id=alert.endpoint_id)
-        .values_list("window_requests", flat=True)
-        .first()
-    ) or MonitorSettings._meta.get_field("window_requests").default
+def _window_requests(alert: Alert, start: datetime, end: datetime, limit: int) -> list[tuple]:
     logs = RequestLog.objects.filter(
         endpoint_id=alert.endpoint_id,
         created_at__gte=start,
@@ -272,8 +278,9 @@ def retrain_propose(*, actor, alert: Alert) -> DatasetVersion:
     version = current_version(alert)
     job = source_job(version)
     layout = _layout(job.kind if job else (version.task_kind if version else "sft_causal"), job)
-    start, end = window_of(alert)
-    requests = _window_requests(alert, start, end)
+    hours, limit = _settings(alert)
+    start, end = window_of(alert, hours)
+    requests = _window_requests(alert, start, end, limit)
     if not requests:
         raise _error(
             f"No answered request with its prompt stored between {start:%Y-%m-%d %H:%M} and "
