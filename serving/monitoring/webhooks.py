@@ -91,7 +91,10 @@ def send(delivery: WebhookDelivery, *, secret: str, client) -> Outcome:
         url = check_public_url(delivery.url, field="url")
     except ValidationError as exc:
         reason = " ".join(exc.message_dict.get("url", exc.messages))
-        return Outcome(delivered=False, error=f"URL refused: {reason}", refused=True)
+        # A host that does not resolve now may resolve later (DNS down): retried; a URL the
+        # policy refuses (scheme, private address) never passes: failed at once.
+        transient = "cannot be resolved" in reason or "resolves to no address" in reason
+        return Outcome(delivered=False, error=f"URL refused: {reason}", refused=not transient)
     body = body_of(delivery.payload)
     headers = {
         "Content-Type": "application/json",

@@ -233,6 +233,22 @@ def test_a_loopback_url_is_refused_at_send_time_without_a_request(
     assert webhooks.deliver_due(now=timezone.now() + timedelta(days=1)) == 0
 
 
+def test_a_url_that_is_not_http_fails_at_once(make_endpoint) -> None:
+    alert = _alert(make_endpoint("ftp://hooks.example.com/llmhub"))
+    assert webhooks.deliver_due() == 1
+    delivery = _delivery(alert)
+    assert delivery.status == "failed" and "Only http:// and https://" in delivery.last_error
+
+
+def test_a_host_that_does_not_resolve_is_retried_later(make_endpoint) -> None:
+    alert = _alert(make_endpoint("http://no-such-host.invalid/hook"))
+    assert webhooks.deliver_due() == 1
+    delivery = _delivery(alert)
+    assert delivery.status == "pending" and delivery.attempts == 1
+    assert "cannot be resolved" in delivery.last_error
+    assert delivery.next_attempt_at > timezone.now()
+
+
 def test_redirects_are_not_followed(make_endpoint, hook_server) -> None:
     hook = hook_server("redirect")
     alert = _alert(make_endpoint(hook.url))
