@@ -16,16 +16,16 @@ The dataset version (:func:`retrain_propose`)
   ``response_id`` and ``feedback`` ("up", "down" or empty).
 - Labels from the thumbs (``ResponseFeedback`` by response id; several people's thumbs on one
   response add up, a tie counts as none): a thumbs up keeps the logged answer (the predicted
-  label, the completion) as the label or target; a thumbs down or no thumbs leaves it empty.
-  A classifier's trainer skips rows without a label, so only confirmed predictions are learnt
-  and the other prompts wait in the version for labelling (a campaign, an edit); a generator's
-  SFT trains a row without a target on its prompt alone (the new inputs' language), a
-  seq2seq job skips it. A thumbs down is not turned into a label: "wrong" does not say what is
-  right.
-- Splits: the current job's train (and eval) split names, made by the data stage's own
-  ``split_table`` (a seeded random partition, 90/10 when there is an eval split; the whole
-  window as the train split when it is too small to part), so the launch's split selects have
-  what the job named. No split named: none made.
+  label, the completion) as the label or target; a thumbs down or no thumbs leaves it empty,
+  since "wrong" does not say what is right. Every prompt stays in the version (to be labelled,
+  by a campaign or an edited copy); the splits hold only the confirmed rows.
+- Splits, made by the data stage's own ``split_table`` under the current job's split names:
+  for a job that learns an answer (classification, SFT, seq2seq) from the rows a thumbs up
+  confirmed, stratified by label for a classifier, 90/10 when the job had an eval split (all
+  of them as the train split when too few to part), "train" where the job named none, so the
+  pre-filled job never trains on unlabelled prompts; with fewer than two labels (one confirmed
+  completion for a generator) no split is made and the version carries a warning saying to
+  label first. Pretraining parts every row, only where its job named splits.
 - Lineage: recipe ``{"kind": "monitor_window", "endpoint", "alert", "drift_job",
   "window_start", "window_end", "rows", "labelled_rows", "version"}``, in the endpoint's
   dataset of monitor windows; the alert keeps the version (``retrain_dataset_version``), so a
@@ -193,7 +193,12 @@ def _rows(requests: list[tuple], thumbs: dict[str, str], layout: dict) -> list[d
 
 def _write(rows: list[dict], layout: dict, job: TrainingJob | None, folder: Path):
     """Write the table and its splits under ``folder``; returns (IngestResult, splits for
-    ``version_register``, the train and eval split names made)."""
+    ``version_register``, the train and eval split names made, warnings for the version).
+
+    A job learning an answer (classification, SFT, seq2seq) gets its splits from the rows
+    whose answer a thumbs up confirmed, stratified by label for a classifier, under the
+    current job's split names ("train" where it named none, so the pre-filled job never trains
+    on the unlabelled prompts); pretraining parts every row, only where its job named splits."""
     import pyarrow as pa
 
     from datasets_app.cleaning.readers import parquet_io
@@ -201,30 +206,55 @@ def _write(rows: list[dict], layout: dict, job: TrainingJob | None, folder: Path
     from llmhub.reporting import JobInputError
 
     columns = [layout["text"][1]]
-    if layout["answer"]:
-        columns.append(layout["answer"][1])
+    answer = layout["answer"][1] if layout["answer"] else None
+    if answer:
+        columns.append(answer)
     columns += ["response_id", "feedback"]
     schema = pa.schema([(name, pa.string()) for name in columns])
-    table = pa.Table.from_pylist(rows, schema=schema)
-    result = parquet_io.write_table(table, folder / "window.parquet")
+    result = parquet_io.write_table(
+        pa.Table.from_pylist(rows, schema=schema), folder / "window.parquet"
+    )
     train, evaluation = (job.train_split, job.eval_split) if job else ("", "")
-    if not train:
-        return result, [], "", ""
+    source, stratify, warnings = result.path, None, []
+    if answer:
+        train = train or "train"
+        labelled = [row for row in rows if row[answer] is not None]
+        distinct = {row[answer] for row in labelled}
+        needed = 2 if layout["kind"] == "classification" else 1
+        if len(distinct) < needed:
+            what = "two labels" if needed == 2 else "one confirmed answer"
+            warnings.append(
+                f"{len(labelled):,} of {len(rows):,} rows have a label from a thumbs up "
+                f"({len(distinct)} distinct); training needs {what} at least: label the "
+                "prompts (a feedback campaign, or an edited copy) before training on them."
+            )
+            return result, [], "", "", warnings
+        source = parquet_io.write_table(
+            pa.Table.from_pylist(labelled, schema=schema), folder / "labelled.parquet"
+        ).path
+        if layout["kind"] == "classification":
+            stratify = answer
+    elif not train:
+        return result, [], "", "", warnings
     attempts = [{train: 1.0 - EVAL_SHARE, evaluation: EVAL_SHARE}] if evaluation else []
     attempts.append({train: 1.0})
     for ratios in attempts:
         try:
             parts = split_table(
-                result.path, output_dir=folder / "splits", ratios=ratios, seed=SPLIT_SEED
+                source,
+                output_dir=folder / "splits",
+                ratios=ratios,
+                seed=SPLIT_SEED,
+                stratify_column=stratify if len(ratios) > 1 else None,
             )
-        except JobInputError:  # too few rows for an eval split: the window is the train split
+        except JobInputError:  # too few rows for an eval split: they are all the train split
             continue
         splits = [
             {"name": name, "path": s.path, "sha256": s.sha256, "rows": s.rows}
             for name, s in parts.items()
         ]
-        return result, splits, train, evaluation if evaluation in parts else ""
-    return result, [], "", ""
+        return result, splits, train, evaluation if evaluation in parts else "", warnings
+    return result, [], "", "", warnings
 
 
 def _monitor_dataset(*, actor, alert: Alert) -> Dataset:
@@ -294,7 +324,7 @@ def retrain_propose(*, actor, alert: Alert) -> DatasetVersion:
     if layout["answer"]:
         roles[layout["answer"][0]] = answer
     with tempfile.TemporaryDirectory(prefix=f"llmhub-retrain-{alert.pk}-") as scratch:
-        result, splits, train_split, eval_split = _write(rows, layout, job, Path(scratch))
+        result, splits, train_split, eval_split, warnings = _write(rows, layout, job, Path(scratch))
         # Slow I/O before the transaction: version_register finds these stored already.
         storage.store_content_addressed(result.path, sha256=result.content_sha256)
         for split in splits:
@@ -331,6 +361,7 @@ def retrain_propose(*, actor, alert: Alert) -> DatasetVersion:
                 note=f"Window of {endpoint.name}, alert #{alert.pk}: {len(rows):,} prompts, "
                 f"{labelled:,} labelled from thumbs up",
                 splits=splits,
+                warnings=warnings,
             )
             locked.retrain_dataset_version = new
             locked.save(update_fields=["retrain_dataset_version"])

@@ -181,9 +181,11 @@ def test_the_window_becomes_a_version_with_labels_from_the_thumbs(world, manager
     end = timezone.datetime.fromisoformat(recipe["window_end"])
     assert end == alert.last_seen_at and end - start == timedelta(hours=24)
 
-    # The splits the current job named, as a partition of the rows.
-    splits = {s.name: s.row_count for s in version.splits.all()}
-    assert set(splits) == {"train", "validation"} and sum(splits.values()) == 6
+    # The splits hold the confirmed rows only, under the current job's names; three are too
+    # few to part, so they are all the train split.
+    assert {s.name: s.row_count for s in version.splits.all()} == {"train": 3}
+    assert (recipe["train_split"], recipe["eval_split"]) == ("train", "")
+    assert version.warnings == []
 
     alert.refresh_from_db()
     assert alert.retrain_dataset_version_id == version.pk
@@ -203,9 +205,10 @@ def test_a_drift_jobs_window_and_the_window_limit(world, manager, endpoint, wind
     version = retrain.retrain_propose(actor=manager, alert=alert)
     assert [row["review"] for row in _table(version).to_pylist()] == ["ancient prompt"]
     assert version.recipe["drift_job"] == job.pk
-    # A window of one row is too small to part: it is the train split.
-    assert [s.name for s in version.splits.all()] == ["train"]
-    assert version.recipe["eval_split"] == ""
+    # No thumbs in that window: no split to train on, and the version says to label first.
+    assert not version.splits.exists()
+    assert version.recipe["train_split"] == ""
+    assert "label the prompts" in version.warnings[0]
 
     # The newest window_requests prompts are kept, oldest first.
     MonitorSettings.objects.create(endpoint=endpoint, window_requests=10, window_hours=48)
@@ -284,16 +287,37 @@ def test_a_generators_window_keeps_confirmed_completions(world, manager, tmp_pat
         {"question": "bye", "answer": " ciao", "response_id": ids[1], "feedback": "up"},
     ]
     assert new.column_roles == {"prompt": "question", "target": "answer"}
-    assert not new.splits.exists()  # the job trained on the whole version
+    # The job trained on the whole version; the confirmed rows are the train split.
+    assert {s.name: s.row_count for s in new.splits.all()} == {"train": 1}
     # Thumbs give no preference pairs: the DPO version is continued with SFT.
     assert retrain.launch_values(Alert.objects.get(retrain_dataset_version=new))["kind"] == (
         "sft_causal"
     )
 
 
+def _confirmed(endpoint, count: int) -> None:
+    """``count`` more predictions in the window, each confirmed by a thumbs up."""
+    at = timezone.now() - timedelta(hours=3)
+    labels = [("pos", "neg")[i % 2] for i in range(count)]
+    ids = _log(endpoint, [(f"confirmed {i}", label) for i, label in enumerate(labels)], at=at)
+    for response_id in ids:
+        _thumb(endpoint, response_id, 1)
+
+
+def test_enough_confirmed_rows_give_a_stratified_eval_split(manager, endpoint, window):
+    _confirmed(endpoint, 20)
+    version = retrain.retrain_propose(actor=manager, alert=_alert(endpoint))
+    splits = {s.name: s for s in version.splits.all()}
+    assert {n: s.row_count for n, s in splits.items()} == {"train": 21, "validation": 2}
+    for split in splits.values():
+        labels = pq.read_table(storage.local_copy(split.file))["sentiment"].to_pylist()
+        assert None not in labels and set(labels) == {"pos", "neg"}
+
+
 def test_the_launch_page_is_prefilled_and_the_service_accepts_it(
     world, manager, endpoint, window, trained
 ):
+    _confirmed(endpoint, 20)
     alert = _alert(endpoint)
     new = retrain.retrain_propose(actor=manager, alert=alert)
     assert retrain.retrain_launch_url(alert) == (
@@ -352,6 +376,7 @@ def test_the_launch_page_refuses_what_it_may_not_prefill(world, manager, endpoin
 def test_the_rest_action_proposes_once_and_its_values_launch_a_job(
     world, api, endpoint, window, trained
 ):
+    _confirmed(endpoint, 20)
     alert = _alert(endpoint)
     url = f"/api/v1/alerts/{alert.pk}/retrain/"
     engineer = api(world.users["engineer"])
@@ -382,3 +407,56 @@ def test_the_rest_action_refuses_viewers_outsiders_and_empty_windows(world, api,
     assert empty.status_code == 400
     assert "No answered request" in empty.json()["error"]["message"]
     assert Alert.objects.get(pk=alert.pk).retrain_dataset_version_id is None
+
+
+@pytest.mark.slow
+def test_a_real_classifier_is_fine_tuned_on_its_window(world, api) -> None:
+    """The whole loop with real training: a tiny classifier trained on poems, served, its
+    predictions on new verses confirmed by thumbs up; Retrain's values launch a job that
+    fine-tunes that version on the window and registers the next version with its lineage."""
+    import csv
+
+    from tests.training.conftest import FIXTURES, TINY, prepare
+    from tests.training.test_training_api import run_training
+
+    prepared = prepare(world)
+    client = api(world.users["engineer"])
+    first = {
+        "project": world.project.pk,
+        "name": "poems-v1",
+        "kind": "classification",
+        "model_spec": {"family": "bert", "size": "tiny"},
+        "tokenizer": prepared.tokenizer.pk,
+        "train_version": prepared.poems.pk,
+        "train_split": "train",
+        "eval_split": "test",
+        "hyperparameters": {**TINY, "max_steps": 10},
+    }
+    assert client.post("/api/v1/training-jobs/", first, format="json").status_code == 201
+    [job] = run_training()
+    assert job.status == "succeeded", job.error
+    served = job.model_version
+    endpoint = services.endpoint_create(
+        actor=world.users["manager"], project=world.project, name="poems"
+    )
+    Endpoint.objects.filter(pk=endpoint.pk).update(version=served)
+    endpoint.refresh_from_db()
+    with open(FIXTURES / "poem_sample.csv", newline="") as handle:
+        verses = [(row["verse_text"], row["label"]) for row in csv.DictReader(handle)][:60]
+    ids = _log(endpoint, verses, at=timezone.now() - timedelta(hours=2))
+    for response_id in ids:
+        _thumb(endpoint, response_id, 1)
+
+    alert = _alert(endpoint)
+    response = client.post(f"/api/v1/alerts/{alert.pk}/retrain/", format="json")
+    assert response.status_code == 200, response.content
+    values = response.json()["training_job"]
+    assert (values["train_split"], values["eval_split"]) == ("train", "test")
+    values["hyperparameters"].update(max_steps=6)
+    assert client.post("/api/v1/training-jobs/", values, format="json").status_code == 201
+    [retrained] = run_training()
+    assert retrained.status == "succeeded", retrained.error
+    new = retrained.model_version
+    assert new.parent_id == served.pk
+    assert new.dataset_version_id == response.json()["dataset_version"]
+    assert new.task_kind == "classification"
