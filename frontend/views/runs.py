@@ -556,6 +556,10 @@ def retrain_for(request: HttpRequest, project: Project) -> dict[str, Any]:
     if alert.retrain_dataset_version_id is None:
         raise Http404("This alert has no retrain dataset yet: use its Retrain first.")
     values = retrain.launch_values(alert)
+    if request.method == "GET":
+        # e.g. too few labels to train on: say so before anyone launches a job that would fail.
+        for warning in alert.retrain_dataset_version.warnings or []:
+            messages.warning(request, f"{alert.retrain_dataset_version}: {warning}")
     job = retrain.source_job(retrain.current_version(alert))
     initial = clone_initial(job) if job is not None else {}
     initial.update(

@@ -9,7 +9,10 @@ The dataset version (:func:`retrain_propose`)
   ``MonitorSettings.window_requests`` of them, oldest first. The window is the alert's drift
   job's ``window_start``..``window_end``, else the endpoint's ``window_hours`` before the alert
   was last seen. A ``/v1/predict`` request of several inputs gives one row per input when its
-  logged prompt and labels line up (one per line), else one row.
+  logged prompt and labels line up (one per line), else one row; a chat request's messages
+  are rendered as the engine renders them without a chat template (a "User: ..." line per
+  message, then "Assistant:").
+  A drift alert's rows are its drift job's: that version's, the canary's left out.
 - Columns follow the current version's training data, so its pre-filled job runs unchanged:
   the text column under the name (and role) that job's data gave it, and for a classifier the
   label column, for a generator the target column, named as there. Two columns more:
@@ -146,7 +149,10 @@ def _window_requests(alert: Alert, start: datetime, end: datetime, limit: int) -
         status_code__lt=400,
         prompt_text__isnull=False,
     ).exclude(prompt_text="")
-    if alert.version_id:
+    job = alert.drift_job
+    if job is not None:  # the drift job's own rows: its version's, the canary's left out
+        logs = logs.filter(version_id=job.version_id, canary=False)
+    elif alert.version_id:
         logs = logs.filter(version_id=alert.version_id)
     newest = list(
         logs.order_by("-created_at", "-id").values_list(
@@ -169,11 +175,29 @@ def _thumbs(alert: Alert, start: datetime, response_ids: set[str]) -> dict[str, 
     return {rid: ("up" if total > 0 else "down") for rid, total in totals.items() if total}
 
 
+def _chat_prompt(logged: str) -> str:
+    """A chat request's prompt as the engine renders messages without a chat template (a
+    "Role: content" line each, then "Assistant:"), instead of the log's JSON of them."""
+    import json
+
+    from serving.engine.backends.generate import default_chat_prompt
+
+    try:
+        messages = json.loads(logged)
+    except ValueError:
+        return logged
+    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+        return logged
+    return default_chat_prompt(messages)
+
+
 def _rows(requests: list[tuple], thumbs: dict[str, str], layout: dict) -> list[dict]:
     text_column = layout["text"][1]
     answer_column = layout["answer"][1] if layout["answer"] else None
     rows = []
     for response_id, route, prompt, completion in requests:
+        if route == "chat":
+            prompt = _chat_prompt(prompt)
         pairs = [(prompt, completion)]
         if route == "predict" and completion is not None:
             prompts, labels = prompt.split("\n"), completion.split("\n")

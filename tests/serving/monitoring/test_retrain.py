@@ -198,6 +198,7 @@ def test_a_drift_jobs_window_and_the_window_limit(world, manager, endpoint, wind
     job = DriftJob.objects.create(
         project=world.project,
         endpoint=endpoint,
+        version=endpoint.version,
         window_start=now - timedelta(days=4),
         window_end=now - timedelta(days=2),
     )
@@ -209,6 +210,10 @@ def test_a_drift_jobs_window_and_the_window_limit(world, manager, endpoint, wind
     assert not version.splits.exists()
     assert version.recipe["train_split"] == ""
     assert "label the prompts" in version.warnings[0]
+    client = Client()
+    client.force_login(world.users["engineer"])
+    page = client.get(retrain.retrain_launch_url(alert)).content.decode()
+    assert "label the prompts" in page
 
     # The newest window_requests prompts are kept, oldest first.
     MonitorSettings.objects.create(endpoint=endpoint, window_requests=10, window_hours=48)
@@ -281,10 +286,20 @@ def test_a_generators_window_keeps_confirmed_completions(world, manager, tmp_pat
         route="completions",
     )
     _thumb(endpoint, ids[1], 1)
+    messages = '[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "yo"}]'
+    [chat] = _log(
+        endpoint, [(messages, "hey")], at=timezone.now() - timedelta(minutes=30), route="chat"
+    )
     new = retrain.retrain_propose(actor=manager, alert=_alert(endpoint))
     assert _table(new).to_pylist() == [
         {"question": "hi", "answer": None, "response_id": ids[0], "feedback": ""},
         {"question": "bye", "answer": " ciao", "response_id": ids[1], "feedback": "up"},
+        {
+            "question": "System: Be brief.\nUser: yo\nAssistant:",
+            "answer": None,
+            "response_id": chat,
+            "feedback": "",
+        },
     ]
     assert new.column_roles == {"prompt": "question", "target": "answer"}
     # The job trained on the whole version; the confirmed rows are the train split.
