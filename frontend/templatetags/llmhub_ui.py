@@ -119,6 +119,7 @@ _JOB_API_ROUTES = {
     "evaluation.feedbackexport": "feedback-export-detail",
     "evaluation.airatingjob": "feedback-ai-rating-job-detail",
     "evaluation.generationjob": "feedback-generation-detail",
+    "serving.driftjob": "drift-job-detail",
 }
 
 

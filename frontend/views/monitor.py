@@ -6,7 +6,6 @@ settings) and its request log (filtered, paginated)."""
 
 from __future__ import annotations
 
-import importlib
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -30,6 +29,9 @@ from projects.permissions import Action
 from projects.selectors import get_visible, projects_for_user
 from serving import selectors as serving_selectors
 from serving.models import Deployment, Endpoint
+from serving.monitoring import alert_selectors, alerts, dashboard, retrain, webhooks
+from serving.monitoring import selectors as monitor_selectors
+from serving.monitoring import services as monitor_services
 from serving.monitoring.models import AlertState, DriftJob
 from serving.monitoring.runtime.config import settings_schema
 
@@ -38,6 +40,7 @@ OVERVIEW_WINDOW = timedelta(hours=24)
 LOG_PAGE_SIZE = 50
 RESOLVED_SHOWN = 20
 DELIVERIES_SHOWN = 20
+RECENT_CHECKS = 5
 # The monitor page redraws its charts this often while its range ends now (milliseconds).
 LIVE_INTERVAL_MS = 5000
 
@@ -56,23 +59,6 @@ def _endpoint(request: HttpRequest, pk: int, endpoint_pk: int) -> Endpoint:
     return endpoint
 
 
-def _part(name: str):
-    """A monitor module, or None while it is not there yet: the stage's back end is built in
-    parallel, and a missing part must not take the pages down with it."""
-    try:
-        return importlib.import_module(f"serving.monitoring.{name}")
-    except ImportError:
-        return None
-
-
-def _needed(name: str):
-    """A monitor module an action needs: 404 while it is not there yet."""
-    module = _part(name)
-    if module is None:
-        raise Http404(f"serving.monitoring.{name} is not installed yet.")
-    return module
-
-
 # --- the Monitor tab -------------------------------------------------------------------------
 
 
@@ -85,9 +71,6 @@ def _latest_drift_jobs(user, endpoints: list[Endpoint]) -> dict[int, DriftJob]:
         .order_by("-created_at", "-id")
         .values("id")[:1]
     )
-    monitor_selectors = _part("selectors")
-    if monitor_selectors is None:
-        return {}
     jobs = monitor_selectors.drift_jobs_for_user(user).filter(
         endpoint__in=[e.pk for e in endpoints], pk=Subquery(newest)
     )
@@ -101,12 +84,8 @@ def monitor_stage(request: HttpRequest, pk: int) -> HttpResponse:
         serving_selectors.endpoints_for_user(request.user).filter(project=project, archived_at=None)
     )
     # Every endpoint's totals, alerts and latest drift job: three queries, however many.
-    dashboard, alert_selectors = _part("dashboard"), _part("alert_selectors")
-    since = timezone.now() - OVERVIEW_WINDOW
-    totals = dashboard.endpoints_overview(endpoints, since=since) if dashboard else {}
-    unresolved = (
-        alert_selectors.unresolved_by_endpoint([e.pk for e in endpoints]) if alert_selectors else {}
-    )
+    totals = dashboard.endpoints_overview(endpoints, since=timezone.now() - OVERVIEW_WINDOW)
+    unresolved = alert_selectors.unresolved_by_endpoint([e.pk for e in endpoints])
     drift = _latest_drift_jobs(request.user, endpoints)
     for endpoint in endpoints:
         endpoint.totals = totals.get(endpoint.pk) or {}
@@ -194,21 +173,6 @@ def _traffic_figures(data: dict[str, Any]) -> dict[str, dict]:
 
 
 def _dashboard(endpoint: Endpoint, form: RangeForm) -> dict[str, Any]:
-    dashboard = _part("dashboard")
-    if dashboard is None:
-        end = timezone.now()
-        return {
-            "range": {
-                "start": (end - OVERVIEW_WINDOW).isoformat(),
-                "end": end.isoformat(),
-                "resolution": "hour",
-                "bucket_seconds": 3600,
-            },
-            "empty": True,
-            "message": "The dashboard is not installed yet.",
-            "series": [],
-            "totals": {},
-        }
     time_range = dashboard.resolve_range(range_name=form.range_name())
     return dashboard.endpoint_dashboard(
         endpoint, time_range=time_range, version_id=form.version_id()
@@ -230,12 +194,7 @@ def _reference_choices(user, endpoint: Endpoint) -> list[tuple[int, str]]:
     return [(v.pk, f"{v.dataset.project.name} / {v}") for v in versions]
 
 
-def _settings_form(
-    request: HttpRequest, endpoint: Endpoint, data=None
-) -> MonitorSettingsForm | None:
-    monitor_services, monitor_selectors = _part("services"), _part("selectors")
-    if monitor_services is None or monitor_selectors is None:
-        return None
+def _settings_form(request: HttpRequest, endpoint: Endpoint, data=None) -> MonitorSettingsForm:
     monitor = monitor_services.monitor_settings_get(endpoint=endpoint)
     # The default reference (the serving version's training data), named in the select.
     reference, reason = monitor_selectors.reference_for(endpoint, default=True)
@@ -262,22 +221,13 @@ def _endpoint_page(
     versions = _served_versions(endpoint)
     range_form = RangeForm(request.GET or None, versions=versions)
     data = _dashboard(endpoint, range_form)
-    monitor_selectors, alert_selectors = _part("selectors"), _part("alert_selectors")
-    history, latest = {}, None
-    if monitor_selectors is not None:
-        since = datetime.fromisoformat(data["range"]["start"])
-        history = monitor_selectors.drift_history(endpoint, since=since)
-        latest = monitor_selectors.latest_drift_job(endpoint)
-    unresolved, resolved, deliveries = [], [], []
-    if alert_selectors is not None:
-        endpoint_alerts = alert_selectors.alerts_for_user(request.user).filter(endpoint=endpoint)
-        unresolved = list(endpoint_alerts.exclude(state=AlertState.RESOLVED))
-        resolved = list(endpoint_alerts.filter(state=AlertState.RESOLVED)[:RESOLVED_SHOWN])
-        deliveries = list(
-            alert_selectors.deliveries_for_user(request.user).filter(endpoint=endpoint)[
-                :DELIVERIES_SHOWN
-            ]
-        )
+    since = datetime.fromisoformat(data["range"]["start"])
+    endpoint_alerts = alert_selectors.alerts_for_user(request.user).filter(endpoint=endpoint)
+    deliveries = alert_selectors.deliveries_for_user(request.user).filter(endpoint=endpoint)
+    latest = monitor_selectors.latest_drift_job(endpoint)
+    # The newest checks whatever their state: a queued or running one is followed live (the
+    # page reloads when it ends), a failed one shows why.
+    recent_checks = monitor_selectors.drift_jobs_for_user(request.user).filter(endpoint=endpoint)
     context = project_context(request, project, "monitor")
     figures = _traffic_figures(data)
     context.update(
@@ -286,15 +236,16 @@ def _endpoint_page(
         dashboard=data,
         figures=figures,
         figure_ids=list(figures),
-        drift=_drift_figures(history),
+        drift=_drift_figures(monitor_selectors.drift_history(endpoint, since=since)),
         latest_drift=latest,
+        recent_checks=list(recent_checks.order_by("-created_at", "-id")[:RECENT_CHECKS]),
         drift_checks=(latest.report or {}).get("checks", []) if latest else [],
-        unresolved=unresolved,
-        resolved=resolved,
-        deliveries=deliveries,
+        unresolved=list(endpoint_alerts.exclude(state=AlertState.RESOLVED)),
+        resolved=list(endpoint_alerts.filter(state=AlertState.RESOLVED)[:RESOLVED_SHOWN]),
+        deliveries=list(deliveries[:DELIVERIES_SHOWN]),
         settings_form=settings_form or _settings_form(request, endpoint),
         settings_open=settings_form is not None,
-        # Live while the range ends now (every named range does); an explicit end would not.
+        # Live while the range ends now (every named range does).
         live=True,
         live_interval_ms=LIVE_INTERVAL_MS,
         data_url=reverse("monitor-endpoint-data", args=[project.pk, endpoint.pk]),
@@ -337,8 +288,9 @@ def _back(request: HttpRequest, endpoint: Endpoint, anchor: str = "") -> HttpRes
 @require_POST
 def drift_check(request: HttpRequest, pk: int, endpoint_pk: int) -> HttpResponse:
     endpoint = _endpoint(request, pk, endpoint_pk)
-    service = _needed("services").drift_job_create
-    if run_action(request, service, actor=request.user, endpoint=endpoint):
+    if run_action(
+        request, monitor_services.drift_job_create, actor=request.user, endpoint=endpoint
+    ):
         messages.success(request, "Drift check queued: the page follows it.")
     return _back(request, endpoint, "drift")
 
@@ -351,15 +303,13 @@ def monitor_settings(request: HttpRequest, pk: int, endpoint_pk: int) -> HttpRes
 
     require(request.user, endpoint.project.team, Action.EDIT_PROJECT)
     form = _settings_form(request, endpoint, request.POST)
-    if form is None:
-        raise Http404("Monitor settings are not installed yet.")
     if form.is_valid():
         changes = form.changes()
         reference = changes.pop("reference_version")
         if reference is not None:
             reference = data_selectors.versions_for_user(request.user).filter(pk=reference).first()
         try:
-            _needed("services").monitor_settings_update(
+            monitor_services.monitor_settings_update(
                 actor=request.user, endpoint=endpoint, reference_version=reference, **changes
             )
         except ValidationError as exc:
@@ -371,7 +321,7 @@ def monitor_settings(request: HttpRequest, pk: int, endpoint_pk: int) -> HttpRes
 
 
 def _alert(request: HttpRequest, pk: int, alert_pk: int):
-    alert = _needed("alert_selectors").get_alert_for_user(request.user, alert_pk)
+    alert = alert_selectors.get_alert_for_user(request.user, alert_pk)
     if alert.endpoint.project_id != pk:
         raise Http404("No such alert in this project.")
     return alert
@@ -382,9 +332,7 @@ def _alert(request: HttpRequest, pk: int, alert_pk: int):
 def alert_acknowledge(request: HttpRequest, pk: int, alert_pk: int) -> HttpResponse:
     alert = _alert(request, pk, alert_pk)
     note = request.POST.get("note", "")
-    if run_action(
-        request, _needed("alerts").alert_acknowledge, actor=request.user, alert=alert, note=note
-    ):
+    if run_action(request, alerts.alert_acknowledge, actor=request.user, alert=alert, note=note):
         messages.success(request, f"Alert acknowledged: {alert.message}")
     return _back(request, alert.endpoint, "alerts")
 
@@ -394,9 +342,7 @@ def alert_acknowledge(request: HttpRequest, pk: int, alert_pk: int) -> HttpRespo
 def alert_resolve(request: HttpRequest, pk: int, alert_pk: int) -> HttpResponse:
     alert = _alert(request, pk, alert_pk)
     note = request.POST.get("note", "")
-    if run_action(
-        request, _needed("alerts").alert_resolve, actor=request.user, alert=alert, note=note
-    ):
+    if run_action(request, alerts.alert_resolve, actor=request.user, alert=alert, note=note):
         messages.success(request, f"Alert resolved: {alert.message}")
     return _back(request, alert.endpoint, "alerts")
 
@@ -407,7 +353,6 @@ def alert_retrain(request: HttpRequest, pk: int, alert_pk: int) -> HttpResponse:
     """Drift to retraining: a dataset version of the alert's window, then the training launch
     form pre-filled from the serving version's own job."""
     alert = _alert(request, pk, alert_pk)
-    retrain = _needed("retrain")
     if not run_action(request, retrain.retrain_propose, actor=request.user, alert=alert):
         return _back(request, alert.endpoint, "alerts")
     alert.refresh_from_db()
@@ -422,12 +367,10 @@ def alert_retrain(request: HttpRequest, pk: int, alert_pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def delivery_retry(request: HttpRequest, pk: int, delivery_pk: int) -> HttpResponse:
-    delivery = _needed("alert_selectors").get_delivery_for_user(request.user, delivery_pk)
+    delivery = alert_selectors.get_delivery_for_user(request.user, delivery_pk)
     if delivery.endpoint.project_id != pk:
         raise Http404("No such delivery in this project.")
-    if run_action(
-        request, _needed("webhooks").delivery_retry, actor=request.user, delivery=delivery
-    ):
+    if run_action(request, webhooks.delivery_retry, actor=request.user, delivery=delivery):
         messages.success(request, "The delivery is queued again.")
     return _back(request, delivery.endpoint, "deliveries")
 

@@ -176,15 +176,18 @@ def test_a_topic_shift_fires_the_drift_alert_and_retrain_makes_a_version_past_th
     assert page.evaluate("() => window.beforeTraffic") is True
     traffic_seconds = time.monotonic() - started
 
-    # 2. "Check drift now": a job on the worker; the page follows it and shows the result.
+    # 2. "Check drift now": a job on the worker; the page follows it (a live job) and reloads
+    # itself with the result when it ends.
     page.click("#check-drift")
     expect(page.locator("ul.messages")).to_contain_text("Drift check queued")
     job = DriftJob.objects.get(endpoint=endpoint)
+    expect(page.locator(f"#drift-jobs tr[data-drift-job='{job.pk}']")).to_be_visible()
+    page.evaluate("() => { window.beforeDrift = true; }")
     job = _ended(DriftJob, job.pk, 90, worker)
     assert job.result == "drifted", job.report
     assert job.reference_version_id == reference.pk and job.window_rows == SHIFTED_REQUESTS
-    page.goto(f"/projects/{project.pk}/monitor/endpoints/{endpoint.pk}/")
-    expect(page.locator("[data-drift-result]")).to_have_text("drifted")
+    expect(page.locator("[data-drift-result]")).to_have_text("drifted", timeout=15_000)
+    assert page.evaluate("() => window.beforeDrift") is None  # reloaded by itself
     drift_alerts = Alert.objects.filter(endpoint=endpoint, kind=AlertKind.DRIFT)
     assert drift_alerts.exists()
     alert = drift_alerts.get(statistic="classifier_auc")

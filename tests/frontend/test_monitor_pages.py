@@ -537,3 +537,20 @@ def test_raters_never_reach_the_monitor_pages(world, tmp_path) -> None:
     ):
         assert client.get(url).status_code == 404, url
     assert client.post(f"{base}alerts/{alert.pk}/resolve/").status_code == 404
+
+
+def test_check_drift_now_queues_a_job_the_page_follows(world, tmp_path) -> None:
+    endpoint = _endpoint(world, tmp_path)
+    url = _monitor_url(world, endpoint, "drift/")
+    assert _client(world.users["viewer"]).post(url).status_code == 403
+    assert not DriftJob.objects.exists()
+    client = _client(world.users["engineer"])
+    response = client.post(url)
+    assert response.status_code == 302 and response["Location"].endswith("#drift")
+    job = DriftJob.objects.get(endpoint=endpoint)
+    assert job.status == "queued" and job.created_by == world.users["engineer"]
+    html = client.get(_monitor_url(world, endpoint)).content.decode()
+    row = html[html.index(f'data-drift-job="{job.pk}"') :]
+    row = row[: row.index(">")]
+    assert f'data-job-url="/api/v1/drift-jobs/{job.pk}/"' in row
+    assert 'data-job-active="true"' in row
