@@ -29,6 +29,7 @@ import datetime as dt
 import hashlib
 import hmac
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -52,6 +53,10 @@ from serving.models import Endpoint, EngineKind, ServingKey
 logger = logging.getLogger(__name__)
 
 _PLAYGROUND_MESSAGE = b"llmhub-serving-playground"
+# For benchmarks only (bench/monitoring.py measures what the log costs): "off" drops every
+# record the engine hands over, so nothing is written, not the log, its rollups, key usage
+# or API feedback. Production never sets it.
+REQUEST_LOG_SWITCH = "LLMHUB_SERVING_REQUEST_LOG"
 
 
 def internal_token() -> str:
@@ -211,16 +216,21 @@ class RecordQueue:
     oldest record is dropped (and counted in ``dropped``) so a database outage cannot grow the
     process without end."""
 
-    def __init__(self, *, max_records: int = 100_000, batch_size: int = 500) -> None:
+    def __init__(
+        self, *, max_records: int = 100_000, batch_size: int = 500, enabled: bool = True
+    ) -> None:
         self._records: collections.deque = collections.deque()
         self._lock = threading.Lock()
         self.max_records = max_records
         self.batch_size = batch_size
+        self.enabled = enabled
         self.dropped = 0
         # Set when a batch is ready (or on stop) so the writer does not wait for its timer.
         self.ready = threading.Event()
 
     def put(self, record: RequestRecord | FeedbackRecord) -> None:
+        if not self.enabled:
+            return  # the request log is off (benchmarks only: REQUEST_LOG_SWITCH)
         with self._lock:
             if len(self._records) >= self.max_records:
                 self._records.popleft()
@@ -259,7 +269,11 @@ class ServingRunner:
         self.flush_seconds = float(flush_seconds or settings.LLMHUB_SERVING_LOG_FLUSH_SECONDS)
         self.refresh_seconds = refresh_seconds
         self.purge_seconds = purge_seconds
-        self.sink = RecordQueue(max_records=max_records, batch_size=batch_size)
+        self.sink = RecordQueue(
+            max_records=max_records,
+            batch_size=batch_size,
+            enabled=os.environ.get(REQUEST_LOG_SWITCH, "on") != "off",
+        )
         self.state = None
         self._directories = _VersionDirectories()
         self._fingerprint: tuple | None = None
