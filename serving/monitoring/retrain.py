@@ -65,7 +65,6 @@ SPLIT_SEED = 42
 KIND_FOR_RETRAIN = {"dpo": "sft_causal", "kto": "sft_causal"}
 # Kinds whose data a window of logged prompts cannot give.
 UNSUPPORTED_KINDS = ("qa", "reward_model")
-GENERATOR_KINDS = ("sft_causal", "seq2seq")
 PRETRAIN_KINDS = ("pretrain_clm", "pretrain_mlm")
 
 
