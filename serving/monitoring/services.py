@@ -26,7 +26,7 @@ from projects.permissions import Action
 from projects.services import require
 from serving.models import Endpoint, EngineKind
 from serving.monitoring.models import DriftJob, MonitorSettings
-from serving.monitoring.runtime.config import DriftConfig, DriftConfigError
+from serving.monitoring.runtime.config import DriftConfig, DriftConfigError, settings_schema
 from serving.monitoring.selectors import resolve_reference
 
 logger = logging.getLogger(__name__)
@@ -56,6 +56,15 @@ MAX_WINDOW_HOURS = 24 * 90
 # and 500 rows a side keep a 10,000-request window within 30 s on 2 cores while the centroid's
 # noise floor (~0.01 at 500 a side) stays under its 0.02 threshold.
 JOB_CONFIG_DEFAULTS = {"embedding_max_rows": 500}
+
+
+def drift_settings_schema() -> list[dict[str, Any]]:
+    """DriftConfig's fields (name, type, default, range, help, rule) with the defaults a drift
+    job really uses (:data:`JOB_CONFIG_DEFAULTS` over DriftConfig's): for forms and the API."""
+    return [
+        {**row, "default": JOB_CONFIG_DEFAULTS.get(row["name"], row["default"])}
+        for row in settings_schema()
+    ]
 
 
 def _error(field: str | None, message: str) -> ValidationError:

@@ -22,7 +22,6 @@ from projects.permissions import Action
 from projects.services import require
 from serving.monitoring import selectors, services
 from serving.monitoring.models import DriftJob, MonitorSettings
-from serving.monitoring.runtime.config import settings_schema
 from serving.selectors import endpoints_for_user
 
 # --- drift jobs ----------------------------------------------------------------------------
@@ -263,4 +262,4 @@ class MonitorSettingsViewSet(ListRetrieveMixin, UpdateMixin, ScopedViewSet):
     @action(detail=False, methods=["get"], url_path="drift-settings-schema")
     def drift_settings_schema(self, request: Request) -> Response:
         """Every drift threshold and size: name, type, default, range, help and rule."""
-        return Response(settings_schema())
+        return Response(services.drift_settings_schema())

@@ -201,6 +201,7 @@ def test_the_scheduler_enqueues_once_per_period(
     job = DriftJob.objects.get()
     assert job.scheduled and job.created_by is None and job.endpoint == m.endpoint
     assert job.reference_version == m.reference
+    assert job.config["embedding_max_rows"] == services.JOB_CONFIG_DEFAULTS["embedding_max_rows"]
     settings = MonitorSettings.objects.get(endpoint=m.endpoint)
     claimed = settings.drift_claimed_at
     assert claimed is not None
@@ -212,6 +213,13 @@ def test_the_scheduler_enqueues_once_per_period(
     assert services.drift_schedule_due(now=later) == 1
     assert services.drift_schedule_due(now=later) == 0
     assert DriftJob.objects.filter(scheduled=True).count() == 2
+
+    # The endpoint's own thresholds go over the job's defaults.
+    services.monitor_settings_update(
+        actor=m.manager, endpoint=m.endpoint, thresholds={"embedding_max_rows": 800}
+    )
+    manual = services.drift_job_create(actor=m.manager, endpoint=m.endpoint)
+    assert manual.config["embedding_max_rows"] == 800 and not manual.scheduled
 
     # Turned off: nothing more.
     services.monitor_settings_update(actor=m.manager, endpoint=m.endpoint, drift_enabled=False)
@@ -233,3 +241,60 @@ def test_a_broker_down_undoes_the_claim(world, tiny_lm, broker_down) -> None:
     assert services.drift_schedule_due() == 0
     assert not DriftJob.objects.exists()
     assert MonitorSettings.objects.get(endpoint=m.endpoint).drift_claimed_at is None
+
+
+# --- a classifier's predicted labels ------------------------------------------------------------
+
+
+@override_settings(LLMHUB_DRIFT_EMBEDDINGS=False)
+def test_a_classifiers_predicted_labels_are_compared_with_its_training_labels(
+    world, tmp_path_factory
+) -> None:
+    import random
+
+    from serving.services import endpoint_create, endpoint_promote
+    from tests.serving.conftest import register_version
+    from tests.serving.engine.models import tiny_classifier_dir
+    from training.models import TrainingJob
+
+    manager = world.users["manager"]
+    rng = random.Random(0)
+    prompts = texts("banking", 300, 0)
+    # Trained on three balanced classes (integer ids, as a dataset stores them).
+    reference = make_version(
+        world,
+        pa.table({"text": prompts, "label": [rng.randrange(3) for _ in prompts]}),
+        name="intents",
+        column_roles={"text": "text", "label": "label"},
+    )
+    version = register_version(
+        world.project,
+        tiny_classifier_dir(tmp_path_factory.mktemp("cls")),
+        actor=manager,
+        kind="classification",
+    )
+    TrainingJob.objects.filter(model_version=version).update(
+        train_version=reference, column_roles={"text": "text", "label": "label"}
+    )
+    endpoint = endpoint_create(actor=manager, project=world.project, name="Intent", slug="intent")
+    endpoint_promote(actor=manager, endpoint=endpoint, version=version)
+    endpoint.refresh_from_db()
+    window = texts("banking", 200, 1)
+    # Two inputs a request: the log joins them (and their labels) with newlines.
+    log_requests(
+        endpoint,
+        ["\n".join(window[i : i + 2]) for i in range(0, 200, 2)],
+        completion="positive\npositive",
+        route="predict",
+    )
+    job = services.drift_job_create(actor=manager, endpoint=endpoint)
+    assert run_job_inline(job) == JobStatus.SUCCEEDED
+    job.refresh_from_db()
+    labels = next(c for c in job.report["checks"] if c["name"] == "predicted_labels")
+    assert labels["status"] == "computed" and labels["sizes"] == {"reference": 300, "current": 200}
+    # The ids were read as the version's label names: "positive" is one of three, not a fourth.
+    assert {row["label"] for row in labels["top"]} == {"negative", "neutral", "positive"}
+    stats = _stats(job)
+    assert stats["label_psi"].drifted and stats["label_chi2_p_value"].drifted
+    assert not stats["classifier_auc"].drifted  # the inputs did not move
+    assert job.window_rows == 200 and job.result == "drifted"

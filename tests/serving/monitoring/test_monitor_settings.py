@@ -183,9 +183,15 @@ def test_the_settings_over_the_api(world, api, endpoint) -> None:
     assert MonitorSettings.objects.get(pk=row["id"]).window_hours == 6
 
     schema = client.get("/api/v1/monitor-settings/drift-settings-schema/").json()
-    assert {"name": "classifier_auc"}.items() <= next(
-        s for s in schema if s["name"] == "classifier_auc"
-    ).items()
+    by_name = {s["name"]: s for s in schema}
+    assert (
+        by_name["classifier_auc"]["default"] == 0.55 and by_name["classifier_auc"]["rule"] == ">="
+    )
+    # What a job really uses: fewer rows embedded than the runtime's own default.
+    assert (
+        by_name["embedding_max_rows"]["default"]
+        == services.JOB_CONFIG_DEFAULTS["embedding_max_rows"]
+    )
 
 
 def test_a_drift_job_over_the_api(world, api, endpoint) -> None:
