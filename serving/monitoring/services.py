@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from datasets_app.models import DatasetVersion
 from llmhub.exceptions import ServiceUnavailable
-from llmhub.jobs import enqueue_job, requires_broker
+from llmhub.jobs import check_broker, enqueue_job, requires_broker
 from llmhub.net import check_public_url
 from llmhub.services import update_instance
 from projects.audit import record_event
@@ -282,6 +282,15 @@ def drift_schedule_due(*, now=None) -> int:
         for pk, claimed, every in rows
         if claimed is None or claimed + timedelta(minutes=every) <= now
     ]
+    if not due:
+        return 0
+    try:
+        # The broker's round trip before any row is claimed (and so locked); the checks inside
+        # enqueue_job then reuse this answer.
+        check_broker()
+    except ServiceUnavailable:
+        logger.warning("Drift jobs not scheduled: the job queue is unreachable.")
+        return 0
     queued = 0
     for pk, claimed in due:
         try:
