@@ -300,9 +300,11 @@ def group_bars(groups: Sequence[dict], *, title: str, ideal: float | None = None
 
 # --- the Monitor tab: an endpoint's traffic over time and its drift statistics ----------------
 
-# Each point of a traffic chart carries what the request log needs to show the requests behind
-# it (monitor.js opens the log on a click): [version id or "", since, until, filter, value].
-MONITOR_CLICK_FIELDS = ("version", "since", "until", "filter", "value")
+# A traffic chart's trace says what the request log needs to show the requests behind a point
+# (monitor.js opens the log on a click): ``meta`` = {"version": id or "", "start": the first
+# bucket (ISO), "bucket": seconds, "filter": a log filter's name or "", "value": its value}; the
+# n-th point's bucket starts at start + n * bucket. The points are spaced evenly (x0/dx instead
+# of an array of times), so 1,440 points a series cost their values only.
 
 
 def _series_label(series: dict) -> str:
@@ -310,14 +312,46 @@ def _series_label(series: dict) -> str:
     return f"{label} (canary)" if series.get("canary") else label
 
 
-def _bucket_end(start: str, bucket_seconds: int) -> str:
-    return (datetime.fromisoformat(start) + timedelta(seconds=bucket_seconds)).isoformat()
+def _even_times(points: Sequence[dict], bucket: int) -> bool:
+    """Whether the points' times are their first one plus whole buckets, in order."""
+    if not points:
+        return False
+    first = datetime.fromisoformat(points[0]["t"])
+    step = timedelta(seconds=bucket)
+    return all(datetime.fromisoformat(p["t"]) == first + i * step for i, p in enumerate(points))
+
+
+def _time_trace(
+    points: Sequence[dict], values: list, bucket: int, meta: dict[str, object], **trace
+) -> go.Scatter:
+    """A scatter trace over the points' buckets: evenly spaced (x0, dx in milliseconds), else
+    with its times spelled out; ``meta`` says what a click on a point opens."""
+    meta = {**meta, "start": points[0]["t"], "bucket": bucket}
+    if _even_times(points, bucket):
+        return go.Scatter(x0=points[0]["t"], dx=bucket * 1000, y=values, meta=meta, **trace)
+    return go.Scatter(x=[p["t"] for p in points], y=values, meta=meta, **trace)
+
+
+# A horizontal legend above a half-width chart holds about two entries a row.
+LEGEND_PER_ROW = 2
+
+
+def _legend_room(layout: dict, entries: int) -> None:
+    """Room above the plot for a legend of ``entries`` (rows of two), so it never covers
+    the lines."""
+    rows = max(1, -(-entries // LEGEND_PER_ROW))
+    layout["margin"]["t"] += 20 * (rows - 1)
+    layout["height"] += 20 * (rows - 1)
 
 
 def _time_axis(layout: dict, time_range: dict | None) -> None:
     layout["xaxis"].update(type="date", tickformat="%H:%M<br>%b %-d")
     if time_range:
-        layout["xaxis"]["range"] = [time_range["start"], time_range["end"]]
+        # Half a bucket past the end, so the newest point is not cut in half by the edge.
+        end = datetime.fromisoformat(time_range["end"]) + timedelta(
+            seconds=int(time_range.get("bucket_seconds") or 60) / 2
+        )
+        layout["xaxis"]["range"] = [time_range["start"], end.isoformat()]
 
 
 def monitor_chart(
@@ -335,10 +369,11 @@ def monitor_chart(
     """One line per (dashboard series, metric): ``series`` as
     ``serving.monitoring.dashboard.endpoint_dashboard`` gives them (one per version, the
     canary's its own), ``metrics`` as ``[(point field, label)]``. The canary's lines are
-    dashed, in their version's colour. ``share`` draws the y axis as a percentage (0..1).
-    ``click_filter`` is the request-log filter a click on a point adds (``("status_class",
-    "5xx")``); each point's ``customdata`` is :data:`MONITOR_CLICK_FIELDS`."""
+    dashed, in their version's colour; a bucket without a value (no request, no thumbs) is a
+    gap. ``share`` draws the y axis as a percentage (0..1). ``click_filter`` is the request-log
+    filter a click on a point adds (``("status_class", "5xx")``)."""
     bucket = int((time_range or {}).get("bucket_seconds") or 60)
+    value_format = ".1%" if share else ".4g"
     fig = go.Figure()
     dashes = ["solid", "dot", "dash", "longdash", "dashdot"]
     drawn = 0
@@ -346,39 +381,36 @@ def monitor_chart(
         points = s.get("points") or []
         color = PALETTE[index % len(PALETTE)]
         for m_index, (field, label) in enumerate(metrics):
-            kept = [p for p in points if p.get(field) is not None]
-            value_format = ".1%" if share else ".4g"
-            if not kept:
+            values = [p.get(field) for p in points]
+            known = sum(v is not None for v in values)
+            if not known:
                 continue
             drawn += 1
             name = _series_label(s) if len(metrics) == 1 else f"{_series_label(s)} {label}"
+            name_filter, filter_value = click_filter or ("", "")
+            meta = {"version": s.get("version_id") or "", "filter": name_filter}
             fig.add_trace(
-                go.Scatter(
-                    x=[p["t"] for p in kept],
-                    y=[p[field] for p in kept],
-                    mode="lines+markers" if len(kept) < 60 else "lines",
+                _time_trace(
+                    points,
+                    values,
+                    bucket,
+                    {**meta, "value": filter_value},
+                    # Markers always: a busy bucket between two empty ones is a lone point.
+                    mode="lines+markers",
                     name=name,
                     line={
                         "color": color,
                         "width": 2,
                         "dash": "dash" if s.get("canary") else dashes[m_index % len(dashes)],
                     },
-                    marker={"size": 5},
-                    customdata=[
-                        [
-                            s.get("version_id") or "",
-                            p["t"],
-                            _bucket_end(p["t"], bucket),
-                            *(click_filter or ("", "")),
-                        ]
-                        for p in kept
-                    ],
+                    marker={"size": 5 if known < 60 else 3},
                     hovertemplate=f"%{{x}}<br>%{{y:{value_format}}}<extra>{name}</extra>",
                 )
             )
     if not drawn:
         return waiting(title, text=empty_text, height=height)
     layout = _layout(title, y_title=y_title, height=height)
+    _legend_room(layout, drawn)
     _time_axis(layout, time_range)
     if share:
         layout["yaxis"].update(tickformat=".0%", range=[0, 1.05])
@@ -401,17 +433,17 @@ def monitor_status_chart(
             {code for p in points for code in (p.get("by_status") or {}) if int(code) >= 400}
         )
         for c_index, code in enumerate(codes):
-            kept = [p for p in points if (p.get("by_status") or {}).get(code)]
-            if not kept:
-                continue
+            values = [(p.get("by_status") or {}).get(code, 0) for p in points]
             drawn += 1
             number = int(code)
             kind = "rate limited" if number == 429 else "rejected" if number < 500 else "error"
             name = f"{_series_label(s)} {code} {kind}"
             fig.add_trace(
-                go.Scatter(
-                    x=[p["t"] for p in kept],
-                    y=[p["by_status"][code] for p in kept],
+                _time_trace(
+                    points,
+                    values,
+                    bucket,
+                    {"version": s.get("version_id") or "", "filter": "status", "value": code},
                     mode="lines+markers",
                     name=name,
                     line={
@@ -419,23 +451,14 @@ def monitor_status_chart(
                         "width": 2,
                         "dash": "dash" if s.get("canary") else "solid",
                     },
-                    marker={"size": 6},
-                    customdata=[
-                        [
-                            s.get("version_id") or "",
-                            p["t"],
-                            _bucket_end(p["t"], bucket),
-                            "status",
-                            code,
-                        ]
-                        for p in kept
-                    ],
+                    marker={"size": [6 if v else 0 for v in values]},
                     hovertemplate="%{x}<br>%{y} answers<extra>" + name + "</extra>",
                 )
             )
     if not drawn:
         return waiting(title, text="No errors, rate-limited or rejected requests", height=height)
     layout = _layout(title, y_title="answers", height=height)
+    _legend_room(layout, drawn)
     _time_axis(layout, time_range)
     fig.update_layout(**layout, hovermode="closest")
     return fig.to_plotly_json()
@@ -464,18 +487,22 @@ def drift_chart(name: str, points: Sequence[dict], *, title: str = "") -> dict:
             hovertemplate="%{x}<br>%{y:.4g} (job %{customdata})<extra></extra>",
         )
     )
-    fig.add_trace(
-        go.Scatter(
-            x=x,
-            y=[p["threshold"] for p in points],
-            mode="lines",
-            name="threshold",
-            line={"color": "#b42318", "width": 1.5, "dash": "dash", "shape": "hv"},
-            hovertemplate="threshold %{y:.4g}<extra></extra>",
+    thresholds = [p["threshold"] for p in points]
+    if len(set(thresholds)) > 1:
+        # Changed over time: a step line, each check against the threshold it was checked with.
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=thresholds,
+                mode="lines+markers",
+                name="threshold",
+                line={"color": "#b42318", "width": 1.5, "dash": "dash", "shape": "hv"},
+                marker={"size": 4},
+                hovertemplate="threshold %{y:.4g}<extra></extra>",
+            )
         )
-    )
     layout = _layout(title, height=240)
-    _time_axis(layout, None)
+    layout["xaxis"].update(type="date", tickformat="%H:%M<br>%b %-d")
     times = _as_times(x)
     if times and max(times) - min(times) < timedelta(minutes=1):
         layout["xaxis"]["range"] = [
@@ -483,4 +510,13 @@ def drift_chart(name: str, points: Sequence[dict], *, title: str = "") -> dict:
             (max(times) + timedelta(hours=1)).isoformat(),
         ]
     fig.update_layout(**layout)
+    if len(set(thresholds)) == 1:
+        # One threshold throughout: a line across the whole chart (one point draws no line).
+        fig.add_hline(
+            y=thresholds[0],
+            line_dash="dash",
+            line_color="#b42318",
+            annotation_text=f"threshold {thresholds[0]:g}",
+            annotation_position="top left",
+        )
     return fig.to_plotly_json()

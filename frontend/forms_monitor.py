@@ -20,8 +20,6 @@ RANGE_CHOICES = [
 ]
 DEFAULT_RANGE = "24h"
 STATUS_CLASSES = [("", "any"), ("2xx", "2xx success"), ("4xx", "4xx refused"), ("5xx", "5xx error")]
-# A signed 64-bit id: larger values are no id at all (and overflow PostgreSQL's bigint).
-MAX_ID = 2**63 - 1
 
 
 class RangeForm(forms.Form):
@@ -34,6 +32,7 @@ class RangeForm(forms.Form):
 
     def __init__(self, *args: Any, versions: list[tuple[int, str]], **kwargs: Any) -> None:
         kwargs.setdefault("auto_id", "range_%s")
+        kwargs.setdefault("initial", {"range": DEFAULT_RANGE})
         super().__init__(*args, **kwargs)
         self.fields["version"].choices = [("", "every version"), *versions]
 
@@ -49,7 +48,7 @@ class RangeForm(forms.Form):
 class RequestLogFilterForm(forms.Form):
     """The request log's filters; every one optional, bad values are this form's errors."""
 
-    version = forms.IntegerField(required=False, min_value=1, max_value=MAX_ID)
+    version = forms.TypedChoiceField(choices=(), required=False, coerce=int, empty_value=None)
     key = forms.TypedChoiceField(
         choices=(), required=False, coerce=int, empty_value=None, label="Serving key"
     )
@@ -66,10 +65,17 @@ class RequestLogFilterForm(forms.Form):
     since = forms.DateTimeField(required=False, help_text="ISO 8601, e.g. 2026-01-31T12:00Z")
     until = forms.DateTimeField(required=False)
 
-    def __init__(self, *args: Any, keys: list[tuple[int, str]], **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        keys: list[tuple[int, str]],
+        versions: list[tuple[int, str]],
+        **kwargs: Any,
+    ) -> None:
         kwargs.setdefault("auto_id", "log_%s")
         super().__init__(*args, **kwargs)
         self.fields["key"].choices = [("", "any"), *keys]
+        self.fields["version"].choices = [("", "any"), *versions]
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()

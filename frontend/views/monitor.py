@@ -386,7 +386,9 @@ def request_log(request: HttpRequest, pk: int, endpoint_pk: int) -> HttpResponse
     params = request.GET.copy()
     page_number = params.pop("page", ["1"])[-1]
     form = RequestLogFilterForm(
-        params or None, keys=[(k.pk, f"{k.name} ({k.prefix})") for k in keys]
+        params or None,
+        keys=[(k.pk, f"{k.name} ({k.prefix})") for k in keys],
+        versions=_served_versions(endpoint),
     )
     logs = (
         serving_selectors.request_logs_for_user(request.user)

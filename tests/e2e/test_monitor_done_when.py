@@ -30,7 +30,7 @@ from serving.models import RequestLog
 from serving.monitoring.models import Alert, AlertKind, DriftJob
 from serving.services import endpoint_create, endpoint_promote, serving_key_create
 from tests.conftest import SHARED_DATASETS
-from tests.e2e.test_data_stage import _login
+from tests.e2e.test_data_stage import _login, _shot
 from tests.serving import conftest as serving_fixtures
 from tests.serving.builders import finished_evaluation
 from tests.serving.conftest import register_version
@@ -194,6 +194,7 @@ def test_a_topic_shift_fires_the_drift_alert_and_retrain_makes_a_version_past_th
     row = page.locator(f"#unresolved-alerts tr[data-alert='{alert.pk}']")
     expect(row).to_contain_text("classifier_auc")
     expect(page.locator("#drift-classifier_auc")).to_have_attribute("data-empty", "false")
+    _shot(page, "monitor-drift.png")
     drift_seconds = time.monotonic() - started
 
     # 3. "Retrain": a dataset version of the window's prompts, and the launch form pre-filled
@@ -207,6 +208,7 @@ def test_a_topic_shift_fires_the_drift_alert_and_retrain_makes_a_version_past_th
     expect(page.locator("#id_base_source")).to_have_value("model_version")
     expect(page.locator("#id_base_model_version")).to_have_value(str(version.pk))
     expect(page.locator("#id_train_version")).to_have_value(str(window.pk))
+    _shot(page, "monitor-retrain-launch.png")
     # A few steps of a tiny model.
     for name, value in {
         "max_steps": "2",

@@ -16,7 +16,7 @@ from serving.models import RequestLog
 from serving.monitoring import alerts as alert_services
 from serving.monitoring.models import Alert, AlertState
 from serving.services import endpoint_set_canary
-from tests.e2e.test_data_stage import _login
+from tests.e2e.test_data_stage import _login, _shot
 from tests.serving import conftest as serving_fixtures
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -31,7 +31,8 @@ POINT_POSITION = """([id, index]) => {
   const trace = gd.data[index.trace];
   const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
   const box = gd.querySelector('.nsewdrag').getBoundingClientRect();
-  const x = xa.l2p(xa.d2l(trace.x[index.point]));
+  const at = trace.x ? xa.d2l(trace.x[index.point]) : xa.d2l(trace.x0) + index.point * trace.dx;
+  const x = xa.l2p(at);
   const y = ya.l2p(ya.d2l(trace.y[index.point]));
   return [box.left + x, box.top + y];
 }"""
@@ -88,12 +89,11 @@ def test_the_monitor_tab_shows_real_traffic_live_and_alerts_are_handled(
     for name in ("latency", "tokens"):
         expect(page.locator(f"#chart-{name}")).to_have_attribute("data-empty", "false")
     expect(page.locator("#chart-feedback")).to_have_attribute("data-empty", "true")
-    # Each point names its version, for the request log behind it.
-    per_version = page.evaluate(
-        "() => document.getElementById('chart-requests').data.map(t => t.customdata"
-        ".filter((c, i) => t.y[i] > 0).map(c => c[0]))"
+    # Each trace names its version, for the request log behind its points.
+    versions = page.evaluate(
+        "() => document.getElementById('chart-requests').data.map(t => t.meta.version)"
     )
-    assert {v for vs in per_version for v in vs} == {endpoint.version_id, canary.pk}
+    assert versions == [endpoint.version_id, canary.pk]
 
     # Live: more traffic, and the open page shows it without a reload.
     page.evaluate("() => { window.beforeMore = true; }")
@@ -103,6 +103,7 @@ def test_the_monitor_tab_shows_real_traffic_live_and_alerts_are_handled(
         "25", timeout=15_000
     )
     assert page.evaluate("() => window.beforeMore") is True
+    _shot(page, "monitor-endpoint.png")
 
     # A click on the main version's busiest point opens the requests of that bucket.
     page.goto(f"/projects/{world.project.pk}/monitor/endpoints/{endpoint.pk}/?range=1h")
@@ -126,6 +127,7 @@ def test_the_monitor_tab_shows_real_traffic_live_and_alerts_are_handled(
         f"{expected} request{'s' if expected > 1 else ''}"
     )
     expect(page.locator("#request-log tbody tr[data-response]")).to_have_count(expected)
+    _shot(page, "monitor-requests.png")
 
     # An alert, acknowledged and then resolved in the browser.
     alert = alert_services.observe(
@@ -143,6 +145,7 @@ def test_the_monitor_tab_shows_real_traffic_live_and_alerts_are_handled(
     )[0]
     page.goto(f"/projects/{world.project.pk}/monitor/")
     expect(row.locator("[data-alerts]")).to_have_attribute("data-alerts", "1")
+    _shot(page, "monitor-tab.png")
     page.goto(f"/projects/{world.project.pk}/monitor/endpoints/{endpoint.pk}/")
     alert_row = page.locator(f"#unresolved-alerts tr[data-alert='{alert.pk}']")
     expect(alert_row).to_contain_text("p95 latency 900 ms")

@@ -7,7 +7,7 @@ stored), roles, and query counts that do not grow with the rows."""
 from __future__ import annotations
 
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from django.db import connection
@@ -168,15 +168,20 @@ def test_the_page_draws_the_traffic_per_version_with_the_log_link_of_each_point(
     requests = figures["requests"]["data"]
     names = [trace["name"] for trace in requests]
     assert names == [str(endpoint.version), f"{endpoint.canary_version} (canary)"]
-    # Each point carries the request log's filter of its bucket: version, since, until.
+    # Each trace says what the request log of a point's bucket is: its version, the buckets.
     main = requests[0]
-    version_id, since, until, _filter, _value = main["customdata"][-1]
-    assert version_id == endpoint.version_id and since < until
-    # 8 + 1 + 1 main requests in the minute, over a minute's bucket.
+    span = response.context["dashboard"]["range"]
+    assert main["meta"]["version"] == endpoint.version_id and main["meta"]["bucket"] == 60
+    assert main["meta"]["start"] == main["x0"] and main["dx"] == 60_000
+    assert len(main["y"]) == len(response.context["dashboard"]["series"][0]["points"])
+    assert main["meta"]["start"] >= span["start"][:16]
+    # 8 + 1 + 1 main requests, in the last minute or two.
     assert sum(p for p in main["y"] if p) > 0
     errors = {t["name"]: t for t in figures["errors"]["data"]}
     assert f"{endpoint.version} 500 error" in errors
-    assert errors[f"{endpoint.version} 500 error"]["customdata"][-1][3:] == ["status", "500"]
+    error_meta = errors[f"{endpoint.version} 500 error"]["meta"]
+    assert (error_meta["filter"], error_meta["value"]) == ("status", "500")
+    assert sum(errors[f"{endpoint.version} 500 error"]["y"]) == 1
     assert f"{endpoint.version} 429 rate limited" in errors
     html = response.content.decode()
     assert 'data-total="requests">13<' in html
@@ -277,8 +282,11 @@ def test_the_drift_section_charts_each_statistic_with_its_threshold(world, tmp_p
     html = response.content.decode()
     drift = response.context["drift"]
     assert [d["name"] for d in drift] == ["classifier_auc"]
-    values, threshold = drift[0]["figure"]["data"]
-    assert values["y"] == [0.5, 0.93] and threshold["y"] == [0.55, 0.55]
+    (values,) = drift[0]["figure"]["data"]
+    assert values["y"] == [0.5, 0.93]
+    # One threshold throughout: a dashed line across the chart.
+    (line,) = drift[0]["figure"]["layout"]["shapes"]
+    assert line["y0"] == line["y1"] == 0.55 and line["line"]["dash"] == "dash"
     assert 'data-drift-result="drifted"' in html
     assert 'data-statistic="classifier_auc"' in html
     assert "how do I bake bread" in html
@@ -455,16 +463,26 @@ def test_the_request_log_filters_by_status_version_and_time(world, tmp_path) -> 
 
 
 def test_a_point_click_url_opens_its_bucket(world, tmp_path) -> None:
-    """The URL monitor.js builds from a point's customdata is a valid log filter."""
+    """The URL monitor.js builds from a point (its trace's meta and its index) is a valid log
+    filter holding that bucket's requests."""
     endpoint = _endpoint(world, tmp_path)
     _traffic(endpoint, ok=3, errors=1, limited=0)
     client = _client(world.users["viewer"])
     page = client.get(_monitor_url(world, endpoint) + "?range=1h")
     trace = page.context["figures"]["errors"]["data"][0]
-    version, since, until, name, value = next(c for c in trace["customdata"] if c)
+    index = next(i for i, y in enumerate(trace["y"]) if y)
+    meta = trace["meta"]
+    since = datetime.fromisoformat(meta["start"]) + timedelta(seconds=index * meta["bucket"])
+    until = since + timedelta(seconds=meta["bucket"])
     response = client.get(
         _monitor_url(world, endpoint, "requests/"),
-        {"version": version, "since": since, "until": until, name: value},
+        {
+            "version": meta["version"],
+            # As the browser writes them (Date.toISOString).
+            "since": since.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+            "until": until.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+            meta["filter"]: meta["value"],
+        },
     )
     assert response.status_code == 200, response.context["form"].errors
     assert response.context["page"].paginator.count == 1
@@ -554,3 +572,17 @@ def test_check_drift_now_queues_a_job_the_page_follows(world, tmp_path) -> None:
     row = row[: row.index(">")]
     assert f'data-job-url="/api/v1/drift-jobs/{job.pk}/"' in row
     assert 'data-job-active="true"' in row
+
+
+def test_a_changed_threshold_is_drawn_as_a_step_line() -> None:
+    from frontend.charts import drift_chart
+
+    points = [
+        {"t": "2026-01-01T10:00:00+00:00", "value": 0.5, "threshold": 0.55, "drifted": False},
+        {"t": "2026-01-01T11:00:00+00:00", "value": 0.58, "threshold": 0.6, "drifted": False},
+        {"t": "2026-01-01T12:00:00+00:00", "value": 0.7, "threshold": 0.6, "drifted": True},
+    ]
+    values, threshold = drift_chart("classifier_auc", points)["data"]
+    assert threshold["y"] == [0.55, 0.6, 0.6] and threshold["line"]["shape"] == "hv"
+    assert values["marker"]["color"][-1] == "#b42318"  # the drifted check in red
+    assert drift_chart("classifier_auc", [])["layout"]["meta"]["empty"] is True

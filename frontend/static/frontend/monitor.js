@@ -6,17 +6,19 @@
   if (!root) return;
   const config = { responsive: true, displaylogo: false };
 
-  // customdata of each point: [version id or "", since, until, filter name, filter value]
-  // (frontend.charts.MONITOR_CLICK_FIELDS).
+  // A trace's meta (frontend.charts._time_trace): the version, the first bucket's start, the
+  // bucket's seconds and the log filter a click adds; the n-th point's bucket starts n buckets
+  // after the first.
   function logUrl(point) {
-    const data = point.customdata;
-    if (!Array.isArray(data)) return null;
-    const [version, since, until, filter, value] = data;
+    const meta = point && point.data && point.data.meta;
+    if (!meta || !meta.start) return null;
+    const since = new Date(Date.parse(meta.start) + point.pointIndex * meta.bucket * 1000);
+    const until = new Date(since.getTime() + meta.bucket * 1000);
     const params = new URLSearchParams();
-    if (version !== "" && version !== null && version !== undefined) params.set("version", version);
-    if (since) params.set("since", since);
-    if (until) params.set("until", until);
-    if (filter && value !== "" && value !== null && value !== undefined) params.set(filter, value);
+    if (meta.version !== "" && meta.version !== null && meta.version !== undefined) params.set("version", meta.version);
+    params.set("since", since.toISOString());
+    params.set("until", until.toISOString());
+    if (meta.filter && meta.value !== "" && meta.value !== null && meta.value !== undefined) params.set(meta.filter, meta.value);
     return root.dataset.logUrl + "?" + params.toString();
   }
   LLMHub.monitorLogUrl = logUrl;
@@ -32,7 +34,7 @@
   const charts = () => Array.from(root.querySelectorAll("[data-monitor-chart]"));
 
   const formats = {
-    latency_p95: (v) => Number(v.toPrecision(3)).toString() + " ms",
+    latency_p95: (v) => v.toFixed(1) + " ms",
     cache_hit_rate: (v) => Math.round(v * 100) + "%",
     feedback_score: (v) => Math.round(v * 100) + "%",
   };
