@@ -222,7 +222,11 @@ def _endpoint_page(
     range_form = RangeForm(request.GET or None, versions=versions)
     data = _dashboard(endpoint, range_form)
     since = datetime.fromisoformat(data["range"]["start"])
-    endpoint_alerts = alert_selectors.alerts_for_user(request.user).filter(endpoint=endpoint)
+    endpoint_alerts = (
+        alert_selectors.alerts_for_user(request.user)
+        .filter(endpoint=endpoint)
+        .select_related("retrain_dataset_version__dataset")  # each row links its retrain data
+    )
     deliveries = alert_selectors.deliveries_for_user(request.user).filter(endpoint=endpoint)
     latest = monitor_selectors.latest_drift_job(endpoint)
     # The newest checks whatever their state: a queued or running one is followed live (the

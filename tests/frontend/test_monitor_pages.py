@@ -7,6 +7,7 @@ stored), roles, and query counts that do not grow with the rows."""
 from __future__ import annotations
 
 import time
+import uuid
 from datetime import datetime, timedelta
 
 import pytest
@@ -420,22 +421,102 @@ def test_a_viewer_cannot_change_the_settings(world, tmp_path) -> None:
     assert response.status_code == 403
 
 
+def _drift_rows(world, endpoint, *, statistics: int, result="stable") -> DriftJob:
+    """A finished drift job of ``endpoint`` with ``statistics`` DriftStatistic rows."""
+    now = timezone.now()
+    job = DriftJob.objects.create(
+        project=world.project,
+        endpoint=endpoint,
+        window_start=now - timedelta(hours=1),
+        window_end=now,
+        status="succeeded",
+        result=result,
+        reference_version=_window_version(world),
+        report={"status": result, "checks": []},
+    )
+    for i in range(statistics):
+        DriftStatistic.objects.create(
+            job=job,
+            endpoint=endpoint,
+            check_name="tokens",
+            name=f"statistic_{i}",
+            value=0.1 * i,
+            threshold=0.5,
+            rule=">=",
+            drifted=False,
+            computed_at=now - timedelta(minutes=i),
+        )
+    return job
+
+
+def _window_version(world):
+    import pyarrow as pa
+
+    from tests.datasets_app.tables import make_version
+
+    return make_version(
+        world, pa.table({"text": ["a b", "c d"]}), name=f"window {uuid.uuid4().hex[:8]}"
+    )
+
+
+def _delivery(alert, status="failed") -> WebhookDelivery:
+    return WebhookDelivery.objects.create(
+        alert=alert,
+        endpoint=alert.endpoint,
+        event="alert.opened",
+        url="https://hooks.example.com/x",
+        payload={},
+        status=status,
+        attempts=6,
+        last_error="HTTP 500",
+    )
+
+
 def test_the_page_query_count_does_not_grow_with_rows(world, tmp_path) -> None:
     endpoint = _endpoint(world, tmp_path, canary=True)
     client = _client(world.users["manager"])
     url = _monitor_url(world, endpoint)
     _traffic(endpoint, ok=1, errors=0, limited=0)
-    _open_alert(endpoint)
+    alert = _open_alert(endpoint)
+    Alert.objects.filter(pk=alert.pk).update(retrain_dataset_version=_window_version(world))
+    _delivery(alert)
+    _drift_rows(world, endpoint, statistics=1)
     client.get(url)
     with CaptureQueriesContext(connection) as one:
         assert client.get(url).status_code == 200
     _traffic(endpoint, ok=30, errors=5, limited=3, canary=10, ago=600)
     _traffic(endpoint, ok=30, errors=5, limited=3, canary=10, ago=7200)
     for name in ("psi", "token_js_distance", "label_psi"):
-        _open_alert(endpoint, statistic=name)
+        other = _open_alert(endpoint, statistic=name)
+        Alert.objects.filter(pk=other.pk).update(retrain_dataset_version=_window_version(world))
+        _delivery(other)
+        _delivery(other, status="delivered")
+    alert_services.alert_resolve(actor=world.users["manager"], alert=alert)
+    for _ in range(3):
+        _drift_rows(world, endpoint, statistics=4, result="drifted")
     with CaptureQueriesContext(connection) as many:
-        assert client.get(url).status_code == 200
+        response = client.get(url)
+    assert response.status_code == 200
+    assert len(response.context["drift"]) == 4 and len(response.context["resolved"]) == 1
+    assert len(response.context["recent_checks"]) == 4
     assert len(many) == len(one), [q["sql"] for q in many.captured_queries]
+
+
+def test_retrain_refused_says_why_on_the_page(world, tmp_path) -> None:
+    """A drift alert whose window holds no request with text: the service's reason is shown,
+    nothing is made."""
+    endpoint = _endpoint(world, tmp_path)
+    alert = _open_alert(endpoint)
+    client = _client(world.users["engineer"])
+    page = client.get(_monitor_url(world, endpoint)).content.decode()
+    assert 'data-action="retrain"' in page
+    response = client.post(
+        f"/projects/{world.project.pk}/monitor/alerts/{alert.pk}/retrain/", follow=True
+    )
+    assert response.redirect_chain[-1][0].endswith("#alerts")
+    assert [str(m) for m in response.context["messages"]]
+    alert.refresh_from_db()
+    assert alert.retrain_dataset_version is None
 
 
 # --- the request log -----------------------------------------------------------------------------
