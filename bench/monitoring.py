@@ -440,6 +440,7 @@ def logging_overhead(scratch: Path, user, project, args) -> dict:
             done["off"]["tokens"] / done["off"]["seconds"] for done, _ in kept
         ),
         "overhead_pct": (1 - statistics.median(ratios)) * 100 if ratios else math.nan,
+        "ratios": ratios,
         "pairs": len(kept),
         "discarded": discarded,
         "all_contended": all(meter.contended for _, meter in pairs),
@@ -557,6 +558,7 @@ def main() -> None:
                 else ""
             )
         )
+        on_off = overhead["on_requests_per_s"] / overhead["off_requests_per_s"]
         print(f"{'request log':<14} {'req/s':>8} {'tok/s':>8}")
         print(
             f"{'on':<14} {overhead['on_requests_per_s']:>8.1f} {overhead['on_tokens_per_s']:>8.0f}"
@@ -564,6 +566,11 @@ def main() -> None:
         print(
             f"{'off':<14} {overhead['off_requests_per_s']:>8.1f}"
             f" {overhead['off_tokens_per_s']:>8.0f}"
+        )
+        print(
+            "on/off throughput ratio of each pair: "
+            + " ".join(f"{r:.2f}" for r in overhead["ratios"])
+            + f"; ratio of the medians {on_off:.3f}"
         )
         print(
             f"overhead (1 - median on/off ratio): {overhead['overhead_pct']:.1f}%; failed"
@@ -575,6 +582,7 @@ def main() -> None:
                 "logging_on_requests_per_s": round(overhead["on_requests_per_s"], 2),
                 "logging_off_requests_per_s": round(overhead["off_requests_per_s"], 2),
                 "logging_overhead_pct": round(overhead["overhead_pct"], 2),
+                "logging_overhead_of_medians_pct": round((1 - on_off) * 100, 2),
                 "logging_pairs": overhead["pairs"],
                 "logging_pairs_discarded": overhead["discarded"],
                 "logging_every_pair_contended": overhead["all_contended"],
