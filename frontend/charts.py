@@ -301,8 +301,9 @@ def group_bars(groups: Sequence[dict], *, title: str, ideal: float | None = None
 # --- the Monitor tab: an endpoint's traffic over time and its drift statistics ----------------
 
 # A traffic chart's trace says what the request log needs to show the requests behind a point
-# (monitor.js opens the log on a click): ``meta`` = {"version": id or "", "start": the first
-# bucket (ISO), "bucket": seconds, "filter": a log filter's name or "", "value": its value}; the
+# (monitor.js opens the log on a click): ``meta`` = {"version": id or "", "canary": bool,
+# "start": the first bucket (ISO), "bucket": seconds, "filter": a log filter's name or "",
+# "value": its value}; the
 # n-th point's bucket starts at start + n * bucket. The points are spaced evenly (x0/dx instead
 # of an array of times), so 1,440 points a series cost their values only.
 
@@ -388,7 +389,11 @@ def monitor_chart(
             drawn += 1
             name = _series_label(s) if len(metrics) == 1 else f"{_series_label(s)} {label}"
             name_filter, filter_value = click_filter or ("", "")
-            meta = {"version": s.get("version_id") or "", "filter": name_filter}
+            meta = {
+                "version": s.get("version_id") or "",
+                "canary": bool(s.get("canary")),
+                "filter": name_filter,
+            }
             fig.add_trace(
                 _time_trace(
                     points,
@@ -443,7 +448,12 @@ def monitor_status_chart(
                     points,
                     values,
                     bucket,
-                    {"version": s.get("version_id") or "", "filter": "status", "value": code},
+                    {
+                        "version": s.get("version_id") or "",
+                        "canary": bool(s.get("canary")),
+                        "filter": "status",
+                        "value": code,
+                    },
                     mode="lines+markers",
                     name=name,
                     line={

@@ -116,11 +116,15 @@ def test_the_monitor_tab_shows_real_traffic_live_and_alerts_are_handled(
     page.wait_for_url("**/requests/?*")
     params = page.evaluate("() => Object.fromEntries(new URL(location).searchParams)")
     assert int(params["version"]) in (endpoint.version_id, canary.pk)
+    assert params["canary"] == ("true" if int(params["version"]) == canary.pk else "false")
     since = datetime.fromisoformat(params["since"])
     until = datetime.fromisoformat(params["until"])
     assert (until - since).total_seconds() == 60  # the 1-hour range's minute buckets
     expected = logged.filter(
-        version_id=int(params["version"]), created_at__gte=since, created_at__lt=until
+        version_id=int(params["version"]),
+        canary=params["canary"] == "true",
+        created_at__gte=since,
+        created_at__lt=until,
     ).count()
     assert expected > 0
     expect(page.locator("#log-count")).to_have_text(

@@ -6,9 +6,9 @@
   if (!root) return;
   const config = { responsive: true, displaylogo: false };
 
-  // A trace's meta (frontend.charts._time_trace): the version, the first bucket's start, the
-  // bucket's seconds and the log filter a click adds; the n-th point's bucket starts n buckets
-  // after the first.
+  // A trace's meta (frontend.charts._time_trace): the version and whether the series is the
+  // canary's, the first bucket's start, the bucket's seconds and the log filter a click adds;
+  // the n-th point's bucket starts n buckets after the first.
   function logUrl(point) {
     const meta = point && point.data && point.data.meta;
     if (!meta || !meta.start) return null;
@@ -16,6 +16,7 @@
     const until = new Date(since.getTime() + meta.bucket * 1000);
     const params = new URLSearchParams();
     if (meta.version !== "" && meta.version !== null && meta.version !== undefined) params.set("version", meta.version);
+    if (meta.canary !== undefined) params.set("canary", meta.canary ? "true" : "false");
     params.set("since", since.toISOString());
     params.set("until", until.toISOString());
     if (meta.filter && meta.value !== "" && meta.value !== null && meta.value !== undefined) params.set(meta.filter, meta.value);
