@@ -126,13 +126,29 @@ class RequestLogFilterForm(forms.Form):
 THRESHOLD_PREFIX = "threshold_"
 
 
+# DriftConfig's settings that are not a statistic's threshold (sample sizes, noise, the seed):
+# shown apart, without a drift rule. Any other name is a threshold.
+SIZE_SETTINGS = frozenset(
+    {
+        "min_reference_rows",
+        "min_current_rows",
+        "length_bins",
+        "false_alarm_rate",
+        "classifier_max_rows",
+        "embedding_max_rows",
+        "seed",
+    }
+)
+
+
 def _threshold_field(setting: dict[str, Any]) -> forms.Field:
     kind = forms.IntegerField if setting["type"] == "int" else forms.FloatField
     rule = "drift below" if setting["rule"] == "<" else "drift at or above"
+    note = "" if setting["name"] in SIZE_SETTINGS else f" ({rule})"
     return kind(
         required=False,
         label=setting["name"].replace("_", " "),
-        help_text=f"{setting['help']} Default {setting['default']:g} ({rule}); empty: the default.",
+        help_text=f"{setting['help']} Default {setting['default']:g}{note}; empty: the default.",
         widget=forms.NumberInput(attrs={"step": "any", "placeholder": f"{setting['default']:g}"}),
     )
 
@@ -229,7 +245,18 @@ class MonitorSettingsForm(forms.Form):
         self.has_secret = bool(settings.webhook_secret)
 
     def threshold_fields(self) -> list[forms.BoundField]:
-        return [self[THRESHOLD_PREFIX + name] for name in self.threshold_names]
+        """The statistics' thresholds."""
+        return [
+            self[THRESHOLD_PREFIX + name]
+            for name in self.threshold_names
+            if name not in SIZE_SETTINGS
+        ]
+
+    def size_fields(self) -> list[forms.BoundField]:
+        """The drift job's sample sizes, noise level and seed."""
+        return [
+            self[THRESHOLD_PREFIX + name] for name in self.threshold_names if name in SIZE_SETTINGS
+        ]
 
     def plain_fields(self) -> list[forms.BoundField]:
         return [self[name] for name in self.fields if not name.startswith(THRESHOLD_PREFIX)]

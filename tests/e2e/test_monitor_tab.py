@@ -164,3 +164,22 @@ def test_the_monitor_tab_shows_real_traffic_live_and_alerts_are_handled(
     )
     resolved = Alert.objects.get(pk=alert.pk)
     assert resolved.state == AlertState.RESOLVED and resolved.resolved_by == manager
+
+    # The monitor settings: every error at once, next to its field; then saved.
+    page.click("#monitor-settings summary")
+    expect(page.locator("#monitor_reference_version option").first).to_contain_text("Default:")
+    page.fill("#monitor_threshold_classifier_auc", "0.2")  # under its range (0.5 to 1)
+    page.fill("#monitor_webhook_url", "ftp://hooks.example.com/llmhub")
+    page.click("#save-monitor-settings")
+    errors = page.locator("#monitor-settings .field .errors")
+    expect(errors).to_have_count(2)
+    expect(page.locator("#monitor-settings")).to_have_attribute("open", "")
+    _shot(page, "monitor-settings.png")
+    page.fill("#monitor_threshold_classifier_auc", "0.6")
+    page.fill("#monitor_webhook_url", "")
+    page.fill("#monitor_window_hours", "6")
+    page.click("#save-monitor-settings")
+    expect(page.locator("ul.messages")).to_contain_text("monitor settings saved")
+    endpoint.monitor_settings.refresh_from_db()
+    assert endpoint.monitor_settings.thresholds == {"classifier_auc": 0.6}
+    assert endpoint.monitor_settings.window_hours == 6

@@ -403,13 +403,23 @@ def test_the_settings_are_saved(world, tmp_path) -> None:
     form = client.get(_monitor_url(world, endpoint)).context["settings_form"]
     data = {name: "" if value is None else value for name, value in form.initial.items()}
     data = {k: v for k, v in data.items() if v is not False}
-    data.update({"threshold_classifier_auc": "0.6", "window_hours": "6", "drift_enabled": "on"})
+    data.update(
+        {
+            "threshold_classifier_auc": "0.6",
+            "threshold_min_current_rows": "50",
+            "window_hours": "6",
+            "drift_enabled": "on",
+        }
+    )
     response = client.post(_monitor_url(world, endpoint, "settings/"), data)
     assert response.status_code == 302, response.context["settings_form"].errors
     settings = endpoint.monitor_settings
     settings.refresh_from_db()
-    assert settings.thresholds == {"classifier_auc": 0.6} and settings.window_hours == 6
-    assert "Default:" in client.get(_monitor_url(world, endpoint)).content.decode()
+    assert settings.thresholds == {"classifier_auc": 0.6, "min_current_rows": 50}
+    assert settings.window_hours == 6
+    page = client.get(_monitor_url(world, endpoint)).content.decode()
+    assert "Default:" in page and "Sample sizes and noise" in page
+    assert 'name="threshold_classifier_auc" value="0.6"' in page
 
 
 def test_a_viewer_cannot_change_the_settings(world, tmp_path) -> None:
