@@ -328,6 +328,8 @@ def _time_trace(
     """A scatter trace over the points' buckets: evenly spaced (x0, dx in milliseconds), else
     with its times spelled out; ``meta`` says what a click on a point opens."""
     meta = {**meta, "start": points[0]["t"], "bucket": bucket}
+    # Four significant digits are what a hover shows; the rest only makes the page heavier.
+    values = [float(f"{v:.4g}") if isinstance(v, float) else v for v in values]
     if _even_times(points, bucket):
         return go.Scatter(x0=points[0]["t"], dx=bucket * 1000, y=values, meta=meta, **trace)
     return go.Scatter(x=[p["t"] for p in points], y=values, meta=meta, **trace)
