@@ -678,3 +678,36 @@ def test_a_changed_threshold_is_drawn_as_a_step_line() -> None:
     assert threshold["y"] == [0.55, 0.6, 0.6] and threshold["line"]["shape"] == "hv"
     assert values["marker"]["color"][-1] == "#b42318"  # the drifted check in red
     assert drift_chart("classifier_auc", [])["layout"]["meta"]["empty"] is True
+
+
+def test_thumbs_draw_the_feedback_score(world, tmp_path) -> None:
+    endpoint = _endpoint(world, tmp_path)
+    records = [request_record(endpoint) for _ in range(4)]
+    services.request_logs_ingest(records=records)
+    for record, score in zip(records, (1, 1, 1, -1), strict=True):
+        services.feedback_record(
+            actor=world.users["engineer"],
+            endpoint=endpoint,
+            response_id=record.response_id,
+            score=score,
+            source="playground",
+        )
+    response = _client(world.users["viewer"]).get(_monitor_url(world, endpoint) + "?range=1h")
+    (trace,) = response.context["figures"]["feedback"]["data"]
+    assert [y for y in trace["y"] if y is not None] == [0.75]
+    assert 'data-total="feedback_score" data-unit="%">75%<' in response.content.decode()
+
+
+def test_the_data_view_query_count_does_not_grow_with_rows(world, tmp_path) -> None:
+    endpoint = _endpoint(world, tmp_path, canary=True)
+    client = _client(world.users["viewer"])
+    url = _monitor_url(world, endpoint, "data/")
+    _traffic(endpoint, ok=1, errors=0, limited=0)
+    client.get(url)
+    with CaptureQueriesContext(connection) as one:
+        client.get(url)
+    _traffic(endpoint, ok=20, errors=3, limited=2, canary=5, ago=900)
+    _traffic(endpoint, ok=20, errors=3, limited=2, canary=5, ago=5000)
+    with CaptureQueriesContext(connection) as many:
+        assert client.get(url).json()["totals"]["requests"] == 61
+    assert len(many) == len(one)
