@@ -28,7 +28,7 @@ from projects.models import Project
 from projects.permissions import Action
 from projects.selectors import get_visible, projects_for_user
 from serving import selectors as serving_selectors
-from serving.models import Deployment, Endpoint
+from serving.models import Endpoint
 from serving.monitoring import alert_selectors, alerts, dashboard, retrain, webhooks
 from serving.monitoring import selectors as monitor_selectors
 from serving.monitoring import services as monitor_services
@@ -99,14 +99,15 @@ def monitor_stage(request: HttpRequest, pk: int) -> HttpResponse:
 # --- an endpoint's monitor page --------------------------------------------------------------
 
 
-def _served_versions(endpoint: Endpoint) -> list[tuple[int, str]]:
+def _served_versions(user, endpoint: Endpoint) -> list[tuple[int, str]]:
     """The versions that served the endpoint (its deployments' and the current ones)."""
     seen: dict[int, str] = {}
     for version in (endpoint.version, endpoint.canary_version):
         if version is not None:
             seen[version.pk] = str(version)
     deployed = (
-        Deployment.objects.filter(endpoint=endpoint)
+        serving_selectors.deployments_for_user(user)
+        .filter(endpoint=endpoint)
         .select_related("version__registered_model")
         .order_by("-started_at")
     )
@@ -218,7 +219,7 @@ def _endpoint_page(
     status: int = 200,
 ) -> HttpResponse:
     project = endpoint.project
-    versions = _served_versions(endpoint)
+    versions = _served_versions(request.user, endpoint)
     range_form = RangeForm(request.GET or None, versions=versions)
     data = _dashboard(endpoint, range_form)
     since = datetime.fromisoformat(data["range"]["start"])
@@ -270,7 +271,7 @@ def endpoint_monitor_data(request: HttpRequest, pk: int, endpoint_pk: int) -> Js
     """The page's traffic figures and totals for the same ``?range=&version=`` (monitor.js
     redraws the charts from it while the range ends now)."""
     endpoint = _endpoint(request, pk, endpoint_pk)
-    form = RangeForm(request.GET or None, versions=_served_versions(endpoint))
+    form = RangeForm(request.GET or None, versions=_served_versions(request.user, endpoint))
     data = _dashboard(endpoint, form)
     return JsonResponse(
         {
@@ -392,7 +393,7 @@ def request_log(request: HttpRequest, pk: int, endpoint_pk: int) -> HttpResponse
     form = RequestLogFilterForm(
         params or None,
         keys=[(k.pk, f"{k.name} ({k.prefix})") for k in keys],
-        versions=_served_versions(endpoint),
+        versions=_served_versions(request.user, endpoint),
     )
     logs = (
         serving_selectors.request_logs_for_user(request.user)
