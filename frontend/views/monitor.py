@@ -33,7 +33,6 @@ from serving.monitoring import alert_selectors, alerts, dashboard, retrain, webh
 from serving.monitoring import selectors as monitor_selectors
 from serving.monitoring import services as monitor_services
 from serving.monitoring.models import AlertState, DriftJob
-from serving.monitoring.runtime.config import settings_schema
 
 # The Monitor tab's figures cover the last day, as the Deploy tab's.
 OVERVIEW_WINDOW = timedelta(hours=24)
@@ -207,7 +206,8 @@ def _settings_form(request: HttpRequest, endpoint: Endpoint, data=None) -> Monit
         settings=monitor,
         references=_reference_choices(request.user, endpoint),
         default_label=default,
-        schema=settings_schema(),
+        # The defaults a drift job really uses, as the API's drift-settings-schema gives them.
+        schema=monitor_services.drift_settings_schema(),
     )
 
 
