@@ -15,6 +15,8 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.db import connection
+
 from serving.models import Endpoint, RequestLog
 from serving.monitoring.models import (
     HISTOGRAM_BUCKETS_PER_DOUBLING,
@@ -183,7 +185,26 @@ def add(batch: Mapping[BucketKey, Mapping[str, Any]]) -> None:
         for name in HISTOGRAMS:
             setattr(row, name, merge_histogram(dict(getattr(row, name)), delta[name]))
     RequestRollup.objects.bulk_create(created, batch_size=500)
-    RequestRollup.objects.bulk_update(changed, [*COUNTERS, *HISTOGRAMS], batch_size=500)
+    _update_rows(changed)
+
+
+def _update_rows(rows: list[RequestRollup]) -> None:
+    """Write the rows' counters and histograms: one statement run for every row
+    (``executemany``), since ``bulk_update`` spent most of a batch's time building its CASE
+    expressions (24 of 28 ms for a 0.5 s batch of 85 requests on PostgreSQL)."""
+    if not rows:
+        return
+    fields = [RequestRollup._meta.get_field(name) for name in (*COUNTERS, *HISTOGRAMS)]
+    quote = connection.ops.quote_name
+    assignments = ", ".join(f"{quote(field.column)} = %s" for field in fields)
+    sql = f"UPDATE {quote(RequestRollup._meta.db_table)} SET {assignments} WHERE id = %s"  # noqa: S608
+    params = [
+        [field.get_db_prep_save(getattr(row, field.attname), connection) for field in fields]
+        + [row.pk]
+        for row in rows
+    ]
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, params)
 
 
 def rebuild(*, endpoint: Endpoint, since: datetime | None = None) -> int:
