@@ -112,8 +112,15 @@ def default_dataset_name(*, project: Project, filename: str) -> str:
     for suffix in (".gz", ".bz2", ".xz", ".zst", ".zip"):
         stem = stem.removesuffix(suffix)
     stem = (Path(stem).stem or "dataset").strip()[:110] or "dataset"
+    return free_dataset_name(project_id=project.pk, stem=stem)
+
+
+def free_dataset_name(*, project_id: int, stem: str) -> str:
+    """``stem``, or ``stem (2)``, ``stem (3)``... whichever the project has no dataset named
+    (for datasets the system names: uploads without a name, feedback exports, monitor windows)."""
+    stem = stem[:110]
     name, number = stem, 1
-    while Dataset.objects.filter(project=project, name=name).exists():
+    while Dataset.objects.filter(project_id=project_id, name=name).exists():
         number += 1
         name = f"{stem} ({number})"
     return name

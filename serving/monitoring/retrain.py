@@ -283,7 +283,7 @@ def _write(rows: list[dict], layout: dict, job: TrainingJob | None, folder: Path
 def _monitor_dataset(*, actor, alert: Alert) -> Dataset:
     """The endpoint's dataset of monitor windows: that of its last retrain version, else a new
     one (a free name) made by the data stage's service."""
-    from datasets_app.services import dataset_create
+    from datasets_app.services import dataset_create, free_dataset_name
 
     previous = (
         Alert.objects.filter(endpoint_id=alert.endpoint_id, retrain_dataset_version__isnull=False)
@@ -295,11 +295,9 @@ def _monitor_dataset(*, actor, alert: Alert) -> Dataset:
     if previous is not None:
         return previous.retrain_dataset_version.dataset
     endpoint = alert.endpoint
-    stem = f"{endpoint.name} monitor windows"[:110]
-    name, number = stem, 1
-    while Dataset.objects.filter(project_id=endpoint.project_id, name=name).exists():
-        number += 1
-        name = f"{stem} ({number})"
+    name = free_dataset_name(
+        project_id=endpoint.project_id, stem=f"{endpoint.name} monitor windows"
+    )
     return dataset_create(
         actor=actor,
         project=endpoint.project,

@@ -373,6 +373,8 @@ def _thumbs(campaign: Campaign, chunk: list) -> dict[str, list[int]]:
 def _export_dataset(export: FeedbackExport) -> Dataset:
     """The dataset the campaign's exports go to: that of its last export, else a new one
     named after the campaign (a free name)."""
+    from datasets_app.services import free_dataset_name
+
     previous = (
         FeedbackExport.objects.filter(campaign=export.campaign, dataset_version__isnull=False)
         .exclude(pk=export.pk)
@@ -383,11 +385,7 @@ def _export_dataset(export: FeedbackExport) -> Dataset:
     if previous is not None:
         return previous.dataset_version.dataset
     project = export.campaign.project
-    stem = f"{export.campaign.name} feedback"[:110]
-    name, number = stem, 1
-    while Dataset.objects.filter(project=project, name=name).exists():
-        number += 1
-        name = f"{stem} ({number})"
+    name = free_dataset_name(project_id=project.pk, stem=f"{export.campaign.name} feedback")
     dataset = Dataset(
         project=project,
         name=name,
