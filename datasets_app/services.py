@@ -613,6 +613,7 @@ def split_launch(
     seed: int = 42,
     stratify_column: str | None = None,
     by_column: str | None = None,
+    strategy: str = "random",
 ) -> DataJob:
     require(actor, version.dataset.project.team, Action.EDIT_DATA)
     params = _options(
@@ -621,6 +622,7 @@ def split_launch(
         seed=seed,
         stratify_column=stratify_column,
         by_column=by_column,
+        strategy=strategy,
     )
     try:
         params.check_columns(version.columns)

@@ -182,6 +182,7 @@ def _split(job: DataJob, ctx: JobContext, scratch: Path) -> None:
         seed=options.seed,
         stratify_column=options.stratify_column,
         by_column=options.by_column,
+        strategy=options.strategy,
     )
     ctx.progress(0.8, "Storing splits")
     new_version = services.version_register(

@@ -303,6 +303,16 @@ class SplitForm(forms.Form):
     validation = forms.FloatField(initial=0.1, min_value=0, max_value=1, required=False)
     test = forms.FloatField(initial=0.1, min_value=0, max_value=1, required=False)
     seed = forms.IntegerField(initial=42, required=False)
+    strategy = forms.ChoiceField(
+        choices=[
+            ("random", "Random rows (shuffled by the seed)"),
+            ("position", "By position: the first rows train, the last rows validate"),
+        ],
+        initial="random",
+        required=False,
+        label="Rows",
+        help_text="By position keeps the file's order, as a text corpus is split.",
+    )
     stratify_column = forms.ChoiceField(choices=(), required=False, label="Stratify by")
     by_column = forms.ChoiceField(choices=(), required=False, label="Or split by the values of")
 
@@ -318,7 +328,7 @@ class SplitForm(forms.Form):
         by_name = {c.lower(): c for c in columns}
         split_column = next((by_name[n] for n in self.SPLIT_COLUMN_NAMES if n in by_name), "")
         self.initial.setdefault("by_column", split_column)
-        for name in ("train", "validation", "test", "seed", "stratify_column"):
+        for name in ("train", "validation", "test", "seed", "stratify_column", "strategy"):
             self.fields[name].show_when = _condition("by_column", [""])
 
 
@@ -333,7 +343,12 @@ class TokenizerForm(forms.Form):
         help_text="Left empty: named after the version and the algorithm.",
     )
     algorithm = forms.ChoiceField(
-        choices=[("bpe", "Byte-level BPE"), ("wordpiece", "WordPiece"), ("unigram", "Unigram")]
+        choices=[
+            ("bpe", "Byte-level BPE"),
+            ("wordpiece", "WordPiece"),
+            ("unigram", "Unigram"),
+            ("char", "Characters (small corpora)"),
+        ]
     )
     # Bounds are checked once, by the runtime's TokenizerParams (the service calls it).
     vocab_size = forms.IntegerField(initial=8000)

@@ -206,6 +206,12 @@ class SplitRequestSerializer(StrictSerializer):
     seed = serializers.IntegerField(required=False, default=42)
     stratify_column = serializers.CharField(required=False, allow_null=True)
     by_column = serializers.CharField(required=False, allow_null=True)
+    strategy = serializers.CharField(
+        required=False,
+        default="random",
+        help_text="random (shuffled by the seed) or position (the rows in file order: the first "
+        "split takes the first rows).",
+    )
 
 
 class ProfileRequestSerializer(StrictSerializer):
@@ -235,8 +241,16 @@ class TokenizerCreateSerializer(StrictSerializer):
     version = ScopedPrimaryKeyRelatedField(selector=selectors.versions_for_user)
     name = serializers.CharField(max_length=120)
     # Values are validated once, by the runtime's TokenizerParams (called by the service).
-    algorithm = serializers.CharField(default="bpe", help_text="bpe, wordpiece or unigram.")
-    vocab_size = serializers.IntegerField(default=8000, help_text="100 to 1,000,000.")
+    algorithm = serializers.CharField(
+        default="bpe",
+        help_text="bpe, wordpiece, unigram or char (every distinct character a token, for "
+        "small corpora).",
+    )
+    vocab_size = serializers.IntegerField(
+        default=8000,
+        help_text="Up to 1,000,000; at least the special tokens + 256 for bpe, the special "
+        "tokens + 1 otherwise (char: an upper bound, the rarest characters left out).",
+    )
     min_frequency = serializers.IntegerField(default=2, help_text="At least 1.")
     special_tokens = serializers.ListField(
         child=serializers.CharField(), required=False, allow_null=True

@@ -18,7 +18,8 @@ from llmhub.reporting import JobInputError
 FORMATS = ("csv", "tsv", "json", "jsonl", "txt", "parquet")
 ENCODING_ERRORS = ("strict", "replace")
 TXT_MODES = ("lines", "chunks")
-TOKENIZER_ALGORITHMS = ("bpe", "wordpiece", "unigram")
+TOKENIZER_ALGORITHMS = ("bpe", "wordpiece", "unigram", "char")
+SPLIT_STRATEGIES = ("random", "position")
 TEXT_ROLES = ("text", "target", "prompt", "chosen", "rejected", "context", "question")
 UTF16 = ("utf-16", "utf-16-le", "utf-16-be")  # converted to UTF-8 before parsing
 MAX_SEED = 2**32 - 1  # numpy's seeds
@@ -225,6 +226,7 @@ class CleanParams(_Options):
 class SplitParams(_Options):
     """Split by ``ratios`` (name -> share, adding up to 1; default 80/10/10), optionally
     stratified by ``stratify_column``, or by the values of ``by_column``; ``seed`` shuffles.
+    ``strategy="position"``: the ratios take the rows in file order, the first split first.
 
     One name with ratio 1 (``{"test": 1.0}``) names the whole version as that split: a test
     file uploaded on its own becomes a ``test`` split that evaluations and goals count."""
@@ -233,10 +235,20 @@ class SplitParams(_Options):
     seed: int = 42
     stratify_column: str | None = None
     by_column: str | None = None
+    # "position": the ratios cut the rows in file order (the first 90% / the last 10%), as
+    # language-model corpora are split, so validation text never sits between training rows.
+    strategy: str = "random"
 
     def __post_init__(self) -> None:
         self.stratify_column = _column_name("stratify_column", self.stratify_column)
         self.by_column = _column_name("by_column", self.by_column)
+        _choice("strategy", self.strategy, SPLIT_STRATEGIES)
+        if self.strategy == "position" and (self.by_column or self.stratify_column):
+            raise OptionError(
+                "strategy",
+                "A split by position cuts the rows in order by the ratios: without a column "
+                "to split or stratify by.",
+            )
         if self.ratios is None and self.by_column is None:
             self.ratios = {"train": 0.8, "validation": 0.1, "test": 0.1}
         if self.ratios is not None and self.by_column is not None:
@@ -296,7 +308,6 @@ class TokenizerParams(_Options):
         if len(self.name) > MAX_NAME:
             raise OptionError("name", f"The name has more than {MAX_NAME} characters.")
         _choice("algorithm", self.algorithm, TOKENIZER_ALGORITHMS)
-        _int_between("vocab_size", self.vocab_size, 100, 1_000_000)
         _int_between("min_frequency", self.min_frequency, 1, 1_000_000)
         if self.special_tokens is not None and (
             not isinstance(self.special_tokens, list)
@@ -309,3 +320,19 @@ class TokenizerParams(_Options):
         if not isinstance(self.lowercase, bool):
             raise OptionError("lowercase", "Give true or false.")
         self.text_columns = _column_list("text_columns", self.text_columns)
+        # The algorithm's own smallest vocabulary (byte-level BPE: 256 bytes + special tokens).
+        from datasets_app.cleaning import tokenizer_training as training
+
+        try:
+            _, specials = training.special_token_roles(self.special_tokens)
+        except JobInputError as exc:
+            raise OptionError("special_tokens", str(exc)) from None
+        smallest = training.min_vocab_size(self.algorithm, len(specials))
+        if (
+            isinstance(self.vocab_size, bool)
+            or not isinstance(self.vocab_size, int)
+            or not smallest <= self.vocab_size <= training.MAX_VOCAB
+        ):
+            raise OptionError(
+                "vocab_size", training.vocab_size_error(self.algorithm, len(specials))
+            )

@@ -1,5 +1,6 @@
-"""Splitting a table into named parts: by ratios (optionally stratified by a label), or by the
-values of an existing column. Deterministic for a seed; one Parquet file per split."""
+"""Splitting a table into named parts: by ratios (random, optionally stratified by a label, or by
+position: the rows in file order, as language-model corpora are split), or by the values of an
+existing column. Deterministic for a seed; one Parquet file per split."""
 
 from __future__ import annotations
 
@@ -103,6 +104,7 @@ def split_table(
     seed: int = 42,
     stratify_column: str | None = None,
     by_column: str | None = None,
+    strategy: str = "random",
 ) -> dict[str, SplitResult]:
     """Write one Parquet file per split, ``output_dir/<name>.parquet``; return
     ``{name: SplitResult}`` in split order.
@@ -111,6 +113,9 @@ def split_table(
       the largest-remainder method; with ``stratify_column``, each class keeps its
       proportions in every split (within one row), and a class with enough rows (at least
       1/ratio) appears in each split.
+    - ``strategy="position"``: no shuffle; the ratios take the rows in file order, the first
+      split the first rows (train 0.9 / validation 0.1: the first 90% and the last 10%), so
+      no validation text lies between training rows.
     - ``by_column``: the column's values (e.g. train/dev in a column ``split``) name the
       splits, in order of first appearance; ``ratios`` and ``stratify_column`` must be unset.
 
@@ -129,9 +134,19 @@ def split_table(
         raise JobInputError("The table has no rows to split.")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise JobInputError("The seed must be a whole number.")
+    if strategy not in ("random", "position"):
+        raise JobInputError(f"Unknown split strategy {strategy!r}; use random or position.")
+    if strategy == "position" and (by_column is not None or stratify_column is not None):
+        raise JobInputError("A split by position takes ratios only, no column.")
     output_dir = Path(output_dir)
     parts: dict[str, np.ndarray] = {}
-    if by_column is not None:
+    if strategy == "position":
+        ratios = validate_ratios(ratios)
+        start = 0
+        for name, size in zip(ratios, _allocate(rows, list(ratios.values())), strict=True):
+            parts[name] = np.arange(start, start + size, dtype=np.int64)
+            start += size
+    elif by_column is not None:
         if ratios is not None or stratify_column is not None:
             raise JobInputError("Split either by a column or by ratios, not both.")
         if by_column not in table.column_names:

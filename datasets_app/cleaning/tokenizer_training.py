@@ -12,12 +12,19 @@ A post-processor wraps every encoded text as ``<cls> text <sep>`` (pairs:
 ``<cls> a <sep> <sep> b <sep>``, RoBERTa's template); ``add_special_tokens=False`` turns it off.
 
 Algorithms: ``bpe`` (byte-level BPE as GPT-2/RoBERTa: no unknown tokens), ``wordpiece``
-(BERT's), ``unigram`` (SentencePiece's, with Metaspace pre-tokenization). Training reads the
-text columns batch by batch from the Parquet file.
+(BERT's), ``unigram`` (SentencePiece's, with Metaspace pre-tokenization), ``char`` (for small
+corpora, as nanoGPT's Shakespeare: every distinct character of the text is a token, a word-level
+model over single characters, unseen characters are the unknown token; no normalization, so it
+decodes back to the exact text, spaces and newlines included). Training reads the text columns
+batch by batch from the Parquet file.
+
+The smallest vocabulary depends on the algorithm (``min_vocab_size``): byte-level BPE needs its
+256-byte alphabet plus the special tokens; the others the special tokens plus one.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,7 +34,7 @@ import numpy as np
 
 from llmhub.reporting import JobCancelled, JobInputError, NullReporter, Reporter
 
-ALGORITHMS = ("bpe", "wordpiece", "unigram")
+ALGORITHMS = ("bpe", "wordpiece", "unigram", "char")
 ROLE_DEFAULTS = {"pad": "<pad>", "unk": "<unk>", "bos": "<s>", "eos": "</s>", "mask": "<mask>"}
 DEFAULT_SPECIAL_TOKENS = list(ROLE_DEFAULTS.values())
 # Well-known spellings of each role, so a user's list of special tokens maps onto roles.
@@ -40,8 +47,40 @@ _ROLE_NAMES = {
     "cls": ("<cls>", "[CLS]"),
     "sep": ("<sep>", "[SEP]"),
 }
-MIN_VOCAB = 50
 MAX_VOCAB = 1_000_000
+BYTE_ALPHABET = 256  # byte-level BPE always holds every byte
+
+
+def min_vocab_size(algorithm: str, special_tokens: int = len(DEFAULT_SPECIAL_TOKENS)) -> int:
+    """The smallest ``vocab_size`` ``algorithm`` can train to with ``special_tokens`` special
+    tokens: byte-level BPE its 256 bytes beyond them, the others one token beyond them."""
+    return special_tokens + (BYTE_ALPHABET if algorithm == "bpe" else 1)
+
+
+def vocab_size_error(algorithm: str, special_tokens: int = len(DEFAULT_SPECIAL_TOKENS)) -> str:
+    """Why a vocab_size is refused, with ``algorithm``'s own range."""
+    smallest = min_vocab_size(algorithm, special_tokens)
+    why = (
+        f"its 256-byte alphabet and the {special_tokens} special tokens"
+        if algorithm == "bpe"
+        else f"the {special_tokens} special tokens and at least one more"
+    )
+    return (
+        f"vocab_size must be between {smallest} ({why}) and {MAX_VOCAB:,} for a {algorithm} "
+        "tokenizer."
+    )
+
+
+def _char_vocab(counts: dict[str, int], specials: list[str], vocab_size: int) -> dict[str, int]:
+    """Special tokens first, then the characters in code-point order (nanoGPT's
+    ``sorted(set(text))``); past ``vocab_size``, the rarest characters are left out (unknown),
+    the newline last of all."""
+    room = vocab_size - len(specials)
+    chars = [c for c in counts if c not in specials]
+    if len(chars) > room:
+        chars = sorted(chars, key=lambda c: (c != "\n", -counts[c], c))[:room]
+    ordered = specials + sorted(chars)
+    return {token: i for i, token in enumerate(ordered)}
 
 
 @dataclass
@@ -136,6 +175,7 @@ def train_tokenizer(
     column, or too little text; JobCancelled when the reporter asks to stop.
     """
     from tokenizers import (
+        Regex,
         Tokenizer,
         decoders,
         models,
@@ -151,20 +191,25 @@ def train_tokenizer(
         raise JobInputError(f"Unknown algorithm {algorithm!r}; use one of {', '.join(ALGORITHMS)}.")
     if isinstance(vocab_size, bool) or not isinstance(vocab_size, int):
         raise JobInputError("vocab_size must be a whole number.")
-    if not MIN_VOCAB <= vocab_size <= MAX_VOCAB:
-        raise JobInputError(f"vocab_size must be between {MIN_VOCAB} and {MAX_VOCAB:,}.")
     if isinstance(min_frequency, bool) or not isinstance(min_frequency, int) or min_frequency < 1:
         raise JobInputError("min_frequency must be a whole number of at least 1.")
     if not text_columns or not all(isinstance(c, str) for c in text_columns):
         raise JobInputError("Name at least one text column to train on.")
     roles, specials = special_token_roles(special_tokens)
-    if vocab_size <= len(specials) + 10:
-        raise JobInputError(
-            f"vocab_size must leave room beyond the {len(specials)} special tokens."
-        )
+    smallest = min_vocab_size(algorithm, len(specials))
+    if not smallest <= vocab_size <= MAX_VOCAB:
+        raise JobInputError(vocab_size_error(algorithm, len(specials)))
     unk = roles["unk"]
     normalizer_steps = [normalizers.NFKC()] + ([normalizers.Lowercase()] if lowercase else [])
-    if algorithm == "bpe":
+    trainer = None
+    if algorithm == "char":
+        # Exact round trips: no NFKC (it would rewrite characters the text holds).
+        normalizer_steps = [normalizers.Lowercase()] if lowercase else []
+        tokenizer = Tokenizer(models.WordLevel({unk: 0}, unk_token=unk))
+        # Every character (code point) its own piece, newlines included.
+        tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+        tokenizer.decoder = decoders.Fuse()
+    elif algorithm == "bpe":
         tokenizer = Tokenizer(models.BPE())
         tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tokenizer.decoder = decoders.ByteLevel()
@@ -195,7 +240,8 @@ def train_tokenizer(
             unk_token=unk,
             show_progress=False,
         )
-    tokenizer.normalizer = normalizers.Sequence(normalizer_steps)
+    if normalizer_steps:
+        tokenizer.normalizer = normalizers.Sequence(normalizer_steps)
 
     parquet = _open_text_table(Path(source), text_columns)
     total_rows = parquet.metadata.num_rows
@@ -215,10 +261,27 @@ def train_tokenizer(
             )
             yield batch
 
-    tokenizer.train_from_iterator(texts(), trainer=trainer)
+    if trainer is None:  # char: count the characters (after lowercasing, when asked)
+        counts: dict[str, int] = {}
+        for batch in texts():
+            for text in batch:
+                for char, n in Counter(text.lower() if lowercase else text).items():
+                    counts[char] = counts.get(char, 0) + n
+        # The newline is always a token: a text uploaded as lines has it between its rows, which
+        # pre-training joins back into the text (one stream).
+        counts.setdefault("\n", 0)
+        vocab = _char_vocab(counts, specials, vocab_size)
+        tokenizer.model = models.WordLevel(vocab, unk_token=unk)
+    else:
+        try:
+            tokenizer.train_from_iterator(texts(), trainer=trainer)
+        except JobCancelled:
+            raise
+        except Exception as exc:  # the tokenizers trainers' own refusals (Rust panics)
+            raise JobInputError(f"The {algorithm} tokenizer cannot be trained: {exc}") from None
     if texts_seen == 0:
         raise JobInputError("There is no text in the chosen columns to train a tokenizer on.")
-    if tokenizer.get_vocab_size() <= len(specials) + 10:
+    if tokenizer.get_vocab_size() <= len(specials):
         raise JobInputError("The data has too little text to train a tokenizer.")
     reporter.progress(0.85, "Saving")
     cls, sep = roles["cls"], roles["sep"]
@@ -238,6 +301,8 @@ def train_tokenizer(
         cls_token=cls,
         sep_token=sep,
         extra_special_tokens=extra or None,
+        # Decoding gives back the text as tokenized: no spaces removed before punctuation.
+        clean_up_tokenization_spaces=False,
     )
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

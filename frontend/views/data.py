@@ -301,6 +301,7 @@ def version_split(request: HttpRequest, pk: int) -> HttpResponse:
             ratios=ratios,
             stratify_column=data["stratify_column"] or None,
             by_column=by_column,
+            **({"strategy": data["strategy"]} if data.get("strategy") and not by_column else {}),
             # Not sent while splitting by a column (the field is hidden): the service's default.
             **({} if data["seed"] is None else {"seed": data["seed"]}),
         ):

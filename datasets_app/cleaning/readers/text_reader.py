@@ -53,8 +53,13 @@ def txt_batches(
 
 def cut(text: str, size: int) -> list[str]:
     """Text of about ``size`` characters or more, as chunks: whole lines where lines are short;
-    a line far longer than ``size`` is cut at spaces (or hard, if it has none)."""
-    text = text.replace("\r\n", "\n").strip("\n")
+    a line far longer than ``size`` is cut at a space (or hard, if it has none).
+
+    The rows of a text are its lines, so a chunk boundary at a line break takes that one break
+    as the separator and keeps every other character: ``"\n".join(chunks)`` is the text (without
+    its last line break), blank lines and indentation included, so pre-training and evaluation
+    join the rows back into the text they came from. A cut at a space takes that space."""
+    text = text.replace("\r\n", "\n").removesuffix("\n")
     if not text.strip():
         return []
     if len(text) <= 2 * size:
@@ -65,14 +70,11 @@ def cut(text: str, size: int) -> list[str]:
         at = text.rfind("\n", low, high)
         if at < 0:
             at = text.rfind(" ", low, high)
-        if at < 0:
-            at = start + size
-        piece = text[start:at].strip("\n")
-        if piece.strip():
-            chunks.append(piece)
-        start = at
-        while start < end and text[start] in "\n ":
-            start += 1
-    if text[start:].strip():
-        chunks.append(text[start:])
+        if at < 0:  # no break and no space: a hard cut, nothing taken
+            chunks.append(text[start : start + size])
+            start += size
+            continue
+        chunks.append(text[start:at])
+        start = at + 1
+    chunks.append(text[start:])
     return chunks
