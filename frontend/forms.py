@@ -529,10 +529,26 @@ class TrainingLaunchForm(forms.Form):
         self.kind_only = {
             spec["name"]: spec["kinds"] for spec in hyperparameters if spec.get("kinds")
         }
+        # Architecture settings (the config's ``families``: dropouts, tied embeddings, ...):
+        # only for a model from random weights of a family that has them.
+        self.family_only = {
+            spec["name"]: spec["families"] for spec in hyperparameters if spec.get("families")
+        }
         for spec in hyperparameters:
             field = _hyperparameter_field(spec)
             if spec["name"] in self.kind_only:
                 field.show_when = _condition("kind", self.kind_only[spec["name"]])
+            if spec["name"] in self.family_only:
+                field.show_when = ";".join(
+                    filter(
+                        None,
+                        [
+                            getattr(field, "show_when", ""),
+                            _condition("base_source", ["random"]),
+                            _condition("family", self.family_only[spec["name"]]),
+                        ],
+                    )
+                )
             self.fields[f"hp_{spec['name']}"] = field
             self.hyperparameter_names.append(spec["name"])
             if spec.get("lora_only"):
@@ -617,6 +633,9 @@ class TrainingLaunchForm(forms.Form):
         """Whether ``hyperparameter`` applies to the kind and method chosen."""
         data = self.cleaned_data
         if hyperparameter in self.lora_names and data.get("method") != "lora":
+            return False
+        families = self.family_only.get(hyperparameter)
+        if families and (data.get("base_source") != "random" or data.get("family") not in families):
             return False
         kinds = self.kind_only.get(hyperparameter)
         return not kinds or data.get("kind") in kinds
@@ -766,6 +785,14 @@ def _hyperparameter_field(spec: dict) -> forms.Field:
         return forms.IntegerField(min_value=spec.get("min"), max_value=spec.get("max"), **common)
     if kind == "float":
         return forms.FloatField(min_value=spec.get("min"), max_value=spec.get("max"), **common)
+    if kind == "bool" and spec.get("default") is None:
+        # Three ways: the family's own value (not sent), yes or no.
+        return forms.TypedChoiceField(
+            choices=[("", "the family's default"), ("true", "yes"), ("false", "no")],
+            coerce=lambda value: value == "true",
+            empty_value=None,
+            **common,
+        )
     if kind == "bool":
         return forms.BooleanField(**common)
     return forms.CharField(**{**common, "required": False})

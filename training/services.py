@@ -167,6 +167,7 @@ def _validate_hyperparameters(
     kind: str | None = None,
     has_eval: bool | None = None,
     pretrained: bool = False,
+    family: str | None = None,
 ) -> dict:
     from llmhub.reporting import JobInputError
     from training.runtime.config import validate_hyperparameters
@@ -175,9 +176,9 @@ def _validate_hyperparameters(
         raise _error("hyperparameters", "Give an object of hyperparameter -> value.")
     try:
         # With the kind and the eval split: early stopping and the best checkpoint are checked
-        # here as the worker checks them.
+        # here as the worker checks them; with the family, the architecture settings.
         return validate_hyperparameters(
-            hyperparameters, kind=kind, has_eval=has_eval, pretrained=pretrained
+            hyperparameters, kind=kind, has_eval=has_eval, pretrained=pretrained, family=family
         )
     except JobInputError as exc:
         raise _error("hyperparameters", str(exc)) from exc
@@ -187,7 +188,7 @@ def _estimate(spec: dict, *, hyperparameters: dict, method: str, kind: str | Non
     """The estimate of a spec or base config; a ValidationError for a malformed spec or a model
     above the size limit (the runtime's check, with this installation's setting)."""
     from llmhub.reporting import JobInputError
-    from training.runtime.config import check_model_size
+    from training.runtime.config import check_model_size, model_settings
     from training.runtime.presets import estimate_from_dict
 
     try:
@@ -198,6 +199,7 @@ def _estimate(spec: dict, *, hyperparameters: dict, method: str, kind: str | Non
             precision=hyperparameters["precision"],
             method=method,
             kind=kind,  # the head the job builds (a classifier's, not an LM's) is counted
+            settings=model_settings(hyperparameters),  # tied embeddings, biases
         )
         check_model_size(estimate["parameters"], limit=settings.LLMHUB_MAX_MODEL_PARAMETERS)
     except JobInputError as exc:
@@ -239,12 +241,16 @@ def _prepare(
     _check_split(train_version, eval_split, "eval_split")
     roles = dict(train_version.column_roles)
     _check_roles(kind, train_version, roles)
+    random_family = (model_spec or {}).get("family") if isinstance(model_spec, dict) else None
     hyperparameters = _validate_hyperparameters(
         hyperparameters,
         method=method,
         kind=kind,
         has_eval=bool(eval_split),
         pretrained=base_source != BaseSource.RANDOM,
+        # Architecture settings fit the family built from random weights; a pretrained model
+        # keeps its own ("").
+        family=random_family if base_source == BaseSource.RANDOM else "",
     )
 
     from training.runtime.config import PREFERENCE_KINDS, PREFERENCE_MODEL_KIND
@@ -1072,13 +1078,36 @@ def estimate_for(
     method: str,
     kind: str | None = None,
     tokenizer: Tokenizer | None = None,
+    train_version: DatasetVersion | None = None,
 ) -> dict:
     """Parameters, memory and FLOPs per token of a spec (no launch; for forms). With the job's
     ``kind`` its head is counted, with the chosen ``tokenizer`` its vocabulary sizes the
-    embeddings: the figure the launch stores on the job."""
-    if tokenizer is not None and isinstance(model_spec, dict) and "config" not in model_spec:
+    embeddings and with the job's ``hyperparameters`` its architecture settings (tied
+    embeddings) change the count: the figure the launch stores on the job.
+
+    The vocabulary: the tokenizer's; else the spec's ``vocab_size``; else that of the newest
+    tokenizer trained on ``train_version``; else an assumed 8,000. The answer says which
+    (``vocab_size``, ``vocab_source``)."""
+    from training.runtime.presets import DEFAULT_VOCAB_SIZE
+
+    if not isinstance(model_spec, dict) or "config" in model_spec:
+        checked = _validate_hyperparameters(hyperparameters, method=method, family="")
+        return _estimate(model_spec, hyperparameters=checked, method=method, kind=kind)
+    checked = _validate_hyperparameters(
+        hyperparameters, method=method, family=model_spec.get("family")
+    )
+    if tokenizer is None and not model_spec.get("vocab_size") and train_version is not None:
+        tokenizer = train_version.tokenizers.order_by("-created_at", "-id").first()
+        source = "dataset"
+    else:
+        source = "tokenizer"
+    if tokenizer is not None:
         model_spec = {**model_spec, "vocab_size": tokenizer.vocab_size}
-    return _estimate(model_spec, hyperparameters=hyperparameters, method=method, kind=kind)
+    else:
+        source = "spec" if model_spec.get("vocab_size") else "assumed"
+    estimate = _estimate(model_spec, hyperparameters=checked, method=method, kind=kind)
+    vocab = model_spec.get("vocab_size") or DEFAULT_VOCAB_SIZE
+    return {**estimate, "vocab_size": vocab, "vocab_source": source}
 
 
 # Tags and a description on a model version (the registry page and PATCH in the API).

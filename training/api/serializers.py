@@ -97,6 +97,18 @@ class EstimateSerializer(StrictSerializer):
         allow_null=True,
         help_text="Its vocabulary sizes the embeddings.",
     )
+    train_version = ScopedPrimaryKeyRelatedField(
+        selector=versions_for_user,
+        required=False,
+        allow_null=True,
+        help_text="Without a tokenizer: the newest tokenizer trained on it sizes the embeddings.",
+    )
+    hyperparameters = serializers.JSONField(
+        required=False,
+        default=dict,
+        help_text="The job's hyperparameters; its architecture settings (tie_word_embeddings, "
+        "attention_bias, ...) change the count.",
+    )
     max_seq_length = serializers.IntegerField(min_value=1, default=128)
     batch_size = serializers.IntegerField(min_value=1, default=8)
     precision = serializers.ChoiceField(choices=["fp32", "bf16", "fp16"], default="fp32")

@@ -129,11 +129,16 @@ class TrainingJobViewSet(ListRetrieveMixin, CreateMixin, ScopedViewSet):
     def estimate(self, request: Request) -> Response:
         """Parameters, training memory and FLOPs per token of a model spec, before launch."""
         data = self._validated(s.EstimateSerializer, request.data)
-        hyperparameters = {
-            "max_seq_length": data["max_seq_length"],
-            "batch_size": data["batch_size"],
-            "precision": data["precision"],
-        }
+        given = data["hyperparameters"] if isinstance(data["hyperparameters"], dict) else None
+        hyperparameters = given
+        if given is not None:
+            # The body's own fields unless the hyperparameters say otherwise.
+            hyperparameters = {
+                "max_seq_length": data["max_seq_length"],
+                "batch_size": data["batch_size"],
+                "precision": data["precision"],
+                **given,
+            }
         return Response(
             services.estimate_for(
                 model_spec=data["model_spec"],
@@ -141,6 +146,7 @@ class TrainingJobViewSet(ListRetrieveMixin, CreateMixin, ScopedViewSet):
                 method=data["method"],
                 kind=data.get("kind"),
                 tokenizer=data.get("tokenizer"),
+                train_version=data.get("train_version"),
             )
         )
 

@@ -40,6 +40,7 @@ from llmhub.reporting import JobInputError, Reporter
 from training.runtime.config import (
     TrainingConfig,
     evaluation_and_checkpoint_args,
+    optimizer_args,
     preference_columns,
 )
 
@@ -193,9 +194,7 @@ def _trl_config(kind: str, config: TrainingConfig, precision_flags: dict, *, has
         "per_device_eval_batch_size": config.batch_size,
         "gradient_accumulation_steps": config.gradient_accumulation_steps,
         "learning_rate": config.learning_rate,
-        "lr_scheduler_type": config.lr_scheduler,
-        "warmup_steps": config.warmup_steps,
-        "weight_decay": config.weight_decay,
+        **optimizer_args(config),  # AdamW's settings, clipping, the schedule and its floor
         "num_train_epochs": config.num_epochs,
         "max_steps": config.max_steps if config.max_steps > 0 else -1,
         "logging_steps": config.logging_steps,

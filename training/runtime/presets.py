@@ -194,7 +194,76 @@ KINDS_BY_ARCHITECTURE = {
     ENCODER_DECODER: ("seq2seq",),
 }
 T5_RELATIVE_BUCKETS = 32
+# The vocabulary an estimate assumes when it is given no tokenizer and no vocab_size.
+DEFAULT_VOCAB_SIZE = 8000
 T5_MAX_POSITIONS = 512  # relative positions: no hard limit, but what the presets support
+
+# The architecture's own settings a job may choose for a model from random weights (the
+# hyperparameter table in ``config.py`` describes and validates them, one row each): per
+# setting, the families that have it and the fields of their transformers config it sets.
+# ``dropout`` sets every dropout of the family at once; a family's own name (``resid_pdrop``)
+# wins over it. Families not listed have no such setting and refuse it.
+_ALL_DROPOUTS = {
+    "gpt2": ("resid_pdrop", "embd_pdrop", "attn_pdrop"),
+    "llama": ("attention_dropout",),
+    "bert": ("hidden_dropout_prob", "attention_probs_dropout_prob"),
+    "roberta": ("hidden_dropout_prob", "attention_probs_dropout_prob"),
+    "bart": ("dropout", "attention_dropout", "activation_dropout"),
+    "t5": ("dropout_rate",),
+}
+MODEL_SETTINGS: dict[str, dict[str, tuple[str, ...]]] = {
+    "dropout": _ALL_DROPOUTS,
+    "resid_pdrop": {"gpt2": ("resid_pdrop",)},
+    "embd_pdrop": {"gpt2": ("embd_pdrop",)},
+    "attn_pdrop": {"gpt2": ("attn_pdrop",)},
+    "attention_dropout": {"llama": ("attention_dropout",), "bart": ("attention_dropout",)},
+    "hidden_dropout_prob": {f: ("hidden_dropout_prob",) for f in ("bert", "roberta")},
+    "attention_probs_dropout_prob": {
+        f: ("attention_probs_dropout_prob",) for f in ("bert", "roberta")
+    },
+    # Not offered for bart and t5: their encoder and decoder embeddings follow it too, and t5's
+    # head in transformers 5 ignores it.
+    "tie_word_embeddings": {
+        f: ("tie_word_embeddings",) for f in ("gpt2", "llama", "bert", "roberta")
+    },
+    "activation": {
+        "gpt2": ("activation_function",),
+        "llama": ("hidden_act",),
+        "bert": ("hidden_act",),
+        "roberta": ("hidden_act",),
+        "bart": ("activation_function",),
+    },
+    "attention_bias": {"llama": ("attention_bias",)},
+    "mlp_bias": {"llama": ("mlp_bias",)},
+    "rope_theta": {"llama": ("rope_theta",)},
+}
+# Whether a family ties its output layer to the input embedding when no setting says
+# (build_config's own choice for llama: untied, as TinyLlama).
+TIED_BY_DEFAULT = {family: family != "llama" for family in FAMILIES}
+
+
+def model_setting_kwargs(family: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """The transformers config values of the chosen architecture ``settings`` (None: the
+    family's own default) for ``family``: the generic ``dropout`` first, a family's own name
+    over it."""
+    values: dict[str, Any] = {}
+    ordered = sorted(settings.items(), key=lambda item: item[0] != "dropout")
+    for name, value in ordered:
+        if value is None or name not in MODEL_SETTINGS:
+            continue
+        fields_ = MODEL_SETTINGS[name].get(family)
+        if fields_ is None:
+            raise JobInputError(
+                f"A {family} model has no setting {name}; its settings are "
+                f"{', '.join(family_settings(family))}."
+            )
+        values.update(dict.fromkeys(fields_, value))
+    return values
+
+
+def family_settings(family: str) -> list[str]:
+    """The architecture settings ``family`` has (names of :data:`MODEL_SETTINGS`)."""
+    return [name for name, by_family in MODEL_SETTINGS.items() if family in by_family]
 
 
 @dataclass
@@ -216,6 +285,14 @@ class ModelSpec:
             )
         allowed = set(SIZES[self.family][self.size])
         unknown = sorted(set(self.overrides) - allowed)
+        settings = [name for name in unknown if name in MODEL_SETTINGS]
+        if settings:
+            # Dropouts, tied embeddings and the like are hyperparameters (validated, estimated
+            # and shown in the launch form with the others), not size overrides.
+            raise JobInputError(
+                f"{', '.join(settings)} is set with the job's hyperparameters (e.g. "
+                f'"hyperparameters": {{"{settings[0]}": ...}}), not in the model spec.'
+            )
         if unknown:
             raise JobInputError(
                 f"Unknown {self.family} setting(s) {', '.join(unknown)}; you can "
@@ -285,22 +362,25 @@ def build_config(
     pad_token_id: int | None = None,
     bos_token_id: int | None = None,
     eos_token_id: int | None = None,
+    settings: dict[str, Any] | None = None,
     **extra: Any,
 ):
-    """The transformers config of ``spec`` with the tokenizer's vocabulary and special ids."""
+    """The transformers config of ``spec`` with the tokenizer's vocabulary and special ids, and
+    the chosen architecture ``settings`` (:data:`MODEL_SETTINGS` names; None: the family's
+    default)."""
     import transformers
 
     dims = spec.dims
     ids = {"pad_token_id": pad_token_id, "bos_token_id": bos_token_id, "eos_token_id": eos_token_id}
     ids = {k: v for k, v in ids.items() if v is not None}
+    extra = {**model_setting_kwargs(spec.family, settings or {}), **extra}
     if spec.family == "gpt2":
         return transformers.GPT2Config(
             vocab_size=vocab_size, n_ctx=dims["n_positions"], **dims, **ids, **extra
         )
     if spec.family == "llama":
-        return transformers.LlamaConfig(
-            vocab_size=vocab_size, tie_word_embeddings=False, **dims, **ids, **extra
-        )
+        extra.setdefault("tie_word_embeddings", TIED_BY_DEFAULT["llama"])
+        return transformers.LlamaConfig(vocab_size=vocab_size, **dims, **ids, **extra)
     if spec.family == "bert":
         return transformers.BertConfig(vocab_size=vocab_size, **dims, **ids, **extra)
     if spec.family == "roberta":
@@ -336,27 +416,48 @@ def _encoder_layer(d: int, ffn: int) -> int:
     return 4 * _linear(d, d) + 4 * d + _linear(d, ffn) + _linear(ffn, d)
 
 
-def count_parameters(spec: ModelSpec, *, vocab_size: int, kind: str, num_labels: int = 2) -> int:
-    """Parameters of the model a job of ``kind`` builds from ``spec`` (backbone and head)."""
+def count_parameters(
+    spec: ModelSpec,
+    *,
+    vocab_size: int,
+    kind: str,
+    num_labels: int = 2,
+    settings: dict[str, Any] | None = None,
+) -> int:
+    """Parameters of the model a job of ``kind`` builds from ``spec`` (backbone and head) with
+    the architecture ``settings`` (an untied output layer is a second vocabulary x width
+    matrix, biases add their vectors)."""
     dims, v = spec.dims, vocab_size
+    settings = settings or {}
+    tied = settings.get("tie_word_embeddings")
+    tied = TIED_BY_DEFAULT[spec.family] if tied is None else tied
+    # The output layer over the vocabulary a language-model head adds when it is not the
+    # input embedding itself.
+    untied_head = 0 if tied or kind == "classification" else v
     if spec.family == "gpt2":
         d, layers, positions = dims["n_embd"], dims["n_layer"], dims["n_positions"]
         total = v * d + positions * d + layers * (12 * d * d + 13 * d) + 2 * d
-        return total + (d * num_labels if kind == "classification" else 0)
+        return total + (d * num_labels if kind == "classification" else untied_head * d)
     if spec.family == "llama":
         d, inner, layers = dims["hidden_size"], dims["intermediate_size"], dims["num_hidden_layers"]
         head_dim = d // dims["num_attention_heads"]
         kv = dims["num_key_value_heads"] * head_dim
         layer = 2 * d * d + 2 * d * kv + 3 * d * inner + 2 * d
+        if settings.get("attention_bias"):
+            layer += 2 * d + 2 * kv  # q, o and k, v projections
+        if settings.get("mlp_bias"):
+            layer += 2 * inner + d  # gate and up, down
         total = v * d + layers * layer + d
-        return total + (d * num_labels if kind == "classification" else v * d)
+        return total + (d * num_labels if kind == "classification" else untied_head * d)
     if spec.family in ("bert", "roberta"):
         d, layers = dims["hidden_size"], dims["num_hidden_layers"]
         inner, positions = dims["intermediate_size"], dims["max_position_embeddings"]
         embeddings = v * d + positions * d + 2 * d + 2 * d  # + token types, layer norm
         total = embeddings + layers * _encoder_layer(d, inner)
         if kind == "pretrain_mlm":
-            return total + _linear(d, d) + 2 * d + v  # transform, norm, decoder bias (tied)
+            # transform, norm, decoder bias (tied: the embedding is the decoder's weight;
+            # untied: a weight and a bias of its own beside the shared bias)
+            return total + _linear(d, d) + 2 * d + v + untied_head * (d + 1)
         if kind == "qa":
             return total + _linear(d, 2)
         if spec.family == "bert":  # classification: pooler + classifier
@@ -401,6 +502,7 @@ def estimate(
     method: str = "full",
     kind: str | None = None,
     num_labels: int = 2,
+    settings: dict[str, Any] | None = None,
 ) -> dict:
     """Parameters, training memory (bytes) and training FLOPs per token, estimated. The
     parameters are counted exactly for the model a job of ``kind`` builds (its head included:
@@ -412,7 +514,9 @@ def estimate(
     token, plus attention's 12 x layers x width x sequence length.
     """
     kind = kind or KINDS_BY_ARCHITECTURE[spec.architecture][0]
-    parameters = count_parameters(spec, vocab_size=vocab_size, kind=kind, num_labels=num_labels)
+    parameters = count_parameters(
+        spec, vocab_size=vocab_size, kind=kind, num_labels=num_labels, settings=settings
+    )
     layers, width = _layers_and_width(spec)
     trainable = parameters if method == "full" else _lora_parameters(spec, layers, width)
     frozen = parameters - trainable if method != "full" else 0
@@ -462,6 +566,12 @@ def estimate_from_config(
     first = next(iter(SIZES[model_type].values()))
     overrides = {key: config[key] for key in first if isinstance(config.get(key), int)}
     spec = ModelSpec(family=model_type, size=next(iter(SIZES[model_type])), overrides=overrides)
+    # The config's own choices that change the count (a saved config.json writes them).
+    settings = {
+        name: config.get(name)
+        for name in ("tie_word_embeddings", "attention_bias", "mlp_bias")
+        if model_type in MODEL_SETTINGS[name] and isinstance(config.get(name), bool)
+    }
     return estimate(
         spec,
         vocab_size=config.get("vocab_size") or 0,
@@ -471,6 +581,7 @@ def estimate_from_config(
         method=method,
         kind=kind,
         num_labels=num_labels,
+        settings=settings,
     )
 
 
@@ -483,9 +594,11 @@ def estimate_from_dict(
     method: str = "full",
     kind: str | None = None,
     num_labels: int = 2,
+    settings: dict[str, Any] | None = None,
 ) -> dict:
     """Estimate from ``{"family", "size", ..., "vocab_size"}`` or ``{"config": config.json}``,
-    for a job of ``kind`` (the family's first kind when None) with ``num_labels`` classes."""
+    for a job of ``kind`` (the family's first kind when None) with ``num_labels`` classes and,
+    for a spec, the architecture ``settings`` of the job's hyperparameters."""
     if not isinstance(spec_or_config, dict):
         raise JobInputError('A model spec is an object, e.g. {"family": "gpt2", "size": "tiny"}.')
     if "config" in spec_or_config:
@@ -501,11 +614,12 @@ def estimate_from_dict(
     spec = ModelSpec.from_dict(spec_or_config)
     return estimate(
         spec,
-        vocab_size=int(spec_or_config.get("vocab_size") or 8000),
+        vocab_size=int(spec_or_config.get("vocab_size") or DEFAULT_VOCAB_SIZE),
         seq_len=seq_len,
         batch_size=batch_size,
         precision=precision,
         method=method,
         kind=kind,
         num_labels=num_labels,
+        settings=settings,
     )
