@@ -786,10 +786,11 @@ def _hyperparameter_field(spec: dict) -> forms.Field:
     if kind == "float":
         return forms.FloatField(min_value=spec.get("min"), max_value=spec.get("max"), **common)
     if kind == "bool" and spec.get("default") is None:
-        # Three ways: the family's own value (not sent), yes or no.
+        # Three ways: the family's own value (not sent), yes or no (keyed as str(True) and
+        # str(False), so a cloned job's value selects its option).
         return forms.TypedChoiceField(
-            choices=[("", "the family's default"), ("true", "yes"), ("false", "no")],
-            coerce=lambda value: value == "true",
+            choices=[("", "the family's default"), ("True", "yes"), ("False", "no")],
+            coerce=lambda value: value == "True",
             empty_value=None,
             **common,
         )

@@ -352,13 +352,17 @@ def test_the_launch_form_offers_each_setting_for_its_families_only(world, engine
     # shared dropout and bert's own tie_word_embeddings choice reach the job.
     response = engineer.post(
         url,
-        _launch_form(data, hp_resid_pdrop="5", hp_dropout="0", hp_tie_word_embeddings="false"),
+        _launch_form(data, hp_resid_pdrop="5", hp_dropout="0", hp_tie_word_embeddings="False"),
     )
     assert response.status_code == 302, response.context["form"].errors
     job = TrainingJob.objects.get()
     assert job.hyperparameters["dropout"] == 0.0
     assert job.hyperparameters["tie_word_embeddings"] is False
     assert job.hyperparameters["resid_pdrop"] is None  # the family's own
+    # "Clone this run" selects the job's choice again.
+    clone = html.unescape(engineer.get(f"{url}?clone={job.pk}").content.decode())
+    select = re.search(r'<select name="hp_tie_word_embeddings".*?</select>', clone, re.S).group(0)
+    assert re.search(r'<option value="False"\s+selected>', select), select
     # Out of range where it applies: refused next to its field.
     response = engineer.post(url, _launch_form(data, name="second", hp_dropout="2"))
     assert response.status_code == 200 and "hp_dropout" in response.context["form"].errors
