@@ -31,7 +31,14 @@ def test_beta_shows_only_for_dpo_and_kto(world, engineer, data) -> None:  # noqa
     assert "data-show-when" not in _field_wrapper(page, "hp_learning_rate")
     # The kinds come from the config, the one place they are named.
     kinds = {h.name: h.kinds for h in HYPERPARAMETERS if h.kinds}
-    assert kinds == {"beta": ("dpo", "kto"), "mlm_probability": ("pretrain_mlm",)}
+    assert kinds == {
+        "beta": ("dpo", "kto"),
+        "mlm_probability": ("pretrain_mlm",),
+        "document_separator": ("pretrain_clm", "pretrain_mlm"),
+    }
+    assert 'data-show-when="kind=pretrain_clm,pretrain_mlm"' in _field_wrapper(
+        page, "hp_document_separator"
+    )
 
 
 def test_a_hidden_beta_is_neither_validated_nor_used(world, engineer, data) -> None:  # noqa: F811

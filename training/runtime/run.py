@@ -45,8 +45,6 @@ from training.runtime.config import (
     TrainingConfig,
     check_model_size,
     evaluation_and_checkpoint_args,
-    model_settings,
-    optimizer_args,
     required_roles,
 )
 from training.runtime.divergence import Divergence, DivergenceMonitor
@@ -150,17 +148,110 @@ def _target_text(data: dict[str, list], i: int) -> str | None:
     return texts[0] if texts else None
 
 
-def _pack(tokenizer, texts: list[str], block: int) -> list[list[int]]:
-    """Concatenate tokenized documents (each with its special tokens) into equal blocks."""
+ROW_SEPARATOR = "\n"  # rows of one stream are the lines (or line-cut chunks) of one text
+STREAM_ROWS = 1000  # rows tokenized per call: one call per row would cost a Python round trip each
+
+
+def _stream_ids(tokenizer, texts: list[str], separator: str) -> list[int]:
+    """The token ids of the rows as one stream, without a BOS/EOS the text does not hold.
+
+    ``separator="none"``: the rows are joined with newlines back into the text they were cut
+    from (a .txt upload's lines or chunks) and tokenized as that text (groups of rows at a time,
+    each group ending with its newline). ``"eos"``: rows are separate documents, each followed
+    by the tokenizer's end token (GPT-2's ``<|endoftext|>`` between documents)."""
     ids: list[int] = []
-    for start in range(0, len(texts), 1000):
-        for row in tokenizer(texts[start : start + 1000], add_special_tokens=True)["input_ids"]:
-            ids.extend(row)
+    if separator == "eos":
+        eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else None
+        eos = eos if eos is not None else tokenizer.sep_token_id
+        if eos is None:
+            raise JobInputError(
+                'document_separator "eos" needs a tokenizer with an end (eos or sep) token.'
+            )
+        for start in range(0, len(texts), STREAM_ROWS):
+            encoded = tokenizer(texts[start : start + STREAM_ROWS], add_special_tokens=False)
+            for row in encoded["input_ids"]:
+                ids.extend(row)
+                ids.append(eos)
+        return ids
+    for start in range(0, len(texts), STREAM_ROWS):
+        group = ROW_SEPARATOR.join(texts[start : start + STREAM_ROWS])
+        if start + STREAM_ROWS < len(texts):
+            group += ROW_SEPARATOR
+        ids.extend(tokenizer(group, add_special_tokens=False)["input_ids"])
+    return ids
+
+
+def _pack(
+    tokenizer, texts: list[str], block: int, *, separator: str = "none", offset: int = 0
+) -> list[list[int]]:
+    """The rows as one token stream (``_stream_ids``) cut into equal blocks of ``block``
+    tokens from ``offset`` on: the blocks put end to end are the stream itself."""
+    ids = _stream_ids(tokenizer, texts, separator)
     if len(ids) < 2:
         raise JobInputError("The training text is empty after tokenization.")
     if len(ids) < block:
         return [ids]
-    return [ids[i : i + block] for i in range(0, len(ids) - block + 1, block)]
+    offset = offset % block if len(ids) >= 2 * block else 0
+    count = (len(ids) - offset) // block
+    return [ids[offset + i * block : offset + (i + 1) * block] for i in range(count)]
+
+
+class StreamBlocks:
+    """Pre-training rows: the token stream cut into blocks of ``block`` tokens, from an offset
+    drawn anew for each epoch (as nanoGPT samples windows anywhere in the text), so no token
+    always sits at a block's first position where it is never predicted.
+
+    The Trainer calls ``set_epoch`` (through accelerate's data loader) before each epoch; the
+    offset is ``Random(seed, epoch)`` in ``[0, block)``. The number of blocks is the same for
+    every offset. Rows are ``input_ids``/``attention_mask`` (and ``labels`` for a causal LM)
+    as tensors, so the collator only stacks them."""
+
+    def __init__(self, ids: list[int], block: int, *, seed: int, labels: bool) -> None:
+        import torch
+
+        self.ids = torch.tensor(ids, dtype=torch.long)
+        self.block = min(block, len(ids))
+        self.seed = seed
+        self.labels = labels
+        # Offsets up to block - 1 must leave as many whole blocks as offset 0 minus one.
+        spare = self.block - 1 if len(ids) >= 2 * self.block else 0
+        self.count = (len(ids) - spare) // self.block
+        self.offset = 0
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        import random
+
+        spare = self.block - 1 if len(self.ids) >= 2 * self.block else 0
+        self.offset = random.Random(f"{self.seed}:{epoch}").randint(0, spare)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> dict:
+        import torch
+
+        if not 0 <= index < self.count:
+            raise IndexError(index)
+        start = self.offset + index * self.block
+        ids = self.ids[start : start + self.block]
+        row = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        if self.labels:
+            row["labels"] = ids.clone()
+        return row
+
+
+def _document_separator(config: TrainingConfig) -> str:
+    """``config.document_separator``; ``"auto"`` follows the data: a table whose only column
+    is the text (what a .txt upload becomes) is one stream ("none"), else rows are documents
+    separated by the end token ("eos")."""
+    choice = getattr(config, "document_separator", "auto")
+    if choice != "auto":
+        return choice
+    import pyarrow.parquet as pq
+
+    names = pq.ParquetFile(config.train_path).schema_arrow.names
+    return "none" if names == [config.column_roles.get("text")] else "eos"
 
 
 def _texts(data: dict[str, list], role: str) -> list[str]:
@@ -174,19 +265,20 @@ def prepare_dataset(
     *,
     max_len: int,
     label2id: dict[str, int] | None = None,
+    document_separator: str = "none",
+    seed: int = 42,
 ):
-    """A ``datasets.Dataset`` of model inputs for ``kind``."""
+    """A ``datasets.Dataset`` of model inputs for ``kind`` (pre-training: ``StreamBlocks``)."""
     import datasets
 
     if kind in ("pretrain_clm", "pretrain_mlm"):
         texts = [t for t in _texts(data, "text") if t.strip()]
-        blocks = _pack(tokenizer, texts, max_len)
-        rows = {"input_ids": blocks, "attention_mask": [[1] * len(b) for b in blocks]}
-        if kind == "pretrain_clm":
-            rows["labels"] = [list(b) for b in blocks]
-        # Equal-length rows come out as tensors: the collator stacks them instead of building
-        # tensors from Python lists, ~12 ms of every step for 8 x 128 tokens.
-        return datasets.Dataset.from_dict(rows).with_format("torch")
+        ids = _stream_ids(tokenizer, texts, document_separator)
+        if len(ids) < 2:
+            raise JobInputError("The training text is empty after tokenization.")
+        # Rows come out as tensors: the collator stacks them instead of building tensors
+        # from Python lists, ~12 ms of every step for 8 x 128 tokens.
+        return StreamBlocks(ids, max_len, seed=seed, labels=kind == "pretrain_clm")
     if kind == "sft_causal":
         input_ids, labels = [], []
         for i in range(len(next(iter(data.values())))):
@@ -353,7 +445,6 @@ def _build_model(config: TrainingConfig, tokenizer, label2id: dict[str, int] | N
                 vocab_size=len(tokenizer),
                 kind=config.kind,
                 num_labels=len(label2id) if label2id else 2,
-                settings=model_settings(vars(config)),
             ),
             limit=config.max_parameters,
         )
@@ -363,7 +454,6 @@ def _build_model(config: TrainingConfig, tokenizer, label2id: dict[str, int] | N
             pad_token_id=tokenizer.pad_token_id,
             bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id,
-            settings=model_settings(vars(config)),  # dropouts, tied embeddings, ...
             **labels,
         )
         import transformers
@@ -636,14 +726,30 @@ def train(
         if len(labels) < 2:
             raise JobInputError(f"Classification needs at least two labels; found {labels}.")
         label2id = {label: i for i, label in enumerate(labels)}
+    # Pre-training reads the rows as one stream or as documents (document_separator).
+    stream = (
+        {"document_separator": _document_separator(config), "seed": config.seed}
+        if config.kind in ("pretrain_clm", "pretrain_mlm")
+        else {}
+    )
     train_set = prepare_dataset(
-        config.kind, train_rows, tokenizer, max_len=config.max_seq_length, label2id=label2id
+        config.kind,
+        train_rows,
+        tokenizer,
+        max_len=config.max_seq_length,
+        label2id=label2id,
+        **stream,
     )
     eval_set = None
     if config.eval_path is not None:
         eval_rows = _read_rows(config.eval_path, roles, config.kind)
         eval_set = prepare_dataset(
-            config.kind, eval_rows, tokenizer, max_len=config.max_seq_length, label2id=label2id
+            config.kind,
+            eval_rows,
+            tokenizer,
+            max_len=config.max_seq_length,
+            label2id=label2id,
+            **stream,
         )
     reporter.progress(0.02, "Building the model")
     model = _build_model(config, tokenizer, label2id)
@@ -675,7 +781,9 @@ def train(
         per_device_eval_batch_size=config.batch_size,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         learning_rate=config.learning_rate,
-        **optimizer_args(config),  # AdamW's settings, clipping, the schedule and its floor
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_steps,
+        weight_decay=config.weight_decay,
         num_train_epochs=config.num_epochs,
         max_steps=config.max_steps if config.max_steps > 0 else -1,
         logging_steps=config.logging_steps,
