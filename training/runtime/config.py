@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from llmhub.reporting import JobInputError
-from training.runtime.presets import ModelSpec
+from training.runtime.presets import FAMILIES, MODEL_SETTINGS, ModelSpec
 
 KINDS = (
     "pretrain_clm",
@@ -60,7 +60,7 @@ CLASSIFICATION_METRICS = ("f1_macro", "accuracy", "precision_macro", "recall_mac
 @dataclass(frozen=True)
 class Hyperparameter:
     name: str
-    type: str  # int | float | choice | str
+    type: str  # int | float | choice | str | bool
     default: Any
     help: str
     min: float | None = None
@@ -69,6 +69,21 @@ class Hyperparameter:
     lora_only: bool = False
     # The job kinds it applies to (empty: every kind); elsewhere forms hide it and ignore it.
     kinds: tuple[str, ...] = ()
+    # An architecture setting of a model from random weights: the families that have it (the
+    # presets' MODEL_SETTINGS). Its default None (or "") keeps the family's own value; a value
+    # for a family without it, or for a pretrained start, is refused.
+    families: tuple[str, ...] = ()
+
+
+def _model_setting(name: str, type_: str, help_: str, **limits: Any) -> Hyperparameter:
+    """A row for the architecture setting ``name`` of :data:`MODEL_SETTINGS`."""
+    default = "" if type_ == "choice" else None
+    families = tuple(MODEL_SETTINGS[name])
+    return Hyperparameter(name, type_, default, help_, families=families, **limits)
+
+
+_DROPOUT = {"min": 0.0, "max": 0.95}
+_ACTIVATIONS = ("", "gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu")
 
 
 HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
@@ -176,6 +191,78 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
         0.001,
         100.0,
         kinds=("dpo", "kto"),  # preference.py passes it to DPOConfig and KTOConfig only
+    ),
+    # The optimizer (AdamW) and the floor of the learning-rate decay.
+    Hyperparameter("adam_beta1", "float", 0.9, "AdamW beta1.", 0.0, 0.9999),
+    Hyperparameter(
+        "adam_beta2",
+        "float",
+        0.999,
+        "AdamW beta2 (0.99 or 0.95 for small models trained fast, as nanoGPT).",
+        0.0,
+        0.99999,
+    ),
+    Hyperparameter("adam_epsilon", "float", 1e-8, "AdamW epsilon.", 0.0, 1.0),
+    Hyperparameter(
+        "max_grad_norm",
+        "float",
+        1.0,
+        "Clip gradients to this global norm (0: no clipping).",
+        0.0,
+        1e6,
+    ),
+    Hyperparameter(
+        "min_lr",
+        "float",
+        0.0,
+        "The learning rate the cosine decay ends at (e.g. 1e-4 from a peak of 1e-3); "
+        "needs lr_scheduler cosine.",
+        0.0,
+        1.0,
+    ),
+    # The architecture's own settings (models from random weights; empty: the family's value).
+    _model_setting(
+        "dropout",
+        "float",
+        "Every dropout of the model (gpt2: resid, embd and attn; llama: attention; bert: "
+        "hidden and attention probs; bart: dropout, attention, activation; t5: dropout_rate). "
+        "0 for pre-training small models (nanoGPT).",
+        **_DROPOUT,
+    ),
+    _model_setting("resid_pdrop", "float", "GPT-2: dropout on residual branches.", **_DROPOUT),
+    _model_setting("embd_pdrop", "float", "GPT-2: dropout on the embeddings.", **_DROPOUT),
+    _model_setting("attn_pdrop", "float", "GPT-2: dropout on attention weights.", **_DROPOUT),
+    _model_setting(
+        "attention_dropout", "float", "Llama, BART: dropout on attention weights.", **_DROPOUT
+    ),
+    _model_setting(
+        "hidden_dropout_prob", "float", "BERT, RoBERTa: dropout on hidden states.", **_DROPOUT
+    ),
+    _model_setting(
+        "attention_probs_dropout_prob",
+        "float",
+        "BERT, RoBERTa: dropout on attention weights.",
+        **_DROPOUT,
+    ),
+    _model_setting(
+        "tie_word_embeddings",
+        "bool",
+        "Share the input embedding with the output layer (gpt2, bert: yes; llama: no).",
+    ),
+    _model_setting(
+        "activation",
+        "choice",
+        "The feed-forward activation (empty: the family's own; llama: silu, bert: gelu).",
+        choices=_ACTIVATIONS,
+    ),
+    _model_setting("attention_bias", "bool", "Llama: biases on q, k, v and o projections."),
+    _model_setting("mlp_bias", "bool", "Llama: biases on the feed-forward projections."),
+    _model_setting(
+        "rope_theta",
+        "float",
+        "Llama: the base of the rotary position embedding (10000).",
+        min=1.0,
+        max=1e9,
     ),
     Hyperparameter("lora_r", "int", 8, "LoRA rank.", 1, 1024, lora_only=True),
     Hyperparameter("lora_alpha", "int", 16, "LoRA scaling (alpha).", 1, 4096, lora_only=True),
@@ -346,13 +433,19 @@ def hyperparameter_schema() -> list[dict[str, Any]]:
             "choices": list(h.choices),
             "lora_only": h.lora_only,
             "kinds": list(h.kinds),
+            "families": list(h.families),
         }
         for h in HYPERPARAMETERS
     ]
 
 
 def _check(h: Hyperparameter, value: Any) -> Any:
-    if h.type in ("int", "float"):
+    if h.families and value is None:
+        return None  # the family's own value
+    if h.type == "bool":
+        if not isinstance(value, bool):
+            raise JobInputError(f"{h.name} must be true or false, not {value!r}.")
+    elif h.type in ("int", "float"):
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise JobInputError(f"{h.name} must be a number, not {value!r}.")
         if h.type == "int":
@@ -393,17 +486,68 @@ def check_model_size(parameters: int, *, limit: int | None = DEFAULT_MAX_PARAMET
         )
 
 
+def model_settings(values: dict[str, Any]) -> dict[str, Any]:
+    """The architecture settings chosen in checked hyperparameters ``values`` (those not left
+    to the family), for ``presets.build_config`` and the estimate."""
+    return {
+        h.name: values[h.name]
+        for h in HYPERPARAMETERS
+        if h.families and values.get(h.name) not in (None, "")
+    }
+
+
+def check_model_settings(values: dict[str, Any], *, family: str) -> str | None:
+    """The first architecture setting of ``values`` the model cannot take, as a sentence:
+    one its ``family`` does not have, or any for a pretrained start (``family`` "")."""
+    chosen = model_settings(values)
+    if not chosen:
+        return None
+    if not family:
+        return (
+            f"{', '.join(chosen)} set{'s' if len(chosen) == 1 else ''} the architecture of a "
+            "model built from random weights; a pretrained model keeps its own."
+        )
+    for name in chosen:
+        if family not in _BY_NAME[name].families:
+            own = [h.name for h in HYPERPARAMETERS if family in h.families]
+            return f"A {family} model has no setting {name}; its settings are {', '.join(own)}."
+    return None
+
+
+def optimizer_args(config: TrainingConfig) -> dict[str, Any]:
+    """The Trainer arguments of the optimizer and the learning-rate schedule: AdamW's betas
+    and epsilon, clipping, and a cosine decay to ``min_lr`` when it is above 0 (transformers'
+    cosine_with_min_lr schedule)."""
+    scheduler: dict[str, Any] = {"lr_scheduler_type": config.lr_scheduler}
+    if config.min_lr > 0:
+        scheduler = {
+            "lr_scheduler_type": "cosine_with_min_lr",
+            "lr_scheduler_kwargs": {"min_lr": config.min_lr},
+        }
+    return {
+        **scheduler,
+        "warmup_steps": config.warmup_steps,
+        "weight_decay": config.weight_decay,
+        "adam_beta1": config.adam_beta1,
+        "adam_beta2": config.adam_beta2,
+        "adam_epsilon": config.adam_epsilon,
+        "max_grad_norm": config.max_grad_norm,
+    }
+
+
 def validate_hyperparameters(
     values: dict[str, Any],
     *,
     kind: str | None = None,
     has_eval: bool | None = None,
     pretrained: bool = False,
+    family: str | None = None,
 ) -> dict[str, Any]:
     """Every hyperparameter with defaults filled in (those of a pretrained start when
     ``pretrained``: :data:`PRETRAINED_DEFAULTS`); JobInputError for unknown names and values out
     of range. Given the job's ``kind`` and whether it has an eval split, also the options that
-    depend on them (:func:`check_training_options`)."""
+    depend on them (:func:`check_training_options`); given the model's ``family`` ("" for a
+    pretrained start), its architecture settings (:func:`check_model_settings`)."""
     if not isinstance(values, dict):
         raise JobInputError("Hyperparameters must be an object of name -> value.")
     unknown = sorted(set(values) - set(_BY_NAME) - set(PASS_THROUGH))
@@ -416,6 +560,20 @@ def validate_hyperparameters(
         defaults.update(PRETRAINED_DEFAULTS)
     checked = {h.name: _check(h, values.get(h.name, defaults[h.name])) for h in HYPERPARAMETERS}
     checked.update({k: values[k] for k in PASS_THROUGH if k in values})
+    if checked["min_lr"] > 0 and checked["lr_scheduler"] != "cosine":
+        raise JobInputError(
+            f"min_lr is the floor of the cosine decay: choose lr_scheduler cosine (not "
+            f"{checked['lr_scheduler']}), or set min_lr to 0."
+        )
+    if checked["min_lr"] > checked["learning_rate"]:
+        raise JobInputError(
+            f"min_lr ({checked['min_lr']:g}) must be at most the learning_rate "
+            f"({checked['learning_rate']:g}) it decays from."
+        )
+    if family is not None and (family in FAMILIES or not family):
+        problem = check_model_settings(checked, family=family)
+        if problem:
+            raise JobInputError(problem)
     if kind is not None and has_eval is not None:
         problem = check_training_options(checked, kind=kind, has_eval=has_eval)
         if problem:
@@ -470,6 +628,24 @@ class TrainingConfig:
     metric_for_best_model: str = ""
     early_stopping_patience: int = 0
     beta: float = 0.1
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-8
+    max_grad_norm: float = 1.0
+    min_lr: float = 0.0
+    # Architecture settings (None or "": the family's own; see presets.MODEL_SETTINGS).
+    dropout: float | None = None
+    resid_pdrop: float | None = None
+    embd_pdrop: float | None = None
+    attn_pdrop: float | None = None
+    attention_dropout: float | None = None
+    hidden_dropout_prob: float | None = None
+    attention_probs_dropout_prob: float | None = None
+    tie_word_embeddings: bool | None = None
+    activation: str = ""
+    attention_bias: bool | None = None
+    mlp_bias: bool | None = None
+    rope_theta: float | None = None
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.05
@@ -488,6 +664,7 @@ class TrainingConfig:
             {h.name: getattr(self, h.name) for h in HYPERPARAMETERS},
             kind=self.kind,
             has_eval=self.eval_path is not None,
+            family=self.model_spec.family if isinstance(self.model_spec, ModelSpec) else "",
         )
         sources = [s for s in (self.model_spec, self.base_model_dir, self.hub_model_id) if s]
         if len(sources) != 1:

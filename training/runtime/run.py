@@ -45,6 +45,8 @@ from training.runtime.config import (
     TrainingConfig,
     check_model_size,
     evaluation_and_checkpoint_args,
+    model_settings,
+    optimizer_args,
     required_roles,
 )
 from training.runtime.divergence import Divergence, DivergenceMonitor
@@ -445,6 +447,7 @@ def _build_model(config: TrainingConfig, tokenizer, label2id: dict[str, int] | N
                 vocab_size=len(tokenizer),
                 kind=config.kind,
                 num_labels=len(label2id) if label2id else 2,
+                settings=model_settings(vars(config)),
             ),
             limit=config.max_parameters,
         )
@@ -454,6 +457,7 @@ def _build_model(config: TrainingConfig, tokenizer, label2id: dict[str, int] | N
             pad_token_id=tokenizer.pad_token_id,
             bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id,
+            settings=model_settings(vars(config)),  # dropouts, tied embeddings, ...
             **labels,
         )
         import transformers
@@ -781,9 +785,7 @@ def train(
         per_device_eval_batch_size=config.batch_size,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         learning_rate=config.learning_rate,
-        lr_scheduler_type=config.lr_scheduler,
-        warmup_steps=config.warmup_steps,
-        weight_decay=config.weight_decay,
+        **optimizer_args(config),  # AdamW's settings, clipping, the schedule and its floor
         num_train_epochs=config.num_epochs,
         max_steps=config.max_steps if config.max_steps > 0 else -1,
         logging_steps=config.logging_steps,
