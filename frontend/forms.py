@@ -805,6 +805,20 @@ def _evaluation_setting_field(name: str, **kwargs) -> forms.Field:
     from evaluation.runtime.config import SETTINGS
 
     setting = next(s for s in SETTINGS if s.name == name)
+    if setting.type == "bool":
+        if not setting.nullable:
+            return forms.BooleanField(
+                initial=setting.default, required=False, help_text=setting.help, **kwargs
+            )
+        # Empty means the runtime decides (the help says how).
+        return forms.TypedChoiceField(
+            choices=(("", "Default"), ("true", "Yes"), ("false", "No")),
+            coerce=lambda value: value == "true",
+            empty_value=None,
+            required=False,
+            help_text=setting.help,
+            **kwargs,
+        )
     field_class = forms.IntegerField if setting.type == "int" else forms.FloatField
     return field_class(
         initial=setting.default,
@@ -848,8 +862,13 @@ class EvaluationForm(forms.Form):
     temperature = _evaluation_setting_field("temperature")
     top_p = _evaluation_setting_field("top_p", label="Top-p")
     num_beams = _evaluation_setting_field("num_beams", label="Beams")
+    # Perplexity of long text (a sliding window over the whole text).
+    stride = _evaluation_setting_field("stride", label="Perplexity stride")
+    join_rows = _evaluation_setting_field("join_rows", label="Score rows as one text")
+    score_end_token = _evaluation_setting_field("score_end_token", label="Score end tokens")
 
     GENERATION_SETTINGS = ("max_new_tokens", "temperature", "top_p", "num_beams")
+    PERPLEXITY_SETTINGS = ("stride", "join_rows", "score_end_token")
 
     def __init__(self, *args, models=(), versions=(), task_type: str = "", **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -905,7 +924,7 @@ class EvaluationForm(forms.Form):
                 cleaned.pop(name, None)
         # The runtime's own validator, setting by setting, so each error lands on its field
         # together with the others (the service checks them again, all together).
-        for name in ("max_examples", *self.GENERATION_SETTINGS):
+        for name in ("max_examples", *self.GENERATION_SETTINGS, *self.PERPLEXITY_SETTINGS):
             if cleaned.get(name) is not None:
                 try:
                     validate_settings({name: cleaned[name]})
@@ -921,6 +940,11 @@ class EvaluationForm(forms.Form):
         settings = {k: data[k] for k in self.GENERATION_SETTINGS if data.get(k) is not None}
         if data.get("max_examples"):
             settings["max_examples"] = data["max_examples"]
+        for name in ("stride", "join_rows"):
+            if data.get(name) is not None:
+                settings[name] = data[name]
+        if data.get("score_end_token"):
+            settings["score_end_token"] = True
         return settings
 
 

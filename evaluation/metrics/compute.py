@@ -91,8 +91,9 @@ def compute_metrics(
         Metrics that need references refuse examples without any.
     per_example_extra: numbers the runner measured per example: ``nll_sum`` (summed token
         negative log-likelihood, natural log) and ``n_tokens`` (tokens scored) for ``perplexity``
-        and ``loss``; ``gen_len`` (generated tokens) for ``gen_len``, which otherwise counts
-        whitespace-separated words of the prediction.
+        and ``loss``, with ``n_chars`` / ``n_bytes`` (characters / UTF-8 bytes of the scored
+        text) for ``bits_per_char`` / ``bits_per_byte``; ``gen_len`` (generated tokens) for
+        ``gen_len``, which otherwise counts whitespace-separated words of the prediction.
     n_bootstrap: resamples for the 95% percentile interval; 0 skips it (``ci_low``/``ci_high``
         are then None).
     seed: the bootstrap's random seed; same inputs and seed give the same intervals.
@@ -166,7 +167,13 @@ def _family_stats(
         missing = [k for k in ("nll_sum", "n_tokens") if k not in extra]
         if missing:
             raise ValueError(f"{', '.join(names)} need per_example_extra {missing}.")
-        return family.statistics(names, nll_sum=extra["nll_sum"], n_tokens=extra["n_tokens"])
+        return family.statistics(
+            names,
+            nll_sum=extra["nll_sum"],
+            n_tokens=extra["n_tokens"],
+            n_chars=extra.get("n_chars"),
+            n_bytes=extra.get("n_bytes"),
+        )
     if family.INPUTS == "lengths":
         if "gen_len" in extra:
             lengths = list(extra["gen_len"])

@@ -483,46 +483,87 @@ class GenLen(MetricFamily):
 
 
 class Perplexity(MetricFamily):
-    """Perplexity exp(sum NLL / tokens) and loss (sum NLL / tokens), pooled over all tokens.
+    """Perplexity exp(sum NLL / tokens), loss (sum NLL / tokens), and the code length per
+    character and per byte: sum NLL / (ln 2 * characters or UTF-8 bytes of the scored text),
+    all pooled over every scored token.
 
-    Inputs are per-example sums of token negative log-likelihoods (natural log) and the number
-    of tokens scored. Pooling weights each token equally, so long examples weigh more. Per-example
-    scores: that example's own perplexity and loss (None when it has no scored token); corpus
-    perplexity is not their mean.
+    Inputs are per-example sums of token negative log-likelihoods (natural log), the number of
+    tokens scored, and (for the bits metrics) the characters and UTF-8 bytes of the text those
+    tokens cover. Pooling weights each token equally, so long examples weigh more; bits per
+    character do not depend on the tokenizer, so models with different vocabularies compare.
+    Per-example scores: that example's own values (None when it has no scored token or text);
+    corpus values are not their mean.
     """
 
-    NAMES = ("perplexity", "loss")
+    NAMES = ("perplexity", "loss", "bits_per_char", "bits_per_byte")
     INPUTS = "likelihood"
 
     def _info(self) -> evaluate.MetricInfo:
         return _info(
             self.__doc__ or "",
             {"nll_sum": datasets.Value("float64"), "n_tokens": datasets.Value("int64")},
-            "nll_sum: summed token NLL per example; n_tokens: tokens scored per example.",
+            "nll_sum: summed token NLL per example; n_tokens: tokens scored per example; "
+            "optional n_chars / n_bytes (lists, passed to compute): characters / UTF-8 bytes of "
+            "the text they cover, for bits_per_char / bits_per_byte.",
         )
+
+    def _compute(self, **inputs: Any) -> dict[str, float | None]:
+        # The bits metrics come with the counts they divide by, and only then.
+        names = [
+            n
+            for n in self.NAMES
+            if {"bits_per_char": "n_chars", "bits_per_byte": "n_bytes"}.get(n, "nll_sum") in inputs
+        ]
+        return self.statistics(names, **inputs).point
 
     @classmethod
     def statistics(
-        cls, names: Sequence[str], *, nll_sum: Sequence[float], n_tokens: Sequence[int]
+        cls,
+        names: Sequence[str],
+        *,
+        nll_sum: Sequence[float],
+        n_tokens: Sequence[int],
+        n_chars: Sequence[int] | None = None,
+        n_bytes: Sequence[int] | None = None,
     ) -> ExampleStats:
         names = tuple(n for n in cls.NAMES if n in names)
+        if "bits_per_char" in names and n_chars is None:
+            raise ValueError("bits_per_char needs n_chars.")
+        if "bits_per_byte" in names and n_bytes is None:
+            raise ValueError("bits_per_byte needs n_bytes.")
+        zeros = np.zeros(len(nll_sum))
         matrix = np.column_stack(
-            [np.asarray(nll_sum, dtype=np.float64), np.asarray(n_tokens, dtype=np.float64)]
-        ).reshape(-1, 2)
-        if (matrix[:, 1] < 0).any() or not np.isfinite(matrix).all():
-            raise ValueError("nll_sum must be finite and n_tokens non-negative.")
+            [
+                np.asarray(nll_sum, dtype=np.float64),
+                np.asarray(n_tokens, dtype=np.float64),
+                zeros if n_chars is None else np.asarray(n_chars, dtype=np.float64),
+                zeros if n_bytes is None else np.asarray(n_bytes, dtype=np.float64),
+            ]
+        ).reshape(-1, 4)
+        if (matrix[:, 1:] < 0).any() or not np.isfinite(matrix).all():
+            raise ValueError("nll_sum must be finite and the counts non-negative.")
 
-        def aggregate(sums: np.ndarray, counts: np.ndarray) -> dict[str, np.ndarray]:
+        def values(sums: np.ndarray) -> dict[str, np.ndarray]:
             with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
                 loss = sums[:, 0] / sums[:, 1]
-                out = {"loss": loss, "perplexity": np.exp(loss)}
+                out = {
+                    "loss": loss,
+                    "perplexity": np.exp(loss),
+                    # No scored token means no code length at all, not 0 bits.
+                    "bits_per_char": np.where(
+                        sums[:, 1] > 0, sums[:, 0] / (math.log(2) * sums[:, 2]), np.nan
+                    ),
+                    "bits_per_byte": np.where(
+                        sums[:, 1] > 0, sums[:, 0] / (math.log(2) * sums[:, 3]), np.nan
+                    ),
+                }
             return {name: out[name] for name in names}
 
-        point = {k: _finite(v[0]) for k, v in aggregate(matrix.sum(0, keepdims=True), None).items()}
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            loss_i = matrix[:, 0] / matrix[:, 1]
-            per = {"loss": loss_i, "perplexity": np.exp(loss_i)}
-        per_example = {name: [_finite(x) for x in per[name]] for name in names}
+        def aggregate(sums: np.ndarray, counts: np.ndarray) -> dict[str, np.ndarray]:
+            return values(sums)
+
+        point = {k: _finite(v[0]) for k, v in values(matrix.sum(0, keepdims=True)).items()}
+        per_example = {name: [_finite(x) for x in v] for name, v in values(matrix).items()}
         return ExampleStats(names, matrix, aggregate, point, per_example)
 
 

@@ -69,6 +69,35 @@ SETTINGS: tuple[Setting, ...] = (
         0,
         100_000,
     ),
+    # Perplexity on long text (evaluation.runtime.sliding): a window of the model's context
+    # slides over the whole text, every token scored once.
+    Setting(
+        "stride",
+        "int",
+        None,
+        "Tokens a perplexity window moves on long text; empty: the model's context (disjoint "
+        "windows). Smaller gives each scored token at least context - stride + 1 tokens of "
+        "left context, for context / stride times the work. At most the model's context.",
+        1,
+        524_288,
+        nullable=True,
+    ),
+    Setting(
+        "join_rows",
+        "bool",
+        None,
+        "Perplexity of a text column: score the rows as one text joined by newlines (a corpus "
+        "uploaded as lines or chunks) instead of each row as its own document; empty: join "
+        "when the split's only column is the text (what a .txt upload becomes).",
+        nullable=True,
+    ),
+    Setting(
+        "score_end_token",
+        "bool",
+        False,
+        "Perplexity of a text column: append the tokenizer's end-of-text token to each "
+        "document (to the whole text when rows are joined) and score it too.",
+    ),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 

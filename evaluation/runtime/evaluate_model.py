@@ -13,11 +13,22 @@ translation                   a seq2seq model reads it; the new text is compared
 qa                            an extractive QA head picks a span of ``context``; a causal/seq2seq
                               model generates from QA_PROMPT (SEQ2SEQ_QA_PROMPT). Compared with
                               ``answers.text`` (or ``target``), best over the answers.
-perplexity / loss             causal LM: on ``target`` given the input when there is a target,
-                              else on the whole ``text``; seq2seq: on ``target`` given the input;
-                              masked LM: pseudo-perplexity of ``text`` (each token masked in turn);
-                              sequence classifier: ``loss`` only, the cross-entropy of the label.
+perplexity / loss /           causal LM: on ``target`` given the input when there is a target,
+bits_per_char / bits_per_byte else on the whole text with a sliding window (below); seq2seq: on
+                              ``target`` given the input; masked LM: pseudo-perplexity of ``text``
+                              (each token masked in turn); sequence classifier: ``loss`` only, the
+                              cross-entropy of the label. Bits per character/byte: causal LMs only.
 ============================  ====================================================================
+
+A causal LM's perplexity of a text column scores every token of the split once
+(:mod:`evaluation.runtime.sliding`: windows of the model's context, ``stride`` apart, none cut
+to its first N tokens). With ``join_rows`` (default: when the split's only column is the text,
+what a .txt upload becomes: the training runtime's rule for one stream) the rows are one text
+joined by newlines (``ROW_SEPARATOR``, the data stage's rule for
+text-file rows), tokenized once without special tokens; its first token is context only. Else
+each row is a document: the tokenizer's BOS (when it has one) is its unscored context, so
+every text token is scored. ``score_end_token`` appends the EOS token to each document (to the
+joined text once) and scores it. The scored tokens, characters and bytes are reported.
 
 Inputs are built with ``shared_runtime.inputs.build_input``, as the training runtime builds them.
 """
@@ -51,7 +62,11 @@ INPUT_PREVIEW_CHARS = 2000
 # The longest answer span (in tokens) an extractive QA head may pick.
 MAX_ANSWER_TOKENS = 30
 
-_LM_METRICS = ("perplexity", "loss")
+_LM_METRICS = ("perplexity", "loss", "bits_per_char", "bits_per_byte")
+_BITS_METRICS = ("bits_per_char", "bits_per_byte")
+# How text-file rows join back into the text they came from (lines and chunks of a .txt
+# upload, datasets_app/cleaning/readers/text_reader.py), as the training stream joins them.
+ROW_SEPARATOR = "\n"
 
 
 @dataclass
@@ -107,6 +122,23 @@ class EvalConfig:
     n_bootstrap: int = field(
         default=1000, metadata={"help": "Bootstrap resamples for the 95% intervals; 0 skips them."}
     )
+    stride: int | None = field(
+        default=None,
+        metadata={
+            "help": "Tokens a perplexity window moves on long text; None: the model's context."
+        },
+    )
+    join_rows: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Score a text column's rows as one newline-joined text; None: when the "
+            "split's only column is the text (what a .txt upload becomes)."
+        },
+    )
+    score_end_token: bool = field(
+        default=False,
+        metadata={"help": "Append the EOS token to each document (the joined text) and score it."},
+    )
 
     def __post_init__(self) -> None:
         self.model_dir = Path(self.model_dir)
@@ -155,7 +187,11 @@ class EvalResult:
         ``bias.slice_metrics`` needs to recompute corpus-level metrics on a slice).
     model_kind: one of ``models.MODEL_KINDS``. device: where it ran ('cpu', 'cuda:0').
     n_examples: rows evaluated. warnings: things the user should know (truncated inputs, rows
-        skipped for lack of a reference, labels the model does not know).
+        skipped for lack of a reference, labels the model does not know, and what a
+        perplexity scored). scoring: for a causal LM's perplexity of a text column, the counts
+        behind it (``tokens``, ``scored_tokens``, ``characters``, ``scored_characters``,
+        ``bytes``, ``scored_bytes``, ``windows``, ``window``, ``stride``, ``joined``,
+        ``end_token``); empty otherwise.
     """
 
     metrics: dict[str, dict[str, Any]]
@@ -164,6 +200,7 @@ class EvalResult:
     device: str
     n_examples: int
     warnings: list[str] = field(default_factory=list)
+    scoring: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -316,8 +353,11 @@ def evaluate_model(config: EvalConfig, *, reporter: Reporter) -> EvalResult:
             if task == "classification":
                 predictions = _snap_labels(predictions, references)
             extra["gen_len"] = [float(x) for x in lengths]
+    scoring: dict[str, Any] = {}
     if lm_metrics and not classifier:
-        extra.update(_lm_scores(loaded, rows, roles, references, config, run, warnings))
+        extra.update(
+            _lm_scores(loaded, rows, roles, references, config, run, warnings, scoring, columns)
+        )
 
     if reporter.should_stop():
         raise JobCancelled("Evaluation cancelled.")
@@ -367,6 +407,7 @@ def evaluate_model(config: EvalConfig, *, reporter: Reporter) -> EvalResult:
         device=device,
         n_examples=len(rows),
         warnings=warnings,
+        scoring=scoring,
     )
 
 
@@ -396,6 +437,12 @@ def _check_model_fits(kind: str, task: str, metrics: list[str]) -> None:
     if kind == m.EXTRACTIVE_QA and any(n in _LM_METRICS for n in metrics):
         raise JobInputError(
             f"A {label} model has no perplexity or loss to report; choose exact_match or token_f1."
+        )
+    bits = [n for n in metrics if n in _BITS_METRICS]
+    if bits and kind != m.CAUSAL_LM:
+        raise JobInputError(
+            f"{', '.join(bits)} are measured on a causal LM's likelihood of text; a {label} "
+            "model has none comparable (choose perplexity or loss)."
         )
 
 
@@ -633,8 +680,11 @@ def _lm_scores(
     config: EvalConfig,
     run: _Run,
     warnings: list[str],
+    scoring: dict[str, Any],
+    columns: list[str],
 ) -> dict[str, list[float]]:
-    """Per-example summed token NLL and token counts for perplexity and loss."""
+    """Per-example summed token NLL and token counts for perplexity and loss (with the
+    characters and UTF-8 bytes the scored tokens cover, for the bits metrics)."""
     from evaluation.runtime import models as m
 
     task = config.task_type
@@ -654,37 +704,189 @@ def _lm_scores(
                 "input: map a column to the role 'target'."
             )
         return _seq2seq_scores(loaded, rows, roles, task, targets, config, hook, warnings)
-    sequences = []
-    for row, target in zip(rows, targets or [None] * len(rows), strict=True):
+    if targets is None:
+        texts = [build_input(row, roles, task) for row in rows]
+        # As the training runtime decides (document_separator "auto"): a table whose only
+        # column is the text is one text cut into rows, anything else rows of documents.
+        joined = config.join_rows
+        if joined is None:
+            joined = columns == [roles.get("text")]
+        return _text_scores(loaded, texts, joined, config, hook, warnings, scoring)
+    if config.join_rows:
+        warnings.append(
+            "join_rows applies to a text column's perplexity; this split has targets, so each "
+            "target was scored given its input."
+        )
+    sequences, chars, nbytes = [], [], []
+    for row, target in zip(rows, targets, strict=True):
         source = build_input(row, roles, task)
-        if target is None:
-            ids = m.encode(loaded, source)
-            if len(ids) > limit:
-                truncated += 1
-                ids = ids[:limit]
-            sequences.append((ids, 0))
-            continue
         context = m.encode(loaded, source) if source else []
         # The target continues the prompt, so it is tokenized after a separating space.
-        target_ids = m.encode(loaded, (" " if context else "") + target, special=False)
+        scored_text = (" " if context else "") + target
+        target_ids = m.encode(loaded, scored_text, special=False)
         if not context:
             bos = loaded.tokenizer.bos_token_id
             context = [bos] if bos is not None else []
-        target_ids = (
-            target_ids[: max(1, limit // 2)] if len(target_ids) > limit // 2 else target_ids
-        )
+        if len(target_ids) > limit // 2:
+            target_ids = target_ids[: max(1, limit // 2)]
+            scored_text = loaded.tokenizer.decode(target_ids)
         room = limit - len(target_ids)
         if len(context) > room:
             truncated += 1
             context = context[-room:] if room > 0 else []
         sequences.append((context + target_ids, len(context)))
+        # Without any context the first target token is not scored (nothing predicts it).
+        chars.append(float(len(scored_text)) if context else 0.0)
+        nbytes.append(float(len(scored_text.encode("utf-8"))) if context else 0.0)
     if truncated:
         warnings.append(
             f"{truncated} examples were longer than the model reads ({limit} tokens) "
             "and were truncated for perplexity."
         )
     scores = m.causal_nll(loaded, sequences, batch_size=config.batch_size, on_batch=hook)
-    return {"nll_sum": [s for s, _ in scores], "n_tokens": [float(n) for _, n in scores]}
+    return {
+        "nll_sum": [s for s, _ in scores],
+        "n_tokens": [float(n) for _, n in scores],
+        "n_chars": chars,
+        "n_bytes": nbytes,
+    }
+
+
+def _tokenize(tok: Any, text: str) -> tuple[list[int], list[int]]:
+    """(ids, each token's start offset in ``text``) without special tokens. A slow tokenizer
+    has no offsets: its tokens then start where the decoded tokens before them end."""
+    if getattr(tok, "is_fast", False):
+        enc = tok(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+        return list(enc["input_ids"]), [int(a) for a, _ in enc["offset_mapping"]]
+    ids = list(tok(text, add_special_tokens=False, verbose=False)["input_ids"])
+    starts, at = [], 0
+    for i in range(len(ids)):
+        starts.append(at)
+        at = min(len(text), len(tok.decode(ids[: i + 1])))
+    return ids, starts
+
+
+def _text_scores(
+    loaded: Any,
+    texts: list[str],
+    joined: bool,
+    config: EvalConfig,
+    hook: Callable[[int, int], None],
+    warnings: list[str],
+    scoring: dict[str, Any],
+) -> dict[str, list[float]]:
+    """A causal LM's likelihood of whole texts, every token scored once by a sliding window
+    (as one joined text or each row a document: see the module docstring), per row."""
+    import numpy as np
+
+    from evaluation.runtime.sliding import (
+        plan_windows,
+        sliding_token_nll,
+        token_spans,
+        utf8_prefix_bytes,
+    )
+
+    tok = loaded.tokenizer
+    window = loaded.max_positions
+    stride = window if config.stride is None else config.stride
+    if stride > window:
+        raise JobInputError(
+            f"stride must be at most the model's context ({window} tokens), not {stride}: "
+            "a larger one would skip tokens."
+        )
+    eos = tok.eos_token_id
+    if config.score_end_token and eos is None:
+        raise JobInputError(
+            "score_end_token: the tokenizer has no end-of-text (EOS) token to score."
+        )
+    n_rows = len(texts)
+    # Each document: its ids, its text, the span boundaries of its text tokens, the row of
+    # each text token, how many ids come before the text (BOS) and after it (EOS), and the row
+    # its end token belongs to (it covers no text).
+    documents: list[tuple[list[int], str, np.ndarray, np.ndarray, int, int, int]] = []
+    if joined:
+        text = ROW_SEPARATOR.join(texts)
+        ids, starts = _tokenize(tok, text)
+        row_starts = np.cumsum([0] + [len(t) + len(ROW_SEPARATOR) for t in texts[:-1]])
+        token_rows = np.searchsorted(row_starts, np.asarray(starts, dtype=np.int64), "right") - 1
+        token_rows = np.clip(token_rows, 0, n_rows - 1)
+        tail = [eos] if config.score_end_token else []
+        spans = token_spans(starts, len(text))
+        documents.append((ids + tail, text, spans, token_rows, 0, len(tail), n_rows - 1))
+    else:
+        bos = tok.bos_token_id
+        head = [bos] if bos is not None else []
+        tail = [eos] if config.score_end_token else []
+        for r, text in enumerate(texts):
+            ids, starts = _tokenize(tok, text)
+            spans = token_spans(starts, len(text))
+            documents.append(
+                (head + ids + tail, text, spans, np.full(len(ids), r), len(head), len(tail), r)
+            )
+    nll = sliding_token_nll(
+        loaded.model,
+        [d[0] for d in documents],
+        window=window,
+        stride=stride,
+        batch_size=config.batch_size,
+        device=loaded.device,
+        pad_id=loaded.pad_id,
+        on_batch=hook,
+    )
+    sums, counts = np.zeros(n_rows), np.zeros(n_rows)
+    chars, nbytes = np.zeros(n_rows), np.zeros(n_rows)
+    n_tokens = n_chars = n_bytes = n_windows = 0
+    for (ids, text, spans, token_rows, head, tail, tail_row), values in zip(
+        documents, nll, strict=True
+    ):
+        n_windows += len(plan_windows(len(ids), window, stride))
+        n_text = len(ids) - head - tail
+        n_tokens += n_text + tail
+        n_chars += len(text)
+        prefix = utf8_prefix_bytes(text)
+        n_bytes += int(prefix[-1])
+        text_nll = values[head : head + n_text]
+        scored = ~np.isnan(text_nll)
+        own_chars = np.diff(spans)
+        own_bytes = np.diff(prefix[spans])
+        np.add.at(sums, token_rows[scored], text_nll[scored])
+        np.add.at(counts, token_rows[scored], 1)
+        np.add.at(chars, token_rows[scored], own_chars[scored])
+        np.add.at(nbytes, token_rows[scored], own_bytes[scored])
+        if tail and not np.isnan(values[-1]):
+            sums[tail_row] += values[-1]
+            counts[tail_row] += 1
+    scoring.update(
+        tokens=int(n_tokens),
+        scored_tokens=int(counts.sum()),
+        characters=int(n_chars),
+        scored_characters=int(chars.sum()),
+        bytes=int(n_bytes),
+        scored_bytes=int(nbytes.sum()),
+        windows=int(n_windows),
+        window=int(window),
+        stride=int(stride),
+        joined=bool(joined),
+        end_token=bool(config.score_end_token),
+    )
+    how = (
+        f"the {n_rows:,} rows as one text joined by newlines"
+        if joined
+        else f"each of the {n_rows:,} rows as a document"
+    )
+    warnings.append(
+        f"Perplexity scored {int(counts.sum()):,} of {int(n_tokens):,} tokens "
+        f"({int(chars.sum()):,} of {int(n_chars):,} characters) of {how}, in {n_windows:,} "
+        f"windows of up to {window} tokens, stride {stride}"
+        + (", end-of-text tokens included" if config.score_end_token else "")
+        + "; a first token without context is not scored."
+    )
+    return {
+        "nll_sum": sums.tolist(),
+        "n_tokens": counts.tolist(),
+        "n_chars": chars.tolist(),
+        "n_bytes": nbytes.tolist(),
+    }
 
 
 def _lm_targets(
