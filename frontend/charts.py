@@ -246,8 +246,11 @@ def _error(values: Sequence[dict]) -> dict:
     }
 
 
-def metric_bars(series: Sequence[dict], labels: Sequence[str], *, title: str) -> dict:
-    """Grouped bars: one group per metric, one bar per series (a run), with 95% intervals."""
+def metric_bars(
+    series: Sequence[dict], labels: Sequence[str], *, title: str, y_title: str = "score"
+) -> dict:
+    """Grouped bars: one group per metric, one bar per series (a run), with 95% intervals.
+    Scores are on a 0..1 axis; any other ``y_title`` (bits) gets an axis from 0 that fits."""
     fig = go.Figure()
     for index, s in enumerate(series):
         fig.add_trace(
@@ -260,8 +263,11 @@ def metric_bars(series: Sequence[dict], labels: Sequence[str], *, title: str) ->
                 hovertemplate="%{x}: %{y:.3f}<extra>" + s["name"] + "</extra>",
             )
         )
-    layout = _layout(title, y_title="score", height=340)
-    layout["yaxis"]["range"] = [0, 1.05]
+    layout = _layout(title, y_title=y_title, height=340)
+    if y_title == "score":
+        layout["yaxis"]["range"] = [0, 1.05]
+    else:
+        layout["yaxis"]["rangemode"] = "tozero"
     fig.update_layout(**layout, barmode="group")
     return fig.to_plotly_json()
 

@@ -168,6 +168,9 @@ METRICS: dict[str, MetricInfo] = {
         ),
     )
 }
+# Code lengths of text in bits (the likelihood per character / UTF-8 byte of the scored
+# text): comparable across tokenizers, charted together.
+BITS_METRICS = ("bits_per_char", "bits_per_byte")
 
 
 def metric_info(name: str) -> MetricInfo:

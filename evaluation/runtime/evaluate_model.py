@@ -44,7 +44,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evaluation.metrics.catalog import METRICS, TASK_TYPES
+from evaluation.metrics.catalog import BITS_METRICS, METRICS, TASK_TYPES
 from evaluation.runtime.config import SETTINGS, validate_metrics, validate_settings
 from llmhub.reporting import JobCancelled, JobInputError, Reporter
 from shared_runtime.inputs import (  # noqa: F401 - re-exported: the runtime's input formats
@@ -62,8 +62,7 @@ INPUT_PREVIEW_CHARS = 2000
 # The longest answer span (in tokens) an extractive QA head may pick.
 MAX_ANSWER_TOKENS = 30
 
-_LM_METRICS = ("perplexity", "loss", "bits_per_char", "bits_per_byte")
-_BITS_METRICS = ("bits_per_char", "bits_per_byte")
+_LM_METRICS = ("perplexity", "loss", *BITS_METRICS)
 # How text-file rows join back into the text they came from (lines and chunks of a .txt
 # upload, datasets_app/cleaning/readers/text_reader.py), as the training stream joins them.
 ROW_SEPARATOR = "\n"
@@ -438,7 +437,7 @@ def _check_model_fits(kind: str, task: str, metrics: list[str]) -> None:
         raise JobInputError(
             f"A {label} model has no perplexity or loss to report; choose exact_match or token_f1."
         )
-    bits = [n for n in metrics if n in _BITS_METRICS]
+    bits = [n for n in metrics if n in BITS_METRICS]
     if bits and kind != m.CAUSAL_LM:
         raise JobInputError(
             f"{', '.join(bits)} are measured on a causal LM's likelihood of text; a {label} "

@@ -12,7 +12,7 @@ from django.views.decorators.http import require_POST
 
 from datasets_app import selectors as data_selectors
 from evaluation import selectors, services
-from evaluation.metrics.catalog import METRICS
+from evaluation.metrics.catalog import BITS_METRICS, METRICS
 from frontend import charts, charts_evaluation
 from frontend.forms import BiasReportForm, EvaluationForm
 from frontend.views import runs as runs_views
@@ -202,7 +202,7 @@ def compare(request: HttpRequest, pk: int) -> HttpResponse:
     data = selectors.comparison(
         runs, baseline_id=int(baseline) if baseline and baseline.isdigit() else None
     )
-    bars = curves = diff = None
+    bars = bits = curves = diff = None
     if runs:
         bounded = [
             row
@@ -220,6 +220,21 @@ def compare(request: HttpRequest, pk: int) -> HttpResponse:
             [row["label"] for row in bounded],
             title="Metrics with 95% intervals",
         )
+        # Code lengths compare models across tokenizers: their own chart, in bits.
+        coded = [row for row in data["metrics"] if row["metric"] in BITS_METRICS]
+        if coded:
+            bits = charts.metric_bars(
+                [
+                    {
+                        "name": run["name"] + " · " + run["model"],
+                        "values": [row["values"][i] for row in coded],
+                    }
+                    for i, run in enumerate(data["runs"])
+                ],
+                [row["label"] for row in coded],
+                title="Bits per character / byte with 95% intervals (lower is better)",
+                y_title="bits",
+            )
         if data["curves"]:
             curves = charts.lines(
                 [
@@ -241,6 +256,7 @@ def compare(request: HttpRequest, pk: int) -> HttpResponse:
         runs=runs,
         data=data,
         bars=bars,
+        bits=bits,
         curves=curves,
         diff=diff,
         hp_diff=hp_diff,

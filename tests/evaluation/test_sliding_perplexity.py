@@ -407,3 +407,45 @@ def test_the_evaluate_form_offers_the_perplexity_settings(world, client, launcha
         "score_end_token": True,
     }
     assert run.metrics == ["bits_per_char"]
+
+
+@pytest.mark.django_db
+def test_the_compare_page_charts_bits_per_character_and_goals_can_target_it(
+    world, client, launchable
+) -> None:
+    from django.utils import timezone
+
+    from evaluation.models import EvaluationRun
+    from projects.models import Goal
+
+    model, version = launchable
+    runs = [
+        EvaluationRun.objects.create(
+            project=world.project,
+            model_version=model,
+            dataset_version=version,
+            split="validation",
+            task_type=world.project.task_type,
+            metrics=["perplexity", "bits_per_char", "bits_per_byte"],
+            status="succeeded",
+            finished_at=timezone.now(),
+            results={
+                "perplexity": {"value": 5.0 + i},
+                "bits_per_char": {"value": 2.0 + i, "ci_low": 1.9 + i, "ci_high": 2.1 + i},
+                "bits_per_byte": {"value": 1.8 + i},
+            },
+        )
+        for i in range(2)
+    ]
+    client.force_login(world.users["engineer"])
+    response = client.get(
+        f"/projects/{world.project.pk}/evaluate/compare/", {"runs": [r.pk for r in runs]}
+    )
+    bits = response.context["bits"]
+    assert [t["x"] for t in bits["data"]] == [["Bits per character", "Bits per byte"]] * 2
+    assert [t["y"] for t in bits["data"]] == [[2.0, 1.8], [3.0, 2.8]]
+    assert 'data-figure="bits-figure"' in response.content.decode()
+    goal = Goal(
+        project=world.project, metric="bits_per_char", comparison="<=", target=2.0, split="test"
+    )
+    goal.full_clean()  # a known metric, lower is better: "bits_per_char <= 2.0"
