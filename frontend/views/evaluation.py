@@ -209,29 +209,24 @@ def compare(request: HttpRequest, pk: int) -> HttpResponse:
             for row in data["metrics"]
             if row["metric"] in METRICS and METRICS[row["metric"]].bounded
         ]
-        bars = charts.metric_bars(
-            [
+
+        def run_bars(rows: list[dict], **options):
+            """One bar group per metric row, one bar per run."""
+            series = [
                 {
                     "name": run["name"] + " · " + run["model"],
-                    "values": [row["values"][i] for row in bounded],
+                    "values": [row["values"][i] for row in rows],
                 }
                 for i, run in enumerate(data["runs"])
-            ],
-            [row["label"] for row in bounded],
-            title="Metrics with 95% intervals",
-        )
+            ]
+            return charts.metric_bars(series, [row["label"] for row in rows], **options)
+
+        bars = run_bars(bounded, title="Metrics with 95% intervals")
         # Code lengths compare models across tokenizers: their own chart, in bits.
         coded = [row for row in data["metrics"] if row["metric"] in BITS_METRICS]
         if coded:
-            bits = charts.metric_bars(
-                [
-                    {
-                        "name": run["name"] + " · " + run["model"],
-                        "values": [row["values"][i] for row in coded],
-                    }
-                    for i, run in enumerate(data["runs"])
-                ],
-                [row["label"] for row in coded],
+            bits = run_bars(
+                coded,
                 title="Bits per character / byte with 95% intervals (lower is better)",
                 y_title="bits",
             )
