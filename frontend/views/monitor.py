@@ -13,7 +13,6 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.db.models import OuterRef, Subquery
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -32,7 +31,7 @@ from serving.models import Endpoint
 from serving.monitoring import alert_selectors, alerts, dashboard, retrain, webhooks
 from serving.monitoring import selectors as monitor_selectors
 from serving.monitoring import services as monitor_services
-from serving.monitoring.models import AlertState, DriftJob
+from serving.monitoring.models import AlertState
 
 # The Monitor tab's figures cover the last day, as the Deploy tab's.
 OVERVIEW_WINDOW = timedelta(hours=24)
@@ -61,21 +60,6 @@ def _endpoint(request: HttpRequest, pk: int, endpoint_pk: int) -> Endpoint:
 # --- the Monitor tab -------------------------------------------------------------------------
 
 
-def _latest_drift_jobs(user, endpoints: list[Endpoint]) -> dict[int, DriftJob]:
-    """{endpoint id: its newest drift job} in one query, however many endpoints."""
-    if not endpoints:
-        return {}
-    newest = (
-        DriftJob.objects.filter(endpoint=OuterRef("endpoint_id"))
-        .order_by("-created_at", "-id")
-        .values("id")[:1]
-    )
-    jobs = monitor_selectors.drift_jobs_for_user(user).filter(
-        endpoint__in=[e.pk for e in endpoints], pk=Subquery(newest)
-    )
-    return {job.endpoint_id: job for job in jobs}
-
-
 @login_required
 def monitor_stage(request: HttpRequest, pk: int) -> HttpResponse:
     project = _work_project(request, pk)
@@ -85,7 +69,7 @@ def monitor_stage(request: HttpRequest, pk: int) -> HttpResponse:
     # Every endpoint's totals, alerts and latest drift job: three queries, however many.
     totals = dashboard.endpoints_overview(endpoints, since=timezone.now() - OVERVIEW_WINDOW)
     unresolved = alert_selectors.unresolved_by_endpoint([e.pk for e in endpoints])
-    drift = _latest_drift_jobs(request.user, endpoints)
+    drift = monitor_selectors.latest_drift_jobs(request.user, endpoints)
     for endpoint in endpoints:
         endpoint.totals = totals.get(endpoint.pk) or {}
         endpoint.open_alerts = unresolved.get(endpoint.pk, [])

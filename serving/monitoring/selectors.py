@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import OuterRef, QuerySet, Subquery
 
 from datasets_app.models import DatasetVersion
 from projects.selectors import User, get_visible, visible_to
@@ -232,3 +232,18 @@ def reference_for(
     none or it cannot serve (no text column, a missing split), why ("" when it can)."""
     reference = resolve_reference(endpoint, default=default)
     return reference.version, reference.reason
+
+
+def latest_drift_jobs(user, endpoints: list) -> dict[int, DriftJob]:
+    """{endpoint id: its newest drift job} in one query, however many endpoints."""
+    if not endpoints:
+        return {}
+    newest = (
+        DriftJob.objects.filter(endpoint=OuterRef("endpoint_id"))
+        .order_by("-created_at", "-id")
+        .values("id")[:1]
+    )
+    jobs = drift_jobs_for_user(user).filter(
+        endpoint__in=[e.pk for e in endpoints], pk=Subquery(newest)
+    )
+    return {job.endpoint_id: job for job in jobs}
