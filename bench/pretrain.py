@@ -1,29 +1,32 @@
-"""Benchmark: nanoGPT's "baby GPT" on Shakespeare, as an LLMHub pre-training job against a
-minimal PyTorch GPT of the same size written here.
+"""Benchmark: nanoGPT's "baby GPT" on Shakespeare, trained as an LLMHub pre-training job on a
+real worker, against a minimal PyTorch GPT of the same size written here.
 
-The setting (issue 17): 4 layers, 4 heads, 128 dimensions, context 64, batch 12, learning rate
-1e-3 decayed (cosine) to 1e-4 after 100 warm-up steps, dropout 0, characters as tokens, the
-first 90% of ``corpus_tinyshakespeare.txt`` to train on and the last 10% to score.
+The setting (issue 17): 4 layers, 4 heads, 128 dimensions, context 64, batch 12, 2000 steps,
+learning rate 1e-3 decayed (cosine) to 1e-4 after 100 warm-up steps, dropout 0, characters as
+tokens, the first 90% of ``corpus_tinyshakespeare.txt`` to train on and the last 10% to score.
 
-The job side is the training runtime's entry point, ``training.runtime.run.train``, called in
-this process with a ``TrainingConfig`` as the worker builds it (no Celery worker, no database:
-the worker adds queueing and uploads around the same call, measured apart by
-``bench/training_overhead.py``). The minimal side is ``MinimalGPT`` below: a few dozen lines,
-nanoGPT-like (learned positions, pre-norm blocks, ``F.scaled_dot_product_attention``, tied
-embeddings, fused AdamW, random 64-character windows per step).
+The job side is what a user does through the REST API alone, against a real web server
+(gunicorn) and a real Celery worker on a scratch SQLite database (the embedded default):
+upload the .txt as chunks, train a ``char`` tokenizer, split by ``position`` 0.9 / 0.1, launch
+``pretrain_clm`` with family GPT-2 from random weights, then evaluate ``bits_per_char`` on the
+validation split (the product's sliding-window perplexity: windows of the model's context,
+stride = context, every character after the first scored once). The job's tokens/s is the
+Trainer's own figure (``final_metrics.tokens_per_second``: the training loop, logging and the
+live-curve callback included); the wall time runs from the launch request until the job
+reads as succeeded (queueing, data preparation, checkpoint upload and registry included).
 
-Both models are scored by the same function: bits per character over the last 10%, every
-character scored once, in windows of the context length (a window's first character is
-predicted from the previous window's last one). Rounds alternate minimal / job after a
-warm-up; the figures are medians over rounds. Each side of each round records the CPU time
-other processes took during it (``bench/helpers/contention.py``), printed with the table.
+The minimal side is ``MinimalGPT`` below: a few dozen lines, nanoGPT-like (learned positions,
+pre-norm blocks, ``F.scaled_dot_product_attention``, tied embeddings, fused AdamW, beta2 0.99,
+random 65-character windows per step), trained in this process on the same split text tokenized
+by the same tokenizer files. It is scored by the same function the evaluation job uses
+(``evaluation.runtime.sliding.sliding_token_nll``), and, as a cross-check, both models are also
+scored by this bench's own plain loop (``bits_per_char``).
 
-What the job cannot set yet is said in the output ("gaps"): the settings other parts of issue
-17 add (dropout, the learning-rate floor, a character tokenizer) are used when the runtime
-has them; otherwise the bench builds its own character tokenizer and the job trains with the
-nearest setting it accepts.
+Rounds alternate minimal / job after a warm-up; the figures are medians over rounds. Each side
+of each round records the CPU time other processes took during it (``bench/helpers/
+contention.py``), printed with the table.
 
-    .venv/bin/python bench/pretrain.py                 # 2 rounds of 2000 steps
+    .venv/bin/python bench/pretrain.py                          # 2 rounds of 2000 steps
     .venv/bin/python bench/pretrain.py --steps 100 --rounds 1   # a quick check
 """
 
@@ -38,14 +41,18 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import fields
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from bench.helpers import stop_on_sigterm  # noqa: E402
+from bench.helpers import (  # noqa: E402
+    configure_django,
+    start_web_server,
+    stop_on_sigterm,
+    stop_process,
+)
 from bench.helpers.contention import Round, cores  # noqa: E402
 
 CORPUS = REPO.parent / "shared" / "datasets" / "corpus_tinyshakespeare.txt"
@@ -54,28 +61,215 @@ LR, MIN_LR, WARMUP, SEED = 1e-3, 1e-4, 100, 1337
 SCRATCH = Path(tempfile.mkdtemp(prefix="llmhub-pretrain-bench-"))
 
 
-# --- data -----------------------------------------------------------------------------------
+# --- the product, through its REST API -------------------------------------------------------
 
 
-def split_text() -> tuple[str, str]:
-    text = CORPUS.read_text(encoding="utf-8")
-    cut = int(len(text) * 0.9)
-    return text[:cut], text[cut:]
+class Api:
+    """The REST API of the bench's web server, with a bearer token (what an integrator uses)."""
+
+    def __init__(self, port: int, token: str) -> None:
+        import logging
+
+        import httpx
+
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per poll
+
+        self.http = httpx.Client(
+            base_url=f"http://127.0.0.1:{port}/api/v1",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=120,
+        )
+
+    def call(self, method: str, path: str, **kwargs) -> dict:
+        response = self.http.request(method, path, **kwargs)
+        if response.status_code >= 400:
+            raise SystemExit(f"{method} {path}: {response.status_code} {response.text}")
+        return response.json() if response.content else {}
+
+    def post(self, path: str, **kwargs) -> dict:
+        return self.call("POST", path, **kwargs)
+
+    def get(self, path: str, **kwargs) -> dict:
+        return self.call("GET", path, **kwargs)
+
+    def wait(self, path: str, timeout: float = 1800) -> dict:
+        """Poll a job until it ends; its final state (the bench stops if it did not succeed)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = self.get(path)
+            if job["status"] in ("succeeded", "failed", "cancelled"):
+                if job["status"] != "succeeded":
+                    raise SystemExit(f"{path} {job['status']}: {job.get('error')}")
+                return job
+            time.sleep(0.25)
+        raise SystemExit(f"{path} did not finish in {timeout:.0f} s")
 
 
-def char_tokenizer(text: str):
-    """A character tokenizer as a transformers fast tokenizer: a BPE model without merges
-    over the corpus's characters (no normalizer, no pre-tokenizer: newlines and spaces are
-    tokens), plus an end-of-text token the runtime needs as its pad."""
-    from tokenizers import Tokenizer, models
-    from transformers import PreTrainedTokenizerFast
+def start_product() -> tuple[Api, list]:
+    """A scratch SQLite database, a user with an API token, the web server and one worker."""
+    import subprocess
 
-    chars = sorted(set(text))
-    vocab = {c: i for i, c in enumerate(chars)}
-    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend)
-    tokenizer.add_special_tokens({"eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>"})
-    return tokenizer
+    configure_django(SCRATCH / "var", None, None)
+    from django.contrib.auth.models import User
+    from django.core.management import call_command
+
+    from projects.services import api_token_create
+
+    call_command("migrate", verbosity=0)
+    user = User.objects.create_user("bench", password="bench-password-123")
+    _, token = api_token_create(actor=user, name="bench")
+    processes = []
+    log = open(SCRATCH / "worker.log", "wb")  # noqa: SIM115 - closed with the process
+    processes.append(
+        subprocess.Popen(
+            [
+                *(sys.executable, "-m", "celery", "-A", "llmhub.celery", "worker"),
+                *("-Q", "gpu,cpu", "--pool", "solo", "-l", "warning"),
+                *("--without-gossip", "--without-mingle", "--without-heartbeat"),
+            ],
+            cwd=REPO,
+            env=os.environ.copy(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    )
+    server, port = start_web_server(os.environ.copy(), gunicorn=True, threads=2)
+    processes.append(server)
+    return Api(port, token), processes
+
+
+def prepare_data(api: Api) -> dict:
+    """The user's steps before training: team, project, the .txt upload, the char tokenizer,
+    the position split. Returns the ids the jobs need."""
+    team = api.post("/teams/", json={"name": "Bench"})
+    project = api.post(
+        "/projects/", json={"team": team["id"], "name": "Baby GPT", "task_type": "generation"}
+    )
+    dataset = api.post("/datasets/", json={"project": project["id"], "name": "shakespeare"})
+    with CORPUS.open("rb") as corpus:
+        job = api.post(
+            f"/datasets/{dataset['id']}/upload/",
+            data={"txt_mode": "chunks", "chunk_chars": "2000"},
+            files={"file": (CORPUS.name, corpus, "text/plain")},
+        )
+    upload = api.wait(f"/data-jobs/{job['id']}/")
+    version = upload["result_version"]
+    job = api.post(
+        "/tokenizers/",
+        json={
+            "version": version,
+            "name": "chars",
+            "algorithm": "char",
+            "vocab_size": 1000,
+            "min_frequency": 1,
+        },
+    )
+    tokenizer = api.wait(f"/data-jobs/{job['id']}/")["result_tokenizer"]
+    job = api.post(
+        f"/dataset-versions/{version}/split/",
+        json={"ratios": {"train": 0.9, "validation": 0.1}, "strategy": "position"},
+    )
+    split = api.wait(f"/data-jobs/{job['id']}/")["result_version"]
+    return {"project": project["id"], "tokenizer": tokenizer, "version": split}
+
+
+def job_request(ids: dict, steps: int, name: str) -> dict:
+    """The launch request: the baby-GPT setting, every value the user gives."""
+    return {
+        "project": ids["project"],
+        "name": name,
+        "kind": "pretrain_clm",
+        "base_source": "random",
+        "model_spec": {
+            "family": "gpt2",
+            "size": "small",
+            "n_layer": LAYERS,
+            "n_head": HEADS,
+            "n_embd": WIDTH,
+            "n_positions": CONTEXT,
+        },
+        "tokenizer": ids["tokenizer"],
+        "train_version": ids["version"],
+        "train_split": "train",
+        "hyperparameters": {
+            "max_steps": steps,
+            "batch_size": BATCH,
+            "max_seq_length": CONTEXT,
+            "learning_rate": LR,
+            "lr_scheduler": "cosine",
+            "min_lr": MIN_LR,
+            "warmup_steps": WARMUP,
+            "adam_beta2": 0.99,
+            "dropout": 0.0,
+            "seed": SEED,
+        },
+    }
+
+
+def run_job(api: Api, ids: dict, steps: int, name: str) -> dict:
+    started = time.perf_counter()
+    job = api.post("/training-jobs/", json=job_request(ids, steps, name))
+    job = api.wait(f"/training-jobs/{job['id']}/")
+    wall = time.perf_counter() - started
+    metrics = job["final_metrics"]
+    return {
+        "job": job,
+        "seconds": metrics.get("train_runtime", wall),
+        "wall": wall,
+        "tokens_per_second": metrics["tokens_per_second"],
+        "final_loss": metrics.get("train_loss", float("nan")),
+    }
+
+
+def evaluate_job(api: Api, ids: dict, job: dict) -> dict:
+    """bits_per_char (and perplexity) of the job's model on the validation split, by the
+    product's evaluation job."""
+    run = api.post(
+        "/evaluation-runs/",
+        json={
+            "model_version": job["model_version"],
+            "dataset_version": ids["version"],
+            "split": "validation",
+            "metrics": ["bits_per_char", "perplexity"],
+        },
+    )
+    run = api.wait(f"/evaluation-runs/{run['id']}/")
+    return {
+        "bpc": run["results"]["bits_per_char"]["value"],
+        "perplexity": run["results"]["perplexity"]["value"],
+        "warnings": run["warnings"],
+        "scoring": run.get("scoring") or {},
+    }
+
+
+# --- what the minimal GPT reads: the same split text and tokenizer files ---------------------
+
+
+def split_texts(api: Api, ids: dict) -> tuple[str, str]:
+    """The train and validation text as the product holds them: each split's rows (the .txt
+    chunks in file order) joined by newlines, as the training stream and the scorer join them."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    texts = []
+    for split in ("train", "validation"):
+        response = api.http.get(f"/dataset-versions/{ids['version']}/download/?split={split}")
+        response.raise_for_status()
+        rows = pq.read_table(io.BytesIO(response.content)).column("text").to_pylist()
+        texts.append("\n".join(rows))
+    return texts[0], texts[1]
+
+
+def product_tokenizer(ids: dict):
+    """The char tokenizer the job trained with, loaded from its stored files."""
+    from transformers import AutoTokenizer
+
+    from datasets_app.models import Tokenizer
+    from llmhub import storage
+
+    row = Tokenizer.objects.get(pk=ids["tokenizer"])
+    return AutoTokenizer.from_pretrained(str(storage.local_directory(row.files_prefix, row.files)))
 
 
 # --- the minimal GPT ------------------------------------------------------------------------
@@ -166,98 +360,7 @@ def run_minimal(train_ids, vocab: int, steps: int):
     }
 
 
-# --- the job --------------------------------------------------------------------------------
-
-
-def job_settings(steps: int) -> tuple[dict, dict, list[str]]:
-    """Overrides for the model spec, hyperparameters, and the gaps: what the runtime does not
-    accept yet of the baby-GPT setting (read from the runtime, so the bench follows it as the
-    other parts of issue 17 land)."""
-    from training.runtime.config import TrainingConfig
-    from training.runtime.presets import ModelSpec
-
-    overrides = {"n_embd": WIDTH, "n_layer": LAYERS, "n_head": HEADS, "n_positions": CONTEXT}
-    names = {f.name for f in fields(TrainingConfig)}
-    gaps = []
-    hyper = {
-        "max_steps": steps,
-        "batch_size": BATCH,
-        "max_seq_length": CONTEXT,
-        "learning_rate": LR,
-        "warmup_steps": WARMUP,
-        "lr_scheduler": "cosine",
-        # The Trainer reads the loss off the device at each log: every 50 steps, not each one.
-        "logging_steps": 50,
-        "save_steps": 0,
-        "seed": SEED,
-    }
-    if "dropout" in names:  # a hyperparameter of the table (issue 17's model settings)
-        hyper["dropout"] = 0.0
-    else:
-        try:  # an older runtime took dropouts as size overrides, or refused them
-            dropouts = {"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}
-            ModelSpec("gpt2", "small", {**overrides, **dropouts})
-            overrides.update(dropouts)
-        except Exception:  # refused: say so
-            gaps.append("dropout cannot be set: the job trains with GPT-2's 0.1")
-    floor = next((n for n in ("min_lr", "min_learning_rate") if n in names), None)
-    if floor:
-        hyper[floor] = MIN_LR
-    else:
-        gaps.append("no learning-rate floor: the job's cosine decays to 0, not 1e-4")
-    if "adam_beta2" in names:
-        hyper["adam_beta2"] = 0.99  # nanoGPT's beta2 for small models
-    else:
-        gaps.append("Adam's beta2 cannot be set: the job uses 0.999, the minimal GPT 0.99")
-    return overrides, hyper, gaps
-
-
-def run_job(train_text: str, tokenizer_dir: Path, steps: int, round_index: int):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from llmhub.reporting import NullReporter
-    from training.runtime.config import TrainingConfig
-    from training.runtime.presets import ModelSpec
-    from training.runtime.run import train
-
-    work = SCRATCH / f"job-{round_index}"
-    work.mkdir(parents=True, exist_ok=True)
-    data = work / "train.parquet"
-    # One row: the training text as one stream (the runtime packs it into 64-token blocks).
-    pq.write_table(pa.table({"text": [train_text]}), data)
-    overrides, hyper, _ = job_settings(steps)
-    config = TrainingConfig(
-        kind="pretrain_clm",
-        train_path=data,
-        output_dir=work / "out",
-        column_roles={"text": "text"},
-        model_spec=ModelSpec("gpt2", "small", overrides),
-        tokenizer_dir=tokenizer_dir,
-        max_parameters=None,
-        **hyper,
-    )
-    started = time.perf_counter()
-    result = train(config, reporter=NullReporter())
-    wall = time.perf_counter() - started
-    model = AutoModelForCausalLM.from_pretrained(str(result.model_dir))
-    model.eval()
-    shutil.rmtree(work / "out" / "checkpoints", ignore_errors=True)
-    torch.set_grad_enabled(True)
-    return (lambda ids: model(input_ids=ids).logits), {
-        "seconds": result.metrics.get("train_runtime", wall),
-        "wall": wall,
-        "tokens_per_second": result.metrics["tokens_per_second"],
-        "final_loss": result.metrics.get("train_loss", float("nan")),
-        "attn": model.config._attn_implementation,
-        "activation": model.config.activation_function,
-        "dropout": model.config.resid_pdrop,
-    }
-
-
-# --- scoring --------------------------------------------------------------------------------
+# --- scoring ---------------------------------------------------------------------------------
 
 
 def bits_per_char(forward, ids) -> float:
@@ -286,78 +389,128 @@ def bits_per_char(forward, ids) -> float:
     return total / count / math.log(2)
 
 
+def sliding_bits_per_char(forward, ids, pad_id: int) -> float:
+    """The evaluation job's scorer (``sliding_token_nll``, stride = context) on a model given
+    as ``forward(ids) -> logits``: one character per token, so bits per character is the mean."""
+    from types import SimpleNamespace
+
+    from evaluation.runtime.sliding import sliding_token_nll
+
+    class Wrapped:
+        def __call__(self, input_ids, attention_mask=None):
+            return SimpleNamespace(logits=forward(input_ids))
+
+    (nll,) = sliding_token_nll(
+        Wrapped(),
+        [ids.tolist()],
+        window=CONTEXT,
+        stride=CONTEXT,
+        batch_size=64,
+        device="cpu",
+        pad_id=pad_id,
+    )
+    scored = nll[1:]
+    assert not any(math.isnan(v) for v in scored)
+    return float(scored.mean()) / math.log(2)
+
+
 # --- main -----------------------------------------------------------------------------------
+
+
+def load_job_model(job: dict):
+    """The job's registered model, for the cross-check scorer."""
+    from transformers import AutoModelForCausalLM
+
+    from llmhub import storage
+    from training.models import ModelVersion
+
+    version = ModelVersion.objects.get(pk=job["model_version"])
+    model = AutoModelForCausalLM.from_pretrained(
+        str(storage.local_directory(version.files_prefix, version.files))
+    )
+    model.eval()
+    return model
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=0,
-        help="torch threads for both sides (0: torch's default); on a loaded machine 1 avoids "
-        "threads waiting on each other (5x slower at 2 threads with 2 busy cores)",
-    )
     args = parser.parse_args()
     stop_on_sigterm()
-    import torch
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
+    processes: list = []
     try:
-        train_text, val_text = split_text()
-        tokenizer = char_tokenizer(train_text + val_text)
-        tokenizer_dir = SCRATCH / "tokenizer"
-        tokenizer.save_pretrained(str(tokenizer_dir))
+        api, processes = start_product()
+        import torch
+
+        setup_started = time.perf_counter()
+        ids = prepare_data(api)
+        setup_seconds = time.perf_counter() - setup_started
+        train_text, val_text = split_texts(api, ids)
+        tokenizer = product_tokenizer(ids)
         vocab = len(tokenizer)
-        train_ids = torch.tensor(tokenizer(train_text)["input_ids"])
-        val_ids = torch.tensor(tokenizer(val_text)["input_ids"])
-        assert len(val_ids) == len(val_text)  # characters as tokens
-        _, _, gaps = job_settings(args.steps)
-        # Warm-up: imports, allocator, the first model build on both sides.
+        train_ids = torch.tensor(tokenizer(train_text, add_special_tokens=False)["input_ids"])
+        val_ids = torch.tensor(tokenizer(val_text, add_special_tokens=False)["input_ids"])
+        assert len(val_ids) == len(val_text), "characters as tokens"
+        pad_id = tokenizer.pad_token_id or 0
+        # Warm-up: imports, allocator, the first model build on both sides (the worker too).
         run_minimal(train_ids, vocab, 5)
-        run_job(train_text, tokenizer_dir, 5, 0)
+        run_job(api, ids, 5, "warm-up")
         rounds = []
         for index in range(1, args.rounds + 1):
             with Round() as minimal_meter:
                 forward, minimal = run_minimal(train_ids, vocab, args.steps)
-            minimal["bpc"] = bits_per_char(forward, val_ids)
+            minimal["bpc"] = sliding_bits_per_char(forward, val_ids, pad_id)
+            minimal["bpc_plain"] = bits_per_char(forward, val_ids)
             with Round() as job_meter:
-                forward, job = run_job(train_text, tokenizer_dir, args.steps, index)
-            job["bpc"] = bits_per_char(forward, val_ids)
+                job = run_job(api, ids, args.steps, f"baby-gpt-{index}")
+            job |= evaluate_job(api, ids, job["job"])
+            model = load_job_model(job["job"])
+            job["bpc_plain"] = bits_per_char(lambda x, m=model: m(input_ids=x).logits, val_ids)
+            job["config"] = model.config
             rounds.append((minimal | {"meter": minimal_meter}, job | {"meter": job_meter}))
     finally:
+        for process in processes:
+            stop_process(process, timeout=20)
         shutil.rmtree(SCRATCH, ignore_errors=True)
 
     print(
         f"baby GPT ({LAYERS} layers, {HEADS} heads, {WIDTH} dims, context {CONTEXT}, batch "
         f"{BATCH}), {args.steps} steps, {args.rounds} interleaved rounds (minimal, job) on "
         f"{cores()} cores, {torch.get_num_threads()} torch threads; vocabulary {vocab}; "
-        f"{len(val_ids):,} validation characters"
+        f"{len(train_ids):,} training and {len(val_ids):,} validation characters"
     )
-    print("job: training.runtime.run.train in this process (no Celery worker, no database)")
     print(
-        f"{'round':>6} {'min bpc':>8} {'job bpc':>8} {'min s':>7} {'job s':>7} "
+        "job: REST API (gunicorn) + one Celery worker on SQLite; upload, char tokenizer and "
+        f"position split took {setup_seconds:.1f} s"
+    )
+    print(
+        f"{'round':>6} {'min bpc':>8} {'job bpc':>8} {'min s':>7} {'job s':>7} {'job wall':>8} "
         f"{'min tok/s':>10} {'job tok/s':>10} {'ratio':>6}  contention (minimal; job)"
     )
     for index, (m, j) in enumerate(rounds, start=1):
         print(
             f"{index:>6} {m['bpc']:>8.3f} {j['bpc']:>8.3f} {m['seconds']:>7.1f} "
-            f"{j['seconds']:>7.1f} {m['tokens_per_second']:>10,.0f} "
+            f"{j['seconds']:>7.1f} {j['wall']:>8.1f} {m['tokens_per_second']:>10,.0f} "
             f"{j['tokens_per_second']:>10,.0f} "
             f"{j['tokens_per_second'] / m['tokens_per_second']:>6.3f}  "
             f"{m['meter'].describe()}; {j['meter'].describe()}"
         )
     job = rounds[0][1]
+    config = job["config"]
     print(
-        f"(job model: attention {job['attn']}, activation {job['activation']}, dropout "
-        f"{job['dropout']}; job s: the Trainer's train_runtime, wall: with data and saving)"
+        f"(bpc: the evaluation job's bits_per_char for the job, the same sliding scorer for the "
+        f"minimal GPT; cross-check with the bench's own loop: minimal "
+        f"{statistics.median(r[0]['bpc_plain'] for r in rounds):.3f}, job "
+        f"{statistics.median(r[1]['bpc_plain'] for r in rounds):.3f})"
     )
-    for gap in gaps:
-        print(f"gap: {gap}")
+    print(
+        f"(job model: attention {config._attn_implementation}, activation "
+        f"{config.activation_function}, dropout {config.resid_pdrop}; job s: the Trainer's "
+        "train_runtime; job wall: launch request to succeeded)"
+    )
+    for warning in job["warnings"]:
+        print(f"evaluation: {warning}")
 
     def median(side: int, key: str) -> float:
         return statistics.median(r[side][key] for r in rounds)
@@ -383,7 +536,6 @@ def main() -> None:
                     ),
                     "steps": args.steps,
                     "rounds": len(rounds),
-                    "gaps": len(gaps),
                     "max_other_cores": round(
                         max(s["meter"].other_cores for r in rounds for s in r), 3
                     ),
