@@ -192,6 +192,16 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
         100.0,
         kinds=("dpo", "kto"),  # preference.py passes it to DPOConfig and KTOConfig only
     ),
+    # Off by default: compiling costs tens of seconds before the first step (a C++ build on a
+    # CPU), which only pays back on runs of many steps; a short fine-tune would only wait.
+    Hyperparameter(
+        "torch_compile",
+        "bool",
+        False,
+        "Compile the model with torch.compile (inductor) before training: faster steps after a "
+        "compile of tens of seconds at the start; on a CPU it needs a C++ compiler (gcc).",
+        kinds=tuple(k for k in KINDS if k not in PREFERENCE_KINDS),  # transformers' Trainer
+    ),
     # The optimizer (AdamW) and the floor of the learning-rate decay.
     Hyperparameter("adam_beta1", "float", 0.9, "AdamW beta1.", 0.0, 0.9999),
     Hyperparameter(
@@ -633,6 +643,7 @@ class TrainingConfig:
     adam_epsilon: float = 1e-8
     max_grad_norm: float = 1.0
     min_lr: float = 0.0
+    torch_compile: bool = False
     # Architecture settings (None or "": the family's own; see presets.MODEL_SETTINGS).
     dropout: float | None = None
     resid_pdrop: float | None = None

@@ -719,6 +719,8 @@ def train(
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     device, precision_flags = _device_and_precision(config)
+    if config.torch_compile:
+        _check_compiler(device)
     logger.info("Training on %s with %d CPU threads", device, torch.get_num_threads())
     reporter.progress(0.0, "Preparing data")
     tokenizer = _load_tokenizer(config)
@@ -795,6 +797,7 @@ def train(
         disable_tqdm=True,
         dataloader_num_workers=0,
         remove_unused_columns=False,
+        torch_compile=config.torch_compile,  # inductor; _check_compiler refused it up front
         **checkpoint_args,
         **precision_flags,
     )
@@ -856,6 +859,24 @@ def train(
     )
 
 
+def _check_compiler(device: str) -> None:
+    """``torch_compile`` on a CPU builds C++ kernels (inductor): without a working compiler the
+    job fails now, with the reason, instead of at its first step."""
+    if not device.startswith("cpu"):
+        return
+    from torch._inductor import exc
+    from torch._inductor.cpp_builder import get_cpp_compiler
+
+    try:
+        get_cpp_compiler()
+    except exc.InvalidCxxCompiler as error:
+        raise JobInputError(
+            "torch_compile on a CPU needs a C++ compiler (g++, or the one the CXX environment "
+            "variable names) and this worker has none that runs: install one or turn "
+            "torch_compile off."
+        ) from error
+
+
 class TrainingDiverged(JobInputError):
     """The loss diverged and ``on_divergence`` is "stop": the job fails with this reason."""
 
@@ -904,6 +925,13 @@ def train_to_the_end(
         )
     except torch.cuda.OutOfMemoryError as exc:
         raise JobInputError(_oom_message(device, config)) from exc
+    except torch._dynamo.exc.TorchDynamoException as exc:
+        # torch_compile could not compile this model here: a reason, not a traceback.
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise JobInputError(
+            f"torch_compile failed ({type(exc).__name__}: {first[:300]}); turn torch_compile "
+            "off to train this model uncompiled."
+        ) from exc
     except RuntimeError as exc:
         if "out of memory" in str(exc).lower():
             raise JobInputError(_oom_message(device, config)) from exc
