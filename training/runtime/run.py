@@ -200,32 +200,63 @@ def _pack(
 
 class StreamBlocks:
     """Pre-training rows: the token stream cut into blocks of ``block`` tokens, from an offset
-    drawn anew for each epoch (as nanoGPT samples windows anywhere in the text), so no token
-    always sits at a block's first position where it is never predicted.
+    drawn anew for each epoch (as nanoGPT samples windows anywhere in the text).
+
+    A causal LM's row is nanoGPT's ``(x, y)`` (``targets="next"``): ``block`` input tokens and,
+    as ``shift_labels``, the ``block`` tokens that follow them. Block ``i`` starts at ``s =
+    offset + i * block``, reads ``stream[s : s + block]`` and predicts ``stream[s + 1 : s + block
+    + 1]``, sharing its last target with the next block's first input. There are ``(len - 1) //
+    block`` blocks at every offset: from offset 0 they predict every token after the first (of
+    a stream of ``k * block + 1`` tokens; else all but the last ``(len - 1) % block``); from
+    another offset the last block runs on past the stream's end into its start, as if the text
+    came round again: the stream's first token is predicted from its last (one join an epoch,
+    where a document stream already has its end token), and every token is a target once but
+    the one at the offset (and the ``(len - 1) % block`` after the last block).
+    transformers' causal-LM loss (``ForCausalLMLoss``) takes ``shift_labels`` as they are and the
+    Trainer counts the targets from them (``num_items_in_batch``); ``labels`` carries the same
+    tensor, since the Trainer and the model compute a loss only when there are labels.
+
+    ``targets="same"`` is for a model whose loss does not take ``shift_labels``: ``labels`` =
+    ``input_ids``, shifted inside the model (the first token of each block is then never a
+    target); ``targets=None`` (masked LM): inputs only, the collator masks them. These two cut
+    whole blocks of the stream, as many at every offset (one block's room left for it).
 
     The Trainer calls ``set_epoch`` (through accelerate's data loader) before each epoch; the
-    offset is ``Random(seed, epoch)`` in ``[0, block)``. The number of blocks is the same for
-    every offset. Rows are ``input_ids``/``attention_mask`` (and ``labels`` for a causal LM)
-    as tensors, so the collator only stacks them."""
+    offset is ``Random(seed, epoch)`` in ``[0, block)``. Rows are tensors, so the collator only
+    stacks them."""
 
-    def __init__(self, ids: list[int], block: int, *, seed: int, labels: bool) -> None:
+    def __init__(self, ids: list[int], block: int, *, seed: int, targets: str | None) -> None:
         import torch
 
         self.ids = torch.tensor(ids, dtype=torch.long)
-        self.block = min(block, len(ids))
+        self.requested_block = block
         self.seed = seed
-        self.labels = labels
-        # Offsets up to block - 1 must leave as many whole blocks as offset 0 minus one.
-        spare = self.block - 1 if len(ids) >= 2 * self.block else 0
-        self.count = (len(ids) - spare) // self.block
-        self.offset = 0
-        self.set_epoch(0)
+        self.epoch = 0
+        self.set_targets(targets)
+
+    def set_targets(self, targets: str | None) -> None:
+        """The layout of the rows (see the class); the block count follows it."""
+        if targets not in ("next", "same", None):
+            raise ValueError(f"targets must be 'next', 'same' or None, not {targets!r}")
+        self.targets = targets
+        size = len(self.ids)
+        if targets == "next":
+            # Each input needs the token after it: len - 1 targets, blocks round the end.
+            self.block = max(1, min(self.requested_block, size - 1))
+            self.spare = self.block - 1
+            self.count = max(1, (size - 1) // self.block)
+        else:
+            self.block = min(self.requested_block, size)
+            # Offsets up to block - 1 must leave as many whole blocks as offset 0 minus one.
+            self.spare = self.block - 1 if size >= 2 * self.block else 0
+            self.count = (size - self.spare) // self.block
+        self.set_epoch(self.epoch)
 
     def set_epoch(self, epoch: int) -> None:
         import random
 
-        spare = self.block - 1 if len(self.ids) >= 2 * self.block else 0
-        self.offset = random.Random(f"{self.seed}:{epoch}").randint(0, spare)
+        self.epoch = epoch
+        self.offset = random.Random(f"{self.seed}:{epoch}").randint(0, self.spare)
 
     def __len__(self) -> int:
         return self.count
@@ -236,11 +267,24 @@ class StreamBlocks:
         if not 0 <= index < self.count:
             raise IndexError(index)
         start = self.offset + index * self.block
-        ids = self.ids[start : start + self.block]
-        row = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-        if self.labels:
-            row["labels"] = ids.clone()
-        return row
+        if self.targets != "next":
+            ids = self.ids[start : start + self.block]
+            row = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+            if self.targets == "same":
+                row["labels"] = ids.clone()
+            return row
+        end = start + self.block + 1
+        if end <= len(self.ids):
+            window = self.ids[start:end]
+        else:  # the last block from an offset above 0 comes round to the stream's start
+            window = self.ids[torch.arange(start, end) % len(self.ids)]
+        ids, targets = window[:-1], window[1:]
+        return {
+            "input_ids": ids,
+            "attention_mask": torch.ones_like(ids),
+            "labels": targets,
+            "shift_labels": targets,
+        }
 
 
 def _document_separator(config: TrainingConfig) -> str:
@@ -280,7 +324,9 @@ def prepare_dataset(
             raise JobInputError("The training text is empty after tokenization.")
         # Rows come out as tensors: the collator stacks them instead of building tensors
         # from Python lists, ~12 ms of every step for 8 x 128 tokens.
-        return StreamBlocks(ids, max_len, seed=seed, labels=kind == "pretrain_clm")
+        return StreamBlocks(
+            ids, max_len, seed=seed, targets="next" if kind == "pretrain_clm" else None
+        )
     if kind == "sft_causal":
         input_ids, labels = [], []
         for i in range(len(next(iter(data.values())))):
@@ -491,6 +537,22 @@ def _build_model(config: TrainingConfig, tokenizer, label2id: dict[str, int] | N
             f"maximum of {positions} positions."
         )
     return model
+
+
+def _takes_shift_labels(model) -> bool:
+    """Whether the causal LM's loss is transformers' ``ForCausalLMLoss``, which takes targets
+    already aligned with the inputs (``shift_labels``) as they are, and its ``forward`` passes
+    them on (every causal LM of transformers 5 does, gpt2 and llama included). A model with a
+    loss of its own (remote code) gets ``labels`` = ``input_ids`` instead."""
+    import inspect
+
+    from transformers.loss.loss_utils import ForCausalLMLoss
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    forward = inspect.signature(base.forward).parameters.values()
+    return getattr(base, "loss_function", None) is ForCausalLMLoss and any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in forward
+    )
 
 
 def _max_positions(model_config) -> int | None:
@@ -762,6 +824,11 @@ def train(
     if config.method == "lora":
         model = _apply_lora(model, config)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    shifted = isinstance(train_set, StreamBlocks) and train_set.targets == "next"
+    if shifted and not _takes_shift_labels(model):
+        for blocks in (train_set, eval_set):
+            if blocks is not None:
+                blocks.set_targets("same")  # the model shifts its labels itself
 
     if config.kind == "pretrain_mlm":
         if tokenizer.mask_token is None:
