@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM, TrainerCallback
 
 from llmhub.reporting import RecordingReporter
 from tests.training.runtime.conftest import data_dir  # noqa: F401 - the session fixture
-from training.runtime.config import TrainingConfig
+from training.runtime.config import TrainingConfig, validate_hyperparameters
 from training.runtime.presets import ModelSpec, build_config
 from training.runtime.run import train
 
@@ -67,12 +67,12 @@ class _CountItems(TrainerCallback):
         self.on = False
 
 
-@pytest.mark.parametrize("logging_steps", [1, 10])
+@pytest.mark.parametrize("logging_steps", [1, 10, None])  # None: the default
 def test_the_loop_reads_the_device_only_when_it_logs(
     data_dir: Path,  # noqa: F811 - the fixture imported above
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-    logging_steps: int,
+    logging_steps: int | None,
 ) -> None:
     counter = _CountItems(monkeypatch)
     original_trainer_init = transformers.Trainer.__init__
@@ -95,10 +95,13 @@ def test_the_loop_reads_the_device_only_when_it_logs(
             max_seq_length=32,
             batch_size=4,
             max_steps=steps,
-            logging_steps=logging_steps,
+            **({} if logging_steps is None else {"logging_steps": logging_steps}),
         ),
         reporter=reporter,
     )
+    if logging_steps is None:
+        logging_steps = 10  # the default: a point every 10 steps, not a sync at every step
+        assert validate_hyperparameters({})["logging_steps"] == logging_steps
     assert counter.steps == steps
     logs = [step for step, values, _ in reporter.metric_points if "loss" in values]
     # The first step is logged too (logging_first_step), then every logging_steps.

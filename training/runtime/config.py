@@ -132,8 +132,18 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
     Hyperparameter(
         "save_steps", "int", 0, "Checkpoint every N steps (0: at the end only).", 0, 1_000_000
     ),
+    # 10, not 1: each log reads the loss and gradient norm off the device (a sync that stalls
+    # a GPU's queue of kernels), samples system metrics and writes a chart point, at every step
+    # with 1; a small model's steps are milliseconds, so 10 still draws a point a second or so.
     Hyperparameter(
-        "logging_steps", "int", 1, "Log loss and learning rate every N steps.", 1, 100_000
+        "logging_steps",
+        "int",
+        10,
+        "Log loss, learning rate and gradient norm every N steps (and at the first step). "
+        "Each log waits for the device and writes a chart point: 10 keeps live curves moving "
+        "without slowing short steps; 1 charts every step.",
+        1,
+        100_000,
     ),
     Hyperparameter(
         "document_separator",
@@ -631,7 +641,7 @@ class TrainingConfig:
     seed: int = 42
     eval_steps: int = 0
     save_steps: int = 0
-    logging_steps: int = 1
+    logging_steps: int = 10
     document_separator: str = "auto"
     mlm_probability: float = 0.15
     on_divergence: str = "stop"
