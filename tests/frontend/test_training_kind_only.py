@@ -35,6 +35,15 @@ def test_beta_shows_only_for_dpo_and_kto(world, engineer, data) -> None:  # noqa
         "beta": ("dpo", "kto"),
         "mlm_probability": ("pretrain_mlm",),
         "document_separator": ("pretrain_clm", "pretrain_mlm"),
+        # The Trainer's kinds: DPO and KTO train through trl, which is not given it.
+        "torch_compile": (
+            "pretrain_clm",
+            "pretrain_mlm",
+            "sft_causal",
+            "seq2seq",
+            "classification",
+            "qa",
+        ),
     }
     assert 'data-show-when="kind=pretrain_clm,pretrain_mlm"' in _field_wrapper(
         page, "hp_document_separator"
