@@ -85,7 +85,8 @@ def _char_vocab(counts: dict[str, int], specials: list[str], vocab_size: int) ->
 
 @dataclass
 class TokenizerResult:
-    """The trained tokenizer: its actual ``vocab_size``, ``algorithm``, all
+    """The trained tokenizer: its actual ``vocab_size`` (that of a model built for it, as the
+    runtime loads it: ``shared_runtime.vocab.model_vocab_size``), ``algorithm``, all
     ``special_tokens``, the role of each (``special_token_map``: pad, unk, bos, eos, mask,
     cls, sep), the ``files`` written to the output directory and the ``texts`` trained on."""
 
@@ -184,7 +185,9 @@ def train_tokenizer(
         processors,
         trainers,
     )
-    from transformers import PreTrainedTokenizerFast
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    from shared_runtime.vocab import model_vocab_size
 
     reporter = reporter or NullReporter()
     if algorithm not in ALGORITHMS:
@@ -309,7 +312,9 @@ def train_tokenizer(
     files = [Path(f).name for f in wrapped.save_pretrained(str(output_dir))]
     reporter.progress(1.0, "Trained")
     return TokenizerResult(
-        vocab_size=tokenizer.get_vocab_size(),
+        # As the worker loads it and sizes the model's embedding (added tokens counted): the
+        # figure the parameter estimate reads from the tokenizer's record.
+        vocab_size=model_vocab_size(AutoTokenizer.from_pretrained(str(output_dir))),
         algorithm=algorithm,
         special_tokens=specials,
         files=sorted(set(files)),
