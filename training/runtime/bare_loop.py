@@ -3,7 +3,10 @@
 It does the same work as ``run.train`` for a ``pretrain_clm`` job — same model (built from the
 same spec and seed), same packed token blocks, same batch, fused AdamW with the same learning
 rate, weight decay, linear schedule and gradient clipping, and a safetensors save at the end — with
-nothing around it. ``bench/training_overhead.py`` compares the two to measure what the job
+nothing around it. The model's architecture settings (dropout, activation, tie_word_embeddings,
+...) are checked and passed to ``build_config`` as the job's are (``model_settings`` of the
+checked hyperparameters), and its vocabulary is ``model_vocab_size`` of the tokenizer, so both
+sides build the same model. ``bench/training_overhead.py`` compares the two to measure what the job
 machinery costs.
 """
 
@@ -12,6 +15,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from shared_runtime.vocab import model_vocab_size
+from training.runtime.config import model_settings, validate_hyperparameters
 from training.runtime.presets import ModelSpec, build_config
 
 
@@ -28,8 +33,11 @@ def bare_train(
     weight_decay: float = 0.0,
     seed: int = 42,
     output_dir: Path | None = None,
+    hyperparameters: dict | None = None,
 ) -> dict[str, float]:
-    """Train for ``steps`` optimizer steps; returns tokens/s, the last loss and the steps."""
+    """Train for ``steps`` optimizer steps; returns tokens/s, the last loss and the steps.
+    ``hyperparameters``: the job's, of which the architecture settings shape the model (checked
+    for ``spec``'s family as a launch checks them; JobInputError when refused)."""
     import pyarrow.parquet as pq
     import torch
     import transformers
@@ -37,6 +45,7 @@ def bare_train(
 
     from training.runtime.run import _pack
 
+    checked = validate_hyperparameters(hyperparameters or {}, family=spec.family)
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     texts = [
         t
@@ -46,10 +55,11 @@ def bare_train(
     blocks = torch.tensor(_pack(tokenizer, texts, seq_len))
     config = build_config(
         spec,
-        vocab_size=len(tokenizer),
+        vocab_size=model_vocab_size(tokenizer),
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
+        settings=model_settings(checked),  # dropouts, tied embeddings, ... as the job's
     )
     transformers.set_seed(seed)
     model = AutoModelForCausalLM.from_config(config)
