@@ -539,6 +539,16 @@ def _build_model(config: TrainingConfig, tokenizer, label2id: dict[str, int] | N
     return model
 
 
+def _name_the_causal_loss(model) -> None:
+    """A causal LM whose class name transformers cannot map to a loss (GPT2LMHeadModel) finds
+    ``ForCausalLMLoss`` at every forward through a ``logger.warning_once``: the same loss, but
+    a graph break under ``torch_compile`` that leaves the loss, and the backward split, outside
+    the compiled graphs. Naming the loss it already uses removes that detour."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if hasattr(base, "loss_type") and base.loss_type is None:
+        base.loss_type = "ForCausalLM"  # the loss transformers falls back to for it
+
+
 def _takes_shift_labels(model) -> bool:
     """Whether the causal LM's loss is transformers' ``ForCausalLMLoss``, which takes targets
     already aligned with the inputs (``shift_labels``) as they are, and its ``forward`` passes
@@ -824,6 +834,8 @@ def train(
     if config.method == "lora":
         model = _apply_lora(model, config)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if config.kind in ("pretrain_clm", "sft_causal"):
+        _name_the_causal_loss(model)
     shifted = isinstance(train_set, StreamBlocks) and train_set.targets == "next"
     if shifted and not _takes_shift_labels(model):
         for blocks in (train_set, eval_set):
