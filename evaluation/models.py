@@ -41,6 +41,11 @@ class EvaluationRun(Job):
     device = models.CharField(max_length=40, blank=True, default="")
     n_examples = models.PositiveIntegerField(default=0)
     warnings = models.JSONField(default=list, blank=True)
+    scoring = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="A perplexity's scoring: tokens and characters scored, windows, stride.",
+    )
 
     class Meta(Job.Meta):
         indexes = [models.Index(fields=["project", "status", "split"])]

@@ -178,6 +178,7 @@ def evaluation_store_results(*, run: EvaluationRun, result: dict[str, Any]) -> E
         device=result.get("device", ""),
         n_examples=result.get("n_examples", len(examples)),
         warnings=result.get("warnings", []),
+        scoring=json_safe(result.get("scoring") or {}),
     )
     run.refresh_from_db()
     return run

@@ -30,6 +30,7 @@ class EvaluationRunSerializer(JobSerializer):
             "device",
             "n_examples",
             "warnings",
+            "scoring",
         )
         read_only_fields = fields
 
